@@ -1,0 +1,556 @@
+"""The only socket code: subscribe, receive, account for loss, unsubscribe.
+
+The kernel keeps a global count of proc connector listeners and builds a
+message for every fork/exec/exit on the machine while it is above zero.
+Closing the socket does not lower it: only PROC_CN_MCAST_IGNORE does.  So a
+:class:`Connector` sends IGNORE exactly once on every way out: ``close()``,
+the end of a ``with`` block, an exception, garbage collection, interpreter
+exit, and SIGTERM/SIGHUP (turned into :class:`Terminated` while a connector
+is open, when the program has not set its own handler).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from types import FrameType, TracebackType
+from typing import Final
+
+from . import wire
+from .events import Ack, Event, Lost, event_mask, parse_event_names
+from .loss import LossTracker
+
+log = logging.getLogger("procevents")
+
+SOL_NETLINK: Final = 270
+NETLINK_NO_ENOBUFS: Final = 5
+SO_MEMINFO: Final = 55
+SK_MEMINFO_DROPS: Final = 8
+SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+#: Requested receive buffer (the kernel doubles it for bookkeeping).  A queued
+#: event costs about 832 bytes, so this holds about 80,000 events: enough to
+#: ride out a burst of process creation while the reader catches up.
+DEFAULT_RCVBUF: Final = 32 * 1024 * 1024
+#: Upper bound on events returned by one read_batch().
+MAX_BATCH: Final = 4096
+_RECV_SIZE: Final = 16384  # CONNECTOR_MAX_MSG_SIZE: room for any datagram
+_INIT_USER_NS_INO: Final = 0xEFFFFFFD
+_INIT_PID_NS_INO: Final = 0xEFFFFFFC
+_KERNEL_FILTER_SINCE: Final = (6, 6)
+#: Poll the drop counter at least this often during a storm (events).
+_DROPS_POLL_EVERY: Final = 8192
+
+
+class ConnectorError(OSError):
+    """The proc connector could not be used; ``str()`` is one line for a user."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM or SIGHUP arrived while a connector was open.
+
+    A SystemExit (status 128 + signal) so that ``with`` blocks and
+    ``finally`` clauses run, and an uncaught one ends the program quietly.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+def kernel_supports_filter(release: str | None = None) -> bool:
+    """True on kernels (6.6+) that accept struct proc_input event masks."""
+    match = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return match is not None and (int(match[1]), int(match[2])) >= _KERNEL_FILTER_SINCE
+
+
+def _namespace_inode(kind: str) -> int | None:
+    try:
+        link = os.readlink(f"/proc/self/ns/{kind}")
+    except OSError:
+        return None
+    try:
+        return int(link[link.index("[") + 1 : link.index("]")])
+    except ValueError:
+        return None
+
+
+def namespace_problem() -> str | None:
+    """Why the kernel would silently ignore our subscription, or None.
+
+    Events are reported relative to the initial user and pid namespaces and
+    requests from any other are dropped without an answer.
+    """
+    for kind, init in (("user", _INIT_USER_NS_INO), ("pid", _INIT_PID_NS_INO)):
+        inode = _namespace_inode(kind)
+        if inode is not None and inode != init:
+            return (
+                f"running in a non-initial {kind} namespace ({kind}:[{inode}]): the kernel "
+                "ignores proc connector subscriptions from there; run procevents on the host"
+            )
+    return None
+
+
+# Connectors open in this process, so signal handlers know when to act.
+_open_connectors: weakref.WeakSet[Connector] = weakref.WeakSet()
+_previous_handlers: dict[int, signal.Handlers | Callable[[int, FrameType | None], object] | int | None] = {}
+_handler_lock = threading.Lock()
+_TERMINATING_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(signum)
+
+
+def _install_signal_handlers() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    with _handler_lock:
+        for sig in _TERMINATING_SIGNALS:
+            if sig in _previous_handlers:
+                continue
+            try:
+                current = signal.getsignal(sig)
+            except ValueError:
+                continue
+            if current is signal.SIG_DFL:
+                _previous_handlers[sig] = current
+                signal.signal(sig, _raise_terminated)
+
+
+def _restore_signal_handlers() -> None:
+    if _open_connectors or threading.current_thread() is not threading.main_thread():
+        return
+    with _handler_lock:
+        for sig, previous in list(_previous_handlers.items()):
+            if signal.getsignal(sig) is _raise_terminated and previous is not None:
+                signal.signal(sig, previous)
+            del _previous_handlers[sig]
+
+
+def _send_ignore(sock: socket.socket, sent: list[bytes]) -> None:
+    """Finalizer: IGNORE, then close.  weakref.finalize runs it at most once."""
+    request = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
+    try:
+        sock.send(request)
+        sent.append(request)
+    except OSError as exc:  # nothing better to do on the way out
+        log.warning("could not send PROC_CN_MCAST_IGNORE: %s", exc)
+    finally:
+        sock.close()
+
+
+class Connector:
+    """A subscription to the kernel's process events.
+
+    ``events`` is a set of names (see :data:`procevents.EVENT_NAMES`) or a
+    comma-separated string; None means all.  A subset is filtered in the
+    kernel when it supports it (6.6+) and always in userspace too.
+
+    Use it as a context manager, or call :meth:`open` and :meth:`close`.
+    Iterating yields events; :class:`~procevents.events.Lost` events appear
+    in the stream wherever the kernel dropped some.
+    """
+
+    def __init__(
+        self,
+        events: Iterable[str] | str | None = None,
+        *,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        ack_timeout: float = 1.0,
+        kernel_filter: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        self.wanted: frozenset[str] | None = (
+            None if events is None else parse_event_names(events if isinstance(events, str) else list(events))
+        )
+        self.rcvbuf_requested = rcvbuf
+        self.ack_timeout = ack_timeout
+        self.use_kernel_filter = kernel_filter
+        self.handle_signals = handle_signals
+        #: Effective receive buffer size in bytes, as the kernel reports it.
+        self.rcvbuf = 0
+        #: True when the kernel drops unwanted events before they are queued.
+        self.kernel_filtered = False
+        #: Requests sent on the socket, in order (what ``close`` sent included).
+        self.sent: list[bytes] = []
+        #: Datagrams skipped because they failed to decode.
+        self.malformed = 0
+        self.last_decode_error: wire.DecodeError | None = None
+        self._sock: socket.socket | None = None
+        self._finalizer: weakref.finalize[..., None] | None = None
+        self._tracker = LossTracker(track_seq=True)
+        self._buf = bytearray(_RECV_SIZE)
+        self._pending: list[Event] = []
+        self._since_drops_poll = 0
+        self._names: frozenset[str] | None = self.wanted
+        self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
+
+    # -- lifecycle -------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._finalizer is None or not self._finalizer.alive
+
+    @property
+    def lost(self) -> int:
+        """Running total of events reported lost."""
+        return self._tracker.reported
+
+    def fileno(self) -> int:
+        if self._sock is None:
+            raise ValueError("connector is not open")
+        return self._sock.fileno()
+
+    def open(self) -> Connector:
+        """Open, subscribe and confirm; raise :class:`ConnectorError` with a reason."""
+        if self._sock is not None:
+            raise ValueError("connector already opened")
+        self._sock = self._open_socket()
+        self._finalizer = weakref.finalize(self, _send_ignore, self._sock, self.sent)
+        _open_connectors.add(self)
+        if self.handle_signals:
+            _install_signal_handlers()
+        try:
+            self._subscribe()
+            self._confirm()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Send PROC_CN_MCAST_IGNORE (exactly once over the life of this object) and close."""
+        if self._finalizer is not None:
+            self._finalizer()
+        _open_connectors.discard(self)
+        if self.handle_signals:
+            _restore_signal_handlers()
+
+    def __enter__(self) -> Connector:
+        if self._sock is None:
+            self.open()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _open_socket(self) -> socket.socket:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
+        except OSError as exc:
+            if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+                raise ConnectorError(
+                    exc.errno, "this kernel has no netlink connector (CONFIG_CONNECTOR is off)"
+                ) from None
+            raise ConnectorError(exc.errno, f"cannot open a netlink connector socket: {exc.strerror}") from None
+        try:
+            self.rcvbuf = self._size_buffer(sock)
+            try:
+                sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+            except OSError:
+                pass  # old kernel: ENOBUFS will be reported and handled instead
+            try:
+                sock.bind((0, wire.CN_IDX_PROC))
+            except PermissionError:
+                raise ConnectorError(
+                    errno.EPERM,
+                    "permission denied joining the proc connector group: kernels before 6.6 need "
+                    "root or CAP_NET_ADMIN (try sudo)",
+                ) from None
+            except OSError as exc:
+                raise ConnectorError(exc.errno, f"cannot bind the proc connector group: {exc.strerror}") from None
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _size_buffer(self, sock: socket.socket) -> int:
+        want = self.rcvbuf_requested
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, want)
+        except OSError:
+            # Without CAP_NET_ADMIN: SO_RCVBUF, which the kernel caps at
+            # net.core.rmem_max; ask for the most it will grant.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(want, _rmem_max()))
+            except OSError:
+                pass
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+
+    def _send(self, request: bytes) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send(request)
+        except ConnectionRefusedError:
+            raise ConnectorError(
+                errno.ECONNREFUSED,
+                "the proc connector refused the request: procevents is running in a non-initial "
+                "network namespace; run it in the host's",
+            ) from None
+        except OSError as exc:
+            raise ConnectorError(exc.errno, f"cannot send a subscription request: {exc.strerror}") from None
+        self.sent.append(request)
+
+    def _subscribe(self) -> None:
+        problem = namespace_problem()
+        if problem:
+            raise ConnectorError(errno.EPERM, problem)
+        # Always start with the legacy all-events LISTEN: it is the one form
+        # every kernel answers with an ack, so the subscription is confirmed.
+        self._send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=self._ack_seq, ack=self._ack_seq))
+        if self.wanted is not None and self.use_kernel_filter and kernel_supports_filter():
+            # 6.6+ keeps one subscription per socket: this narrows it rather
+            # than counting a second listener.
+            self._send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, event_mask(self.wanted)))
+            self.kernel_filtered = True
+            self._tracker.track_seq = False  # the filter makes gaps that are not losses
+
+    def _confirm(self) -> None:
+        """Wait for our ack; keep every event that arrives meanwhile."""
+        assert self._sock is not None
+        deadline = time.monotonic() + self.ack_timeout
+        want_ack = (self._ack_seq + 1) & 0xFFFFFFFF
+        poller = select.poll()
+        poller.register(self._sock, select.POLLIN)
+        while True:
+            for item in self._drain(keep_acks=True):
+                if isinstance(item, Ack) and item.ack == want_ack:
+                    if item.err:
+                        raise ConnectorError(item.err, f"the kernel refused the subscription: {os.strerror(item.err)}")
+                    self._pending = [ev for ev in self._pending if not isinstance(ev, Ack)]
+                    return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectorError(
+                    errno.ETIMEDOUT,
+                    f"no answer from the proc connector within {self.ack_timeout:g} s: the kernel may lack "
+                    "CONFIG_PROC_EVENTS, or procevents runs in a container/namespace the kernel ignores",
+                )
+            poller.poll(remaining * 1000)
+
+    # -- receiving -------------------------------------------------------
+
+    def _drain(self, keep_acks: bool = False, limit: int = MAX_BATCH) -> list[Event]:
+        """Read what is queued, without blocking; decoded events go to _pending.
+
+        Returns the events read by this call (acks included when asked).
+        """
+        sock = self._sock
+        assert sock is not None
+        recv_into = sock.recv_into
+        buf = self._buf
+        decode = wire.decode
+        on_event = self._tracker.on_event
+        wanted = self._names
+        pending = self._pending
+        start = len(pending)
+        got = 0
+        while got < limit:
+            try:
+                size = recv_into(buf)
+            except BlockingIOError:
+                self._poll_drops()
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._poll_drops("enobufs")
+                    continue
+                raise
+            got += 1
+            try:
+                event = decode(buf, size)
+            except wire.DecodeError as exc:
+                self._note_malformed(exc, buf, size)
+                continue
+            # Acks (ours and other listeners') take a number from the same
+            # per-CPU counter as events, so they count for gap tracking.
+            lost = on_event(event)
+            if lost is not None:
+                pending.append(lost)
+            if type(event) is Ack:
+                if keep_acks:
+                    pending.append(event)
+                continue
+            if wanted is None or event.name in wanted:
+                pending.append(event)
+        else:
+            self._since_drops_poll += got
+            if self._since_drops_poll >= _DROPS_POLL_EVERY:
+                self._poll_drops()
+        return pending[start:]
+
+    def _note_malformed(self, exc: wire.DecodeError, buf: bytearray, size: int) -> None:
+        self.malformed += 1
+        self.last_decode_error = exc
+        if self.malformed <= 10:
+            log.warning("skipped a malformed datagram (%s): %s", exc, bytes(buf[: min(size, 96)]).hex())
+
+    def drops(self) -> int:
+        """The socket's cumulative drop counter (SO_MEMINFO), 0 if unavailable."""
+        if self._sock is None:
+            return 0
+        try:
+            raw = self._sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+        except OSError:
+            return 0
+        return int(struct.unpack_from("<I", raw, 4 * SK_MEMINFO_DROPS)[0])
+
+    def _poll_drops(self, reason: str = "drops") -> None:
+        self._since_drops_poll = 0
+        lost = self._tracker.on_drops(self.drops(), time.monotonic_ns(), reason)
+        if lost is not None:
+            self._pending.append(lost)
+
+    def read_batch(self, timeout: float | None = None) -> list[Event]:
+        """Wait up to ``timeout`` seconds (None: forever) for events, then
+        return everything queued (at most MAX_BATCH).  [] on timeout."""
+        if self._sock is None:
+            raise ValueError("connector is not open")
+        if not self._pending:
+            self._drain()
+            if not self._pending:
+                ready = select.select([self._sock], [], [], timeout)[0]
+                if ready:
+                    self._drain()
+        batch, self._pending = self._pending, []
+        return batch
+
+    def __iter__(self) -> Iterator[Event]:
+        if self._sock is None:
+            self.open()
+        while True:
+            yield from self.read_batch()
+
+    # -- asyncio -----------------------------------------------------------
+
+    async def read_batch_async(self) -> list[Event]:
+        """Like :meth:`read_batch`, waiting on the event loop instead of blocking."""
+        if self._sock is None:
+            raise ValueError("connector is not open")
+        while not self._pending:
+            self._drain()
+            if self._pending:
+                break
+            loop = asyncio.get_running_loop()
+            ready = loop.create_future()
+            fd = self._sock.fileno()
+            loop.add_reader(fd, ready.set_result, None)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+        batch, self._pending = self._pending, []
+        return batch
+
+
+def _rmem_max() -> int:
+    try:
+        with open("/proc/sys/net/core/rmem_max", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 212992
+
+
+def listen(
+    events: Iterable[str] | str | None = None,
+    *,
+    rcvbuf: int = DEFAULT_RCVBUF,
+    ack_timeout: float = 1.0,
+    kernel_filter: bool = True,
+) -> Connector:
+    """Subscribe to process events; use as ``with listen(...) as stream``.
+
+    >>> with procevents.listen(events={"exec", "exit"}) as stream:  # doctest: +SKIP
+    ...     for event in stream:
+    ...         print(event)
+    """
+    return Connector(events, rcvbuf=rcvbuf, ack_timeout=ack_timeout, kernel_filter=kernel_filter).open()
+
+
+class AsyncStream:
+    """``async for event in alisten(...)``; also an async context manager.
+
+    The subscription opens on first use and is closed (IGNORE sent) when the
+    iteration ends, on ``aclose()``/``async with`` exit, or when the object
+    is garbage collected after a ``break``.
+    """
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._batch: list[Event] = []
+        self._index = 0
+
+    async def __aenter__(self) -> AsyncStream:
+        if self.connector.closed and self.connector._sock is None:
+            self.connector.open()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self.connector.close()
+
+    def __aiter__(self) -> AsyncStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.connector._sock is None:
+            self.connector.open()
+        elif self.connector.closed:
+            raise StopAsyncIteration
+        while self._index >= len(self._batch):
+            try:
+                self._batch = await self.connector.read_batch_async()
+            except BaseException:
+                self.connector.close()
+                raise
+            self._index = 0
+        event = self._batch[self._index]
+        self._index += 1
+        return event
+
+
+def alisten(
+    events: Iterable[str] | str | None = None,
+    *,
+    rcvbuf: int = DEFAULT_RCVBUF,
+    ack_timeout: float = 1.0,
+    kernel_filter: bool = True,
+) -> AsyncStream:
+    """Asyncio flavour of :func:`listen`: ``async for event in alisten(...)``.
+
+    The non-blocking socket is watched by the running event loop; no thread.
+    """
+    return AsyncStream(Connector(events, rcvbuf=rcvbuf, ack_timeout=ack_timeout, kernel_filter=kernel_filter))
+
+
+__all__ = [
+    "AsyncStream",
+    "Connector",
+    "ConnectorError",
+    "DEFAULT_RCVBUF",
+    "Lost",
+    "Terminated",
+    "alisten",
+    "kernel_supports_filter",
+    "listen",
+    "namespace_problem",
+]
