@@ -1,0 +1,1 @@
+"""Renderers: turn events (and their enrichment) into text lines or JSON."""
