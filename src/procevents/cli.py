@@ -9,34 +9,61 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .connector import Connector
+    from .enrich import Enricher
+    from .pipeline import Filter, Output, Sink
+    from .tree import Proc
 
 PROG = "procevents"
 EVENT_TYPES_HELP = "fork,exec,uid,gid,sid,ptrace,comm,coredump,exit"
 
 WATCH_EPILOG = f"""\
+commands:
+  procevents [options]               watch every process (the default)
+  procevents trace [options] -- CMD  run CMD and show it and its descendants
+  (procevents trace --help for its options)
+
 examples:
   procevents                         watch every process event on the host
-  procevents -e exec,exit            only execs and exits (filtered in the kernel)
+  procevents -e exec,exit            only execs and exits
   procevents --json -D 5             five seconds of JSON Lines
-  procevents -p 1234                 pid 1234 and everything it starts
+  procevents --tree                  execs drawn under their ancestors
+  procevents -p 1234                 pid 1234 and everything below it
+  procevents -c '^sleep$' -u root    root's sleep processes
   procevents --json -o events.jsonl  write JSON Lines to a file
+  procevents --no-enrich -e exec     the bare, fastest stream
 
 event types: {EVENT_TYPES_HELP}
 
 JSON keys: event, time (ISO 8601 UTC), timestamp_ns (CLOCK_MONOTONIC), cpu,
 seq, pid, tgid, then the linux/cn_proc.h names per type (parent_pid,
 child_tgid, ruid, euid, comm, exit_code, ...); exit adds status, signal and
-core_dumped; lost has count.  Text from other processes that is not valid
-UTF-8 is shown with U+FFFD and kept exactly, base64-encoded, in <key>_b64.
+core_dumped; lost has count.  With enrichment (the default) exec adds
+cmdline, exe, cwd, ppid, uid, user, comm; fork adds comm, ppid; exit adds
+comm, cmdline, duration (seconds), ppid, uid, user.  cmdline is null when
+the process was gone before it could be read.  Text from other processes
+that is not valid UTF-8 is shown with U+FFFD and kept exactly, base64, in
+<key>_b64.
 
 At exit a summary goes to stderr: events received per type and events lost.
 Ctrl-C, SIGTERM and SIGHUP end it cleanly; the kernel is always told to stop
 reporting (PROC_CN_MCAST_IGNORE).
+"""
+
+TRACE_EPILOG = """\
+examples:
+  procevents trace -- make -j4
+  procevents trace --json -o build.jsonl -- ./build.sh
+  procevents trace --flat -- sh -c 'ls / >/dev/null; sh -c "exit 3"; exit 5'
+
+The summary on stderr counts the processes started, those that failed
+(non-zero status) or were killed by a signal, and lists the slowest.
+procevents exits with CMD's status (128+N if a signal N killed it).
+Ctrl-C, SIGTERM and SIGHUP are passed on to CMD.
 """
 
 
@@ -96,6 +123,24 @@ def _event_list(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _regex(text: str) -> Any:
+    import re
+
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+
+
+def _user(text: str) -> int:
+    from .enrich import Users
+
+    try:
+        return Users().uid(text)
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -105,15 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    add_watch_options(parser)
-    return parser
-
-
-def add_watch_options(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object per line")
-    out.add_argument("-o", "--output", metavar="FILE", help="write events to FILE instead of stdout")
-    out.add_argument("-q", "--quiet", action="store_true", help="no startup notice or summary on stderr")
+    out.add_argument("--tree", action="store_true", help="execs indented under their ancestors, with exits")
+    _add_output_options(out)
     sel = parser.add_argument_group("selection")
     sel.add_argument(
         "-e", "--events", metavar="LIST", type=_event_list,
@@ -121,56 +161,64 @@ def add_watch_options(parser: argparse.ArgumentParser) -> None:
     )
     sel.add_argument(
         "-p", "--pid", metavar="PID", type=_pid, action="append",
-        help="only this process and its descendants, followed through forks (repeatable)",
+        help="only this process and its descendants, running or started later (repeatable)",
+    )
+    sel.add_argument("-u", "--user", metavar="NAME|UID", type=_user, help="only processes of this user")
+    sel.add_argument(
+        "-c", "--command", metavar="REGEX", type=_regex,
+        help="only processes whose comm, exe or argv[0] matches REGEX",
     )
     stop = parser.add_argument_group("stopping")
     stop.add_argument("-D", "--duration", metavar="SECONDS", type=_positive_float, help="stop after SECONDS")
     stop.add_argument("-n", "--count", metavar="N", type=_positive_int, help="stop after N events")
     tune = parser.add_argument_group("tuning")
     tune.add_argument(
-        "--buffer", metavar="SIZE", type=_size, default=None,
-        help="socket receive buffer to request, e.g. 64M (default 32M; the kernel doubles it)",
+        "--no-enrich", action="store_true",
+        help="no /proc reads: bare kernel events, the fastest stream (no -u/-c/--tree)",
     )
+    _add_tuning_options(tune)
     tune.add_argument(
         "--no-kernel-filter", action="store_true",
         help="filter event types in userspace only (keeps per-CPU loss detection exact)",
     )
+    return parser
+
+
+def _add_output_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appending) instead of stdout")
+    group.add_argument("-q", "--quiet", action="store_true", help="no startup notice or summary on stderr")
+
+
+def _add_tuning_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--buffer", metavar="SIZE", type=_size, default=None,
+        help="socket receive buffer to request, e.g. 64M (default 32M; the kernel doubles it)",
+    )
+
+
+def build_trace_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} trace",
+        usage=f"{PROG} trace [options] -- CMD [ARGS...]",
+        description="Run CMD and show it and every process it starts, as a tree.",
+        epilog=TRACE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON object per line instead of the tree")
+    out.add_argument("--flat", action="store_true", help="one text line per event instead of the tree")
+    _add_output_options(out)
+    out.add_argument("--slowest", metavar="N", type=int, default=5, help="list the N slowest processes (default 5)")
+    tune = parser.add_argument_group("tuning")
+    _add_tuning_options(tune)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
 
 
 def _version() -> str:
     from . import __version__
 
     return __version__
-
-
-class Output:
-    """Buffered event output; lines are flushed once per batch."""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.stream: BinaryIO
-        if path is None or path == "-":
-            self.stream = sys.stdout.buffer
-        else:
-            try:
-                self.stream = open(path, "ab")  # noqa: SIM115 - closed in close()
-            except OSError as exc:
-                raise UsageError(f"cannot open {path}: {exc.strerror}") from None
-        self.pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.pending.append(data)
-
-    def flush(self) -> None:
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.stream.write(data)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.stream is not sys.stdout.buffer:
-            self.stream.close()
 
 
 def _stderr(message: str) -> None:
@@ -187,83 +235,6 @@ def _describe_subscription(conn: Connector) -> str:
     return f"listening for {wanted} ({where}, receive buffer {conn.rcvbuf // (1024 * 1024)} MiB)"
 
 
-def run_watch(args: argparse.Namespace) -> int:
-    import time
-
-    from .connector import DEFAULT_RCVBUF, Connector, ConnectorError, Terminated
-    from .events import Lost
-    from .filters import DescendantFilter
-    from .render.jsonl import choose_dumps, event_fields
-    from .render.text import TextRenderer
-    from .stats import Summary
-    from .tree import ParentMap
-
-    output = Output(args.output)
-    summary = Summary()
-    parents = ParentMap()
-    follow = DescendantFilter(args.pid) if args.pid else None
-    renderer = TextRenderer()
-    dumps = choose_dumps()
-    json_mode = args.json
-    remaining = args.count
-    conn = Connector(
-        args.events,
-        rcvbuf=args.buffer or DEFAULT_RCVBUF,
-        kernel_filter=not args.no_kernel_filter,
-    )
-    status = 0
-    try:
-        conn.open()
-        if not args.quiet:
-            _stderr(_describe_subscription(conn))
-        deadline = None if args.duration is None else time.monotonic() + args.duration
-        while True:
-            timeout = None if deadline is None else deadline - time.monotonic()
-            if timeout is not None and timeout <= 0:
-                break
-            batch = conn.read_batch(timeout)
-            for event in batch:
-                ppid = parents.update(event)
-                if follow is not None and not follow(event):
-                    continue
-                summary.add(event)
-                if json_mode:
-                    fields: dict[str, Any] = event_fields(event, renderer.clock)
-                    output.write(dumps(fields) + b"\n")
-                else:
-                    output.write(renderer.render(event, ppid).encode("utf-8", "backslashreplace"))
-                if remaining is not None and type(event) is not Lost:
-                    remaining -= 1
-                    if remaining == 0:
-                        break
-            output.flush()
-            if remaining == 0:
-                break
-    except ConnectorError as exc:
-        _stderr(f"error: {exc.strerror or exc}")
-        return 1
-    except (KeyboardInterrupt, Terminated):
-        pass
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): stop quietly.
-        _silence_stdout()
-    finally:
-        conn.close()
-        try:
-            output.flush()
-        except BrokenPipeError:
-            _silence_stdout()
-        except OSError as exc:
-            _stderr(f"error: writing output: {exc.strerror}")
-            status = 1
-        output.close()
-        if conn.malformed:
-            _stderr(f"skipped {conn.malformed} malformed datagrams (last: {conn.last_decode_error})")
-        if not args.quiet:
-            _stderr(summary.line())
-    return status
-
-
 def _silence_stdout() -> None:
     # Further writes (including the interpreter's final flush) must not raise.
     try:
@@ -274,15 +245,280 @@ def _silence_stdout() -> None:
         pass
 
 
-COMMANDS: dict[str, str] = {}
+def _open_output(path: str | None) -> Output:
+    from .pipeline import Output
+
+    try:
+        return Output.open(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def _ancestor_depth(enricher: Enricher, roots: set[int] | None) -> Callable[[Proc], int]:
+    """Indentation for the tree: ancestors up to a root (or to init)."""
+
+    def depth(proc: Proc) -> int:
+        level = 0
+        if roots is not None and proc.pid in roots:
+            return 0
+        for ancestor in enricher.table.ancestors(proc.pid):
+            if roots is not None:
+                if ancestor.pid in roots:
+                    return level + 1
+            elif ancestor.pid <= 2:
+                return level
+            level += 1
+        return level
+
+    return depth
+
+
+def _run_pipeline(
+    conn: Connector,
+    sink: Sink,
+    output: Output,
+    *,
+    enricher: Enricher | None,
+    filters: list[Filter],
+    count: int | None,
+    duration: float | None,
+    quiet: bool,
+    stop: Callable[[], bool] | None = None,
+    observers: Sequence[Callable[..., None]] = (),
+    after: Callable[[], None] | None = None,
+) -> int:
+    """Shared main loop: open, run, and close on every way out."""
+    from .connector import ConnectorError, Terminated
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline(conn, sink, enricher=enricher, filters=filters, count=count, observers=observers)
+    status = 0
+    try:
+        try:
+            if conn.closed:
+                conn.open()
+            if not quiet:
+                _stderr(_describe_subscription(conn))
+            pipeline.run(duration=duration, stop=stop)
+        except ConnectorError as exc:
+            _stderr(f"error: {exc.strerror or exc}")
+            return 1
+        except (KeyboardInterrupt, Terminated):
+            pass
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): stop quietly.
+            _silence_stdout()
+        except OSError as exc:
+            _stderr(f"error: writing output: {exc.strerror or exc}")
+            status = 1
+    finally:
+        conn.close()
+        try:
+            output.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+        except OSError as exc:
+            _stderr(f"error: writing output: {exc.strerror or exc}")
+            status = 1
+        output.close()
+        if conn.malformed:
+            _stderr(f"skipped {conn.malformed} malformed datagrams (last: {conn.last_decode_error})")
+        if after is not None:
+            after()
+        if not quiet:
+            _stderr(pipeline.summary.line())
+    return status
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from .connector import DEFAULT_RCVBUF, Connector
+    from .enrich import Enricher
+    from .filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter
+    from .pipeline import JsonSink, TextSink, TreeSink
+
+    enrich = not args.no_enrich
+    if not enrich and (args.user is not None or args.command is not None or args.tree):
+        raise UsageError("-u, -c and --tree need enrichment; drop --no-enrich")
+    if args.tree and args.json:
+        raise UsageError("choose one of --tree and --json")
+    # The table and the pid follower need every fork and exit, so with
+    # them the kernel sends everything and -e filters here.
+    needs_all = enrich or args.pid
+    conn = Connector(
+        None if needs_all else args.events,
+        rcvbuf=args.buffer or DEFAULT_RCVBUF,
+        kernel_filter=not args.no_kernel_filter,
+    )
+    enricher = Enricher() if enrich else None
+    filters: list[Filter] = []
+    roots: set[int] | None = None
+    if args.pid:
+        roots = set(args.pid)
+        followed = enricher.table.descendants(roots) if enricher is not None else roots
+        filters.append(DescendantFilter(followed))
+    if needs_all and args.events:
+        filters.append(EventTypeFilter(args.events))
+    if args.user is not None:
+        filters.append(UserFilter(args.user))
+    if args.command is not None:
+        filters.append(CommandFilter(args.command))
+    output = _open_output(args.output)
+    sink: Sink
+    if args.json:
+        sink = JsonSink(output)
+    elif args.tree:
+        assert enricher is not None
+        sink = TreeSink(output, _ancestor_depth(enricher, roots))
+    else:
+        sink = TextSink(output)
+    return _run_pipeline(
+        conn, sink, output, enricher=enricher, filters=filters, count=args.count,
+        duration=args.duration, quiet=args.quiet,
+    )
+
+
+class TraceReport:
+    """Collects what the trace summary needs from the traced processes."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.root_exited = False
+        self.started = 0
+        self.failed = 0
+        self.killed = 0
+        self.finished: list[tuple[float, str, str]] = []
+
+    def observe(self, event: Any, proc: Proc | None, info: dict[str, Any]) -> None:
+        from .events import Exit, Fork
+        from .render.text import exit_description, format_command
+
+        if type(event) is Fork and event.child_pid == event.child_tgid:
+            self.started += 1
+        elif type(event) is Exit and event.pid == event.tgid:
+            if event.signal is not None:
+                self.killed += 1
+            elif event.status:
+                self.failed += 1
+            duration = info.get("duration")
+            if duration is not None:
+                self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
+            if event.tgid == self.root:
+                self.root_exited = True
+
+    def lines(self, slowest: int) -> list[str]:
+        from .render.text import format_duration
+
+        out = [
+            f"{self.started} processes started, {self.failed} failed, {self.killed} killed by a signal"
+        ]
+        ranked = sorted(self.finished, key=lambda item: item[0], reverse=True)[: max(0, slowest)]
+        if ranked:
+            out.append("slowest:")
+            width = max(len(format_duration(d)) for d, _, _ in ranked)
+            for duration, command, how in ranked:
+                out.append(f"  {format_duration(duration):>{width}}  {how:<10}  {command}")
+        return out
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    import signal
+    import subprocess
+    import time
+
+    from .connector import DEFAULT_RCVBUF, Connector, ConnectorError
+    from .enrich import Enricher
+    from .filters import DescendantFilter
+    from .pipeline import JsonSink, TextSink, TreeSink
+    from .procfs import ProcFS
+    from .tree import ProcessTable
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: procevents trace [options] -- CMD [ARGS...]")
+    if args.json and args.flat:
+        raise UsageError("choose one of --json and --flat")
+
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is not None and child.poll() is None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    try:
+        conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        try:
+            conn.open()  # subscribe first, so no event of CMD is missed
+        except ConnectorError as exc:
+            _stderr(f"error: {exc.strerror or exc}")
+            return 1
+        enricher = Enricher(ProcessTable(ProcFS(), seed=False))
+        try:
+            child = subprocess.Popen(command)
+        except OSError as exc:
+            conn.close()
+            _stderr(f"error: cannot run {command[0]}: {exc.strerror or exc}")
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        report = TraceReport(child.pid)
+        follow = DescendantFilter({child.pid})
+        output = _open_output(args.output)
+        sink: Sink
+        if args.json:
+            sink = JsonSink(output)
+        elif args.flat:
+            sink = TextSink(output)
+        else:
+            sink = TreeSink(output, _ancestor_depth(enricher, {child.pid}))
+        exited_at: list[float] = []
+        traced = child
+
+        def finished() -> bool:
+            # Stop once CMD's own exit event is shown, or shortly after it
+            # was reaped if that event was lost.
+            if traced.poll() is None:
+                return False
+            if report.root_exited:
+                return True
+            if not exited_at:
+                exited_at.append(time.monotonic())
+            return time.monotonic() - exited_at[0] > 1.0
+
+        def summary() -> None:
+            if not args.quiet:
+                for line in report.lines(args.slowest):
+                    _stderr(line)
+
+        status = _run_pipeline(
+            conn, sink, output, enricher=enricher, filters=[follow], count=None, duration=None,
+            quiet=True, stop=finished, observers=[report.observe], after=summary,
+        )
+        if status:
+            return status
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
+    "trace": (build_trace_parser, run_trace),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-        return run_watch(args)
+        if args_list and args_list[0] in COMMANDS:
+            make_parser, run = COMMANDS[args_list[0]]
+            return run(make_parser().parse_args(args_list[1:]))
+        return run_watch(build_parser().parse_args(args_list))
     except UsageError as exc:
         _stderr(f"error: {exc}")
         return 2

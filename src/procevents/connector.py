@@ -416,6 +416,13 @@ class Connector:
         if lost is not None:
             self._pending.append(lost)
 
+    def peek(self) -> list[Event]:
+        """Read what was queued meanwhile without consuming it: the events
+        returned stay pending for the next :meth:`read_batch`."""
+        if self._sock is None:
+            raise ValueError("connector is not open")
+        return self._drain()
+
     def read_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) for events, then
         return everything queued (at most MAX_BATCH).  [] on timeout."""

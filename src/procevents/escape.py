@@ -57,6 +57,9 @@ def json_text(text: str) -> tuple[str, str | None]:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no bytes decode to
+            raw = text.encode("utf-8", "surrogatepass")
         return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
     return text, None

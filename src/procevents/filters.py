@@ -1,15 +1,20 @@
-"""Per-event filters: small predicates the pipeline applies in order."""
+"""Per-event filters: small predicates ``(event, proc) -> bool`` applied in order.
+
+Lost events pass every filter: loss is data.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .events import Event, Exit, Fork, Lost
+from .tree import Proc
 
 
 class DescendantFilter:
     """Pass events of the given processes and of every descendant, followed
-    through forks as they happen.  Lost events always pass: loss is data."""
+    through forks as they happen."""
 
     __slots__ = ("tgids",)
 
@@ -19,7 +24,7 @@ class DescendantFilter:
     def add(self, tgid: int) -> None:
         self.tgids.add(tgid)
 
-    def __call__(self, event: Event) -> bool:
+    def __call__(self, event: Event, proc: Proc | None = None) -> bool:
         tgids = self.tgids
         cls = type(event)
         if cls is Fork:
@@ -34,7 +39,53 @@ class DescendantFilter:
         if tgid not in tgids:
             return False
         if cls is Exit and event.pid == tgid:
-            assert isinstance(event, Exit)
             # The process is gone; its pid may be reused by a stranger.
             tgids.discard(tgid)
         return True
+
+
+class EventTypeFilter:
+    """Pass only the named event types."""
+
+    __slots__ = ("names",)
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names) | {"lost"}
+
+    def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        return event.name in self.names
+
+
+class UserFilter:
+    """Pass events of processes whose real or effective uid is ``uid``."""
+
+    __slots__ = ("uid",)
+
+    def __init__(self, uid: int) -> None:
+        self.uid = uid
+
+    def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        if type(event) is Lost:
+            return True
+        return proc is not None and (proc.ruid == self.uid or proc.euid == self.uid)
+
+
+class CommandFilter:
+    """Pass events of processes whose comm, exe or argv[0] matches a regex."""
+
+    __slots__ = ("pattern",)
+
+    def __init__(self, pattern: str | re.Pattern[str]) -> None:
+        self.pattern = re.compile(pattern) if isinstance(pattern, str) else pattern
+
+    def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        if type(event) is Lost:
+            return True
+        if proc is None:
+            return False
+        search = self.pattern.search
+        if proc.comm is not None and search(proc.comm):
+            return True
+        if proc.exe is not None and search(proc.exe):
+            return True
+        return bool(proc.argv) and search(proc.argv[0]) is not None  # type: ignore[index]

@@ -1,38 +1,274 @@
-"""Process relationships fed by events."""
+"""The process table: every live process, seeded from /proc, kept current by events.
+
+Identity is (pid, start time): a fork always creates a fresh entry, an exit
+removes it, so after pid reuse two processes are never mixed.  Threads
+belong to their process (keyed by tgid).  Memory stays bounded: exited
+processes leave, and a hard cap evicts the oldest entries should exits be
+lost.
+"""
 
 from __future__ import annotations
 
-from .events import Coredump, Event, Exit, Fork
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-#: Beyond this many tracked processes the oldest entries are forgotten, so a
-#: lost exit cannot make memory grow without bound.
-MAX_TRACKED = 1 << 20
+from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
+from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable
+
+#: Beyond this many tracked processes the oldest entries are forgotten.
+MAX_TRACKED = 1 << 18
+_MAX_DEPTH = 256
 
 
-class ParentMap:
-    """tgid -> parent tgid, learned from forks, exits and coredumps."""
+@dataclass(slots=True)
+class Proc:
+    """What is known of one process.  ``start_ns`` is CLOCK_MONOTONIC."""
 
-    __slots__ = ("parents",)
+    pid: int
+    ppid: int
+    start_ns: int | None = None
+    comm: str | None = None
+    argv: list[str] | None = None
+    exe: str | None = None
+    cwd: str | None = None
+    ruid: int | None = None
+    euid: int | None = None
+    rgid: int | None = None
+    egid: int | None = None
+    #: How argv was learned: "exec" (read right after its exec), "seed"
+    #: (running at start), "fork" (inherited from the parent), or None.
+    argv_source: str | None = None
+    execs: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
 
-    def __init__(self) -> None:
-        self.parents: dict[int, int] = {}
 
-    def update(self, event: Event) -> int | None:
-        """Record what ``event`` teaches; return the parent of its process if known."""
+@dataclass(slots=True)
+class ExecSnapshot:
+    """/proc values read for an exec event, before the process could vanish."""
+
+    argv: list[str] | None
+    comm: str | None
+    exe: str | None
+    cwd: str | None
+    creds: Creds | None
+    #: Why argv is None: "gone" (exited first), "superseded" (the pid
+    #: exec'd again or was reused before the read), "denied", or None.
+    missing: str | None = None
+
+
+class ProcessTable:
+    """tgid -> :class:`Proc`, fed by events in arrival order."""
+
+    def __init__(self, procfs: ProcFS | None = None, *, seed: bool = True) -> None:
+        self.procfs = procfs or ProcFS()
+        self.procs: dict[int, Proc] = {}
+        self._boot_offset = self.procfs.boottime_offset_ns()
+        if seed:
+            self.seed()
+
+    def __len__(self) -> int:
+        return len(self.procs)
+
+    def __contains__(self, tgid: int) -> bool:
+        return tgid in self.procs
+
+    def get(self, tgid: int) -> Proc | None:
+        return self.procs.get(tgid)
+
+    # -- from /proc ------------------------------------------------------
+
+    def seed(self) -> None:
+        """Add every running process (and refresh ones already known)."""
+        for pid in self.procfs.pids():
+            proc = self.load(pid)
+            if proc is not None:
+                self.procs[pid] = proc
+
+    def load(self, pid: int) -> Proc | None:
+        """Build an entry from /proc, or None if the process is gone."""
+        handle = self.procfs.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return None
+        with handle:
+            return self._load(pid, handle)
+
+    def _load(self, pid: int, handle: ProcessHandle) -> Proc | None:
+        stat = handle.stat()
+        if not isinstance(stat, Stat):
+            return None
+        argv = handle.cmdline()
+        creds = handle.creds()
+        exe = handle.exe()
+        proc = Proc(
+            pid=pid,
+            ppid=stat.ppid,
+            start_ns=stat.start_boottime_ns - self._boot_offset,
+            comm=stat.comm,
+            argv=argv if isinstance(argv, list) else None,
+            exe=exe if isinstance(exe, str) else None,
+            argv_source="seed" if isinstance(argv, list) else None,
+        )
+        if isinstance(creds, Creds):
+            proc.ruid, proc.euid, proc.rgid, proc.egid = creds.ruid, creds.euid, creds.rgid, creds.egid
+        return proc
+
+    def resync(self) -> None:
+        """After lost events: drop entries whose process is gone or whose pid
+        now names another process, and add processes we never heard of."""
+        live = set(self.procfs.pids())
+        for pid in [pid for pid in self.procs if pid not in live]:
+            del self.procs[pid]
+        for pid in live:
+            fresh = self.load(pid)
+            if fresh is None:
+                self.procs.pop(pid, None)
+                continue
+            known = self.procs.get(pid)
+            if known is None or not _same_start(known.start_ns, fresh.start_ns):
+                self.procs[pid] = fresh
+            else:
+                known.ppid = fresh.ppid
+
+    # -- from events -------------------------------------------------------
+
+    def _add(self, proc: Proc) -> None:
+        procs = self.procs
+        if len(procs) >= MAX_TRACKED and proc.pid not in procs:
+            del procs[next(iter(procs))]
+        procs[proc.pid] = proc
+
+    def _lookup(self, tgid: int) -> Proc | None:
+        proc = self.procs.get(tgid)
+        if proc is None and tgid > 0:
+            proc = self.load(tgid)
+            if proc is not None:
+                self._add(proc)
+        return proc
+
+    def update(self, event: Event, snapshot: ExecSnapshot | None = None) -> Proc | None:
+        """Apply ``event``; return the entry of the process it is about.
+
+        For an exit of a whole process the entry is removed and returned.
+        """
         cls = type(event)
-        parents = self.parents
         if cls is Fork:
             assert isinstance(event, Fork)
-            if event.child_pid == event.child_tgid:
-                if len(parents) >= MAX_TRACKED:
-                    del parents[next(iter(parents))]
-                parents[event.child_tgid] = event.parent_tgid
-            return event.parent_tgid
+            if event.child_pid != event.child_tgid:
+                return self._lookup(event.child_tgid)
+            parent = self._lookup(event.parent_tgid)
+            child = Proc(pid=event.child_tgid, ppid=event.parent_tgid, start_ns=event.timestamp_ns)
+            if parent is not None:
+                child.comm = parent.comm
+                child.argv = parent.argv
+                child.exe = parent.exe
+                child.cwd = parent.cwd
+                child.ruid, child.euid, child.rgid, child.egid = parent.ruid, parent.euid, parent.rgid, parent.egid
+                child.argv_source = "fork" if parent.argv is not None else None
+            self._add(child)
+            return child
         if cls is Exit:
             assert isinstance(event, Exit)
-            known = parents.pop(event.process_tgid, None) if event.process_pid == event.process_tgid else None
-            return event.parent_tgid or known or parents.get(event.process_tgid)
-        if cls is Coredump:
-            assert isinstance(event, Coredump)
-            return event.parent_tgid or parents.get(event.process_tgid)
-        return parents.get(event.tgid)
+            if event.process_pid != event.process_tgid:
+                return self.procs.get(event.process_tgid)
+            proc = self.procs.pop(event.process_tgid, None)
+            if proc is None:
+                proc = Proc(pid=event.process_tgid, ppid=event.parent_tgid)
+            return proc
+        if cls is Exec:
+            proc = self._lookup(event.tgid)
+            if proc is None:
+                proc = Proc(pid=event.tgid, ppid=0)
+                self._add(proc)
+            proc.execs += 1
+            if snapshot is not None:
+                proc.argv = snapshot.argv
+                proc.argv_source = "exec" if snapshot.argv is not None else None
+                if snapshot.comm is not None:
+                    proc.comm = snapshot.comm
+                proc.exe = snapshot.exe
+                if snapshot.cwd is not None:
+                    proc.cwd = snapshot.cwd
+                creds = snapshot.creds
+                if creds is not None:
+                    proc.ruid, proc.euid, proc.rgid, proc.egid = creds.ruid, creds.euid, creds.rgid, creds.egid
+            return proc
+        proc = self._lookup(event.tgid)
+        if proc is None or event.pid != event.tgid:
+            return proc
+        if cls is Comm:
+            assert isinstance(event, Comm)
+            proc.comm = event.comm_text
+        elif cls is Uid:
+            assert isinstance(event, Uid)
+            proc.ruid, proc.euid = event.ruid, event.euid
+        elif cls is Gid:
+            assert isinstance(event, Gid)
+            proc.rgid, proc.egid = event.rgid, event.egid
+        return proc
+
+    # -- relationships -----------------------------------------------------
+
+    def ancestors(self, tgid: int) -> Iterator[Proc]:
+        """Parent, grandparent, ... as far as the table knows."""
+        seen = {tgid}
+        proc = self.procs.get(tgid)
+        while proc is not None and len(seen) < _MAX_DEPTH:
+            parent = self.procs.get(proc.ppid)
+            if parent is None or parent.pid in seen:
+                return
+            seen.add(parent.pid)
+            yield parent
+            proc = parent
+
+    def descendants(self, roots: set[int]) -> set[int]:
+        """``roots`` and every process below them in the table."""
+        children: dict[int, list[int]] = {}
+        for proc in self.procs.values():
+            children.setdefault(proc.ppid, []).append(proc.pid)
+        found = set(roots)
+        stack = list(roots)
+        while stack:
+            for child in children.get(stack.pop(), ()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
+
+def _same_start(a: int | None, b: int | None) -> bool:
+    # /proc start times have clock-tick resolution (10 ms at USER_HZ=100).
+    return a is None or b is None or abs(a - b) <= 20_000_000
+
+
+def read_exec_snapshots(procfs: ProcFS, pids: list[int]) -> list[ExecSnapshot]:
+    """Read argv first for every pid (in the order given), then the rest.
+
+    Each process is pinned by its /proc directory before anything is read,
+    so a pid reused meanwhile reads as gone instead of as a stranger.
+    """
+    handles = [procfs.open_process(pid) for pid in pids]
+    argvs = [h.cmdline() if isinstance(h, ProcessHandle) else h for h in handles]
+    snapshots = []
+    for handle, argv in zip(handles, argvs, strict=True):
+        if not isinstance(handle, ProcessHandle):
+            snapshots.append(ExecSnapshot(None, None, None, None, None, handle.value))
+            continue
+        with handle:
+            comm = handle.comm()
+            exe = handle.exe()
+            cwd = handle.cwd()
+            creds = handle.creds()
+        missing = None
+        if not isinstance(argv, list):
+            missing = "gone" if argv is not Unavailable.DENIED else "denied"
+        snapshots.append(
+            ExecSnapshot(
+                argv if isinstance(argv, list) else None,
+                comm if isinstance(comm, str) else None,
+                exe if isinstance(exe, str) else None,
+                cwd if isinstance(cwd, str) else None,
+                creds if isinstance(creds, Creds) else None,
+                missing,
+            )
+        )
+    return snapshots

@@ -127,7 +127,8 @@ def _check_header(buf: bytes | bytearray | memoryview, size: int, offset: int) -
         raise DecodeError(f"bad netlink length {nl_len} in a datagram of {remaining} bytes")
     if nl_type == NLMSG_ERROR:
         errno = -struct.unpack_from("<i", buf, offset + 16)[0] if nl_len >= 20 else 0
-        raise DecodeError(f"netlink error message: {os.strerror(errno) if errno else 'no errno'}")
+        reason = os.strerror(errno) if 0 < errno < 4096 else f"error {errno}"
+        raise DecodeError(f"netlink error message: {reason}")
     if nl_pid != 0:
         raise DecodeError(f"datagram not from the kernel (sender port {nl_pid})")
     if nl_len < HEADER_SIZE:
@@ -181,8 +182,7 @@ def decode(buf: bytes | bytearray | memoryview, size: int | None = None) -> Even
     ``size`` is how many bytes of ``buf`` are valid, so a receive buffer can
     be reused without slicing.  Raises :class:`DecodeError`.
     """
-    if size is None:
-        size = len(buf)
+    size = len(buf) if size is None else min(size, len(buf))
     head = _check_header(buf, size, 0)
     return _build(buf, 0, head[9])
 
@@ -191,8 +191,7 @@ def decode_all(buf: bytes | bytearray | memoryview, size: int | None = None) -> 
     """Decode every message of a datagram (the kernel sends one, but a
     datagram may legally carry several).  Raises :class:`DecodeError` on the
     first bad one."""
-    if size is None:
-        size = len(buf)
+    size = len(buf) if size is None else min(size, len(buf))
     events = []
     offset = 0
     while offset < size:

@@ -1,0 +1,166 @@
+"""Enrichment: who, what and how long, from the process table and /proc.
+
+The kernel sends only ids.  For every batch of events the enricher first
+reads the argv of each exec (newest first: the oldest ones are the likeliest
+to be gone already), before any other work, then applies the events to the
+process table in arrival order and attaches to each event a small dict of
+what is known (see :data:`ENRICHED_KEYS`).
+"""
+
+from __future__ import annotations
+
+import pwd
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from .events import Event, Exec, Exit, Fork, Lost
+from .procfs import ProcFS
+from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots
+
+#: Keys an enriched event may carry, per type.
+ENRICHED_KEYS: Final = {
+    "exec": ("cmdline", "exe", "cwd", "ppid", "uid", "user", "comm"),
+    "fork": ("comm", "ppid"),
+    "exit": ("comm", "cmdline", "duration", "ppid", "uid", "user"),
+    "other": ("comm", "ppid"),
+}
+
+
+class Users:
+    """uid -> user name, cached; an unknown uid is shown as its number."""
+
+    __slots__ = ("_names",)
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def name(self, uid: int | None) -> str | None:
+        if uid is None:
+            return None
+        names = self._names
+        name = names.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except (KeyError, OverflowError):
+                name = str(uid)
+            names[uid] = name
+        return name
+
+    def uid(self, text: str) -> int:
+        """A user name or number to a uid; KeyError when unknown."""
+        if text.isdigit():
+            return int(text)
+        return pwd.getpwnam(text).pw_uid
+
+
+def validate_snapshots(
+    batch: Sequence[Event], exec_indexes: list[int], snapshots: list[ExecSnapshot], later: Sequence[Event]
+) -> None:
+    """Drop a snapshot that may describe another program than its exec's.
+
+    Valid unless, after that exec, the same pid exec'd again (we read the
+    newer program) or a fork created a task with that pid (the pid was
+    reused before we pinned it).  Every event generated before our reads
+    finished is in ``batch`` or ``later`` (the socket drained afterwards).
+    """
+    # Walk backwards collecting the pids that something later supersedes.
+    superseded: set[int] = set()
+    for event in later:
+        cls = type(event)
+        if cls is Fork:
+            assert isinstance(event, Fork)
+            superseded.add(event.child_pid)
+        elif cls is Exec:
+            superseded.add(event.tgid)
+    position = len(batch)
+    for index, snapshot in zip(reversed(exec_indexes), reversed(snapshots), strict=True):
+        while position > index + 1:
+            position -= 1
+            event = batch[position]
+            cls = type(event)
+            if cls is Fork:
+                assert isinstance(event, Fork)
+                superseded.add(event.child_pid)
+            elif cls is Exec:
+                superseded.add(event.tgid)
+        if batch[index].tgid in superseded and snapshot.argv is not None:
+            snapshot.argv = None
+            snapshot.exe = None
+            snapshot.cwd = None
+            snapshot.creds = None
+            snapshot.comm = None
+            snapshot.missing = "superseded"
+
+
+class Enricher:
+    """Feeds a :class:`ProcessTable` and describes each event's process."""
+
+    def __init__(self, table: ProcessTable | None = None, procfs: ProcFS | None = None) -> None:
+        self.procfs = procfs or (table.procfs if table is not None else ProcFS())
+        self.table = table or ProcessTable(self.procfs)
+        self.users = Users()
+        #: Exec events seen / those whose argv was captured.
+        self.execs = 0
+        self.argv_captured = 0
+
+    def prefetch(self, batch: Sequence[Event], drain_more: Callable[[], Sequence[Event]]) -> dict[int, ExecSnapshot]:
+        """Read /proc for the batch's execs, newest first; index -> snapshot.
+
+        ``drain_more`` returns events queued since the batch was read (they
+        stay queued for the next batch); it closes the pid-reuse window.
+        """
+        exec_indexes = [i for i, event in enumerate(batch) if type(event) is Exec]
+        if not exec_indexes:
+            return {}
+        newest_first = exec_indexes[::-1]
+        snapshots = read_exec_snapshots(self.procfs, [batch[i].tgid for i in newest_first])
+        snapshots.reverse()
+        validate_snapshots(batch, exec_indexes, snapshots, drain_more())
+        return dict(zip(exec_indexes, snapshots, strict=True))
+
+    def resync(self) -> None:
+        self.table.resync()
+
+    def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, dict[str, Any]]:
+        """Update the table with ``event``; return its process and its info dict."""
+        cls = type(event)
+        if cls is Lost:
+            return None, {}
+        proc = self.table.update(event, snapshot)
+        if proc is None:
+            return None, {}
+        info: dict[str, Any]
+        if cls is Exec:
+            self.execs += 1
+            info = {
+                "cmdline": proc.argv if snapshot is not None else None,
+                "exe": proc.exe,
+                "cwd": proc.cwd,
+                "ppid": proc.ppid,
+                "uid": proc.ruid,
+                "user": self.users.name(proc.ruid),
+                "comm": proc.comm,
+            }
+            if snapshot is not None and snapshot.argv is not None:
+                self.argv_captured += 1
+            else:
+                info["cmdline"] = None
+                if snapshot is not None and snapshot.missing:
+                    info["missing"] = snapshot.missing
+        elif cls is Exit:
+            assert isinstance(event, Exit)
+            start = proc.start_ns
+            info = {
+                "comm": proc.comm,
+                "cmdline": proc.argv,
+                "duration": None if start is None else max(0, event.timestamp_ns - start) / 1e9,
+                "ppid": event.parent_tgid or proc.ppid,
+                "uid": proc.ruid,
+                "user": self.users.name(proc.ruid),
+            }
+        elif cls is Fork:
+            info = {"comm": proc.comm, "ppid": proc.ppid}
+        else:
+            info = {"comm": proc.comm, "ppid": proc.ppid}
+        return proc, info

@@ -1,0 +1,188 @@
+"""The per-batch pipeline: enrich, filter, render, write.
+
+Composed of small stages, as structlog composes processors.  A batch is
+everything the socket had queued; /proc is read for its execs before
+anything else is done with it, then each event goes through the stages in
+arrival order, and the output is flushed once per batch.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, BinaryIO, Protocol
+
+from .connector import Connector
+from .enrich import Enricher
+from .events import Event, Lost
+from .render.clock import Clock
+from .render.jsonl import choose_dumps, event_fields, put_argv, put_text
+from .render.text import TextRenderer
+from .render.tree import TreeRenderer
+from .stats import Summary
+from .tree import Proc
+
+Filter = Callable[[Event, Proc | None], bool]
+
+
+class OutputError(Exception):
+    """Writing the output failed (disk full, closed pipe...)."""
+
+
+class Output:
+    """Buffered byte output, flushed once per batch."""
+
+    def __init__(self, stream: BinaryIO, *, owned: bool = False) -> None:
+        self.stream = stream
+        self.owned = owned
+        self.pending: list[bytes] = []
+
+    @classmethod
+    def open(cls, path: str | None) -> Output:
+        if path is None or path == "-":
+            return cls(sys.stdout.buffer)
+        return cls(open(path, "ab"), owned=True)  # noqa: SIM115 - closed by close()
+
+    def write(self, data: bytes) -> None:
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.stream.write(data)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
+
+
+class Sink(Protocol):
+    def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
+        """Render one event; return whether anything was written."""
+
+
+class TextSink:
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.renderer = TextRenderer()
+
+    def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
+        ppid = info.get("ppid")
+        if ppid is None:
+            ppid = getattr(event, "parent_tgid", None) or None
+        self.output.write(self.renderer.render(event, ppid, info).encode("utf-8", "backslashreplace"))
+        return True
+
+
+_TEXT_KEYS = ("comm", "exe", "cwd", "user")
+
+
+class JsonSink:
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.clock = Clock()
+        self.dumps = choose_dumps()
+
+    def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
+        fields = event_fields(event, self.clock)
+        for key, value in info.items():
+            if key == "cmdline":
+                put_argv(fields, key, value)
+            elif key in _TEXT_KEYS:
+                put_text(fields, key, value)
+            else:
+                fields[key] = value
+        self.output.write(self.dumps(fields) + b"\n")
+        return True
+
+
+class TreeSink:
+    def __init__(self, output: Output, depth: Callable[[Proc], int]) -> None:
+        self.output = output
+        self.renderer = TreeRenderer(depth)
+
+    def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
+        line = self.renderer.render(event, proc, info)
+        if line is None:
+            return False
+        self.output.write(line.encode("utf-8", "backslashreplace"))
+        return True
+
+
+class Pipeline:
+    """Connector -> enrich -> filters -> sink, one batch at a time."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        sink: Sink,
+        *,
+        enricher: Enricher | None = None,
+        filters: Sequence[Filter] = (),
+        summary: Summary | None = None,
+        count: int | None = None,
+        observers: Sequence[Callable[[Event, Proc | None, Mapping[str, Any]], None]] = (),
+    ) -> None:
+        self.connector = connector
+        self.sink = sink
+        self.enricher = enricher
+        self.filters = list(filters)
+        self.summary = summary or Summary()
+        self.remaining = count
+        self.observers = list(observers)
+
+    @property
+    def done(self) -> bool:
+        return self.remaining is not None and self.remaining <= 0
+
+    def process(self, batch: list[Event]) -> None:
+        enricher = self.enricher
+        snapshots = enricher.prefetch(batch, self.connector.peek) if enricher is not None else {}
+        filters = self.filters
+        sink = self.sink
+        summary = self.summary
+        observers = self.observers
+        resync = False
+        empty: Mapping[str, Any] = {}
+        for index, event in enumerate(batch):
+            if enricher is not None:
+                proc, info = enricher.apply(event, snapshots.get(index))
+            else:
+                proc, info = None, empty
+            if type(event) is Lost:
+                resync = True
+            if not all(check(event, proc) for check in filters):
+                continue
+            summary.add(event)
+            for observe in observers:
+                observe(event, proc, info)
+            if sink.emit(event, proc, info) and self.remaining is not None and type(event) is not Lost:
+                self.remaining -= 1
+                if self.remaining <= 0:
+                    break
+        if resync and enricher is not None:
+            # Lost events may include forks and exits: re-read /proc so the
+            # table (parents, argv, users) is right for what follows.
+            enricher.resync()
+
+    def run(self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float = 0.5) -> None:
+        """Process batches until ``count`` events, ``duration`` seconds, or ``stop()``."""
+        output: Output | None = getattr(self.sink, "output", None)
+        deadline = None if duration is None else time.monotonic() + duration
+        while not self.done:
+            timeout = tick if stop is not None else None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                timeout = left if timeout is None else min(timeout, left)
+            batch = self.connector.read_batch(timeout)
+            if batch:
+                self.process(batch)
+                if output is not None:
+                    output.flush()
+            if stop is not None and stop():
+                break

@@ -1,0 +1,298 @@
+"""The only module that reads /proc.
+
+Read the way psutil does: whole-file reads with os.open/os.read, the stat
+line split at the *last* ')' (comm may hold spaces and parentheses), and a
+process that vanished, a zombie with an empty cmdline, or a permission
+refusal turned into a typed :class:`Unavailable` value, never an exception.
+
+Reads can be pinned to one process: :meth:`ProcFS.open_process` opens the
+``/proc/PID`` directory, and every read through that handle fails (GONE)
+once that process is gone, even if its pid has been reused meanwhile.  The
+root is configurable so tests can point it at a fixture tree.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Final
+
+_BUFSIZE: Final = 65536
+_O_RDONLY: Final = os.O_RDONLY | os.O_CLOEXEC
+_O_DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_GONE_ERRNOS: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR})
+_DENIED_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM})
+_UID_LINE: Final = re.compile(rb"^Uid:\s+(\d+)\s+(\d+)", re.M)
+_GID_LINE: Final = re.compile(rb"^Gid:\s+(\d+)\s+(\d+)", re.M)
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+class Unavailable(enum.Enum):
+    """Why a /proc value could not be had: all expected, none an error."""
+
+    GONE = "gone"  # the process exited (or its pid now names another one)
+    DENIED = "denied"  # not allowed to read it
+    EMPTY = "empty"  # a zombie or a kernel thread: no cmdline
+
+    def __bool__(self) -> bool:
+        return False
+
+
+GONE: Final = Unavailable.GONE
+DENIED: Final = Unavailable.DENIED
+EMPTY: Final = Unavailable.EMPTY
+
+
+def _classify(exc: OSError) -> Unavailable:
+    if exc.errno in _DENIED_ERRNOS:
+        return DENIED
+    return GONE
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """The fields of /proc/PID/stat we use."""
+
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    tty_nr: int
+    starttime: int  # clock ticks after boot
+    num_threads: int
+
+    @property
+    def start_boottime_ns(self) -> int:
+        """Start time in CLOCK_BOOTTIME nanoseconds."""
+        return self.starttime * 1_000_000_000 // CLOCK_TICKS
+
+
+@dataclass(frozen=True, slots=True)
+class Creds:
+    ruid: int
+    euid: int
+    rgid: int
+    egid: int
+
+
+def parse_stat(data: bytes) -> Stat:
+    """Parse a /proc/PID/stat line.  Raises ValueError if it is not one."""
+    open_paren = data.index(b"(")
+    close_paren = data.rindex(b")")
+    comm = data[open_paren + 1 : close_paren].decode("utf-8", "surrogateescape")
+    fields = data[close_paren + 2 :].split()
+    # fields[0] is field 3 (state) of proc(5)
+    return Stat(
+        comm=comm,
+        state=fields[0].decode("ascii", "replace"),
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        session=int(fields[3]),
+        tty_nr=int(fields[4]),
+        starttime=int(fields[19]),
+        num_threads=int(fields[17]),
+    )
+
+
+def parse_cmdline(data: bytes) -> list[str] | Unavailable:
+    """argv from /proc/PID/cmdline: NUL-separated, surrogate-escaped str."""
+    if not data:
+        return EMPTY
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return [arg.decode("utf-8", "surrogateescape") for arg in data.split(b"\0")]
+
+
+def parse_creds(data: bytes) -> Creds:
+    """Real and effective uid and gid from /proc/PID/status."""
+    uid = _UID_LINE.search(data)
+    gid = _GID_LINE.search(data)
+    if uid is None or gid is None:
+        raise ValueError("no Uid:/Gid: lines")
+    return Creds(int(uid[1]), int(uid[2]), int(gid[1]), int(gid[2]))
+
+
+def parse_cgroup(data: bytes) -> str:
+    """The cgroup v2 path ("0::/...") or, on v1, the name=systemd / first path."""
+    first = ""
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        hier, _, rest = line.partition(":")
+        _controllers, _, path = rest.partition(":")
+        if hier == "0":
+            return path
+        if not first or "name=systemd" in _controllers:
+            first = path
+    return first
+
+
+def _read_fd_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, _BUFSIZE)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        if len(chunk) < 4096:
+            # A short read below a page only happens at end of file here;
+            # skipping the read that would return b"" saves a syscall.
+            break
+    return b"".join(chunks)
+
+
+class ProcessHandle:
+    """Reads pinned to one process through an open /proc/PID directory."""
+
+    __slots__ = ("fd", "pid")
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> ProcessHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, name: str) -> bytes | Unavailable:
+        try:
+            fd = os.open(name, _O_RDONLY, dir_fd=self.fd)
+        except OSError as exc:
+            return _classify(exc)
+        try:
+            return _read_fd_all(fd)
+        except OSError as exc:
+            return _classify(exc)
+        finally:
+            os.close(fd)
+
+    def readlink(self, name: str) -> str | Unavailable:
+        try:
+            return os.readlink(name, dir_fd=self.fd)
+        except OSError as exc:
+            return _classify(exc)
+
+    def cmdline(self) -> list[str] | Unavailable:
+        data = self.read("cmdline")
+        if isinstance(data, Unavailable):
+            return data
+        return parse_cmdline(data)
+
+    def comm(self) -> str | Unavailable:
+        data = self.read("comm")
+        if isinstance(data, Unavailable):
+            return data
+        return data.rstrip(b"\n").decode("utf-8", "surrogateescape")
+
+    def exe(self) -> str | Unavailable:
+        return self.readlink("exe")
+
+    def cwd(self) -> str | Unavailable:
+        return self.readlink("cwd")
+
+    def stat(self) -> Stat | Unavailable:
+        data = self.read("stat")
+        if isinstance(data, Unavailable):
+            return data
+        try:
+            return parse_stat(data)
+        except (ValueError, IndexError):
+            return GONE
+
+    def creds(self) -> Creds | Unavailable:
+        data = self.read("status")
+        if isinstance(data, Unavailable):
+            return data
+        try:
+            return parse_creds(data)
+        except ValueError:
+            return GONE
+
+    def cgroup(self) -> str | Unavailable:
+        data = self.read("cgroup")
+        if isinstance(data, Unavailable):
+            return data
+        return parse_cgroup(data)
+
+
+class ProcFS:
+    """Readers for one /proc tree (``root``, "/proc" by default)."""
+
+    def __init__(self, root: str = "/proc") -> None:
+        self.root = root.rstrip("/") or "/"
+
+    def open_process(self, pid: int) -> ProcessHandle | Unavailable:
+        """Pin ``pid``: later reads through the handle see this process or GONE."""
+        try:
+            return ProcessHandle(pid, os.open(f"{self.root}/{pid}", _O_DIR))
+        except OSError as exc:
+            return _classify(exc)
+
+    def pids(self) -> list[int]:
+        """Every process id listed in the root (threads are not listed)."""
+        try:
+            names = os.listdir(self.root)
+        except OSError:
+            return []
+        return sorted(int(name) for name in names if name.isdigit())
+
+    def cmdline(self, pid: int) -> list[str] | Unavailable:
+        handle = self.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return handle
+        with handle:
+            return handle.cmdline()
+
+    def comm(self, pid: int) -> str | Unavailable:
+        handle = self.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return handle
+        with handle:
+            return handle.comm()
+
+    def exe(self, pid: int) -> str | Unavailable:
+        try:
+            return os.readlink(f"{self.root}/{pid}/exe")
+        except OSError as exc:
+            return _classify(exc)
+
+    def cwd(self, pid: int) -> str | Unavailable:
+        try:
+            return os.readlink(f"{self.root}/{pid}/cwd")
+        except OSError as exc:
+            return _classify(exc)
+
+    def stat(self, pid: int) -> Stat | Unavailable:
+        handle = self.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return handle
+        with handle:
+            return handle.stat()
+
+    def creds(self, pid: int) -> Creds | Unavailable:
+        handle = self.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return handle
+        with handle:
+            return handle.creds()
+
+    def cgroup(self, pid: int) -> str | Unavailable:
+        handle = self.open_process(pid)
+        if isinstance(handle, Unavailable):
+            return handle
+        with handle:
+            return handle.cgroup()
+
+    def boottime_offset_ns(self) -> int:
+        """CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended)."""
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()

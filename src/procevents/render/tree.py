@@ -1,0 +1,45 @@
+"""Tree view: each exec under its ancestors, indented, like extrace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..escape import escape
+from ..events import Event, Exec, Exit, Lost
+from ..tree import Proc
+from .text import exit_description, format_command, format_duration
+
+INDENT = "  "
+
+
+class TreeRenderer:
+    """Renders execs as ``<indent><pid> <argv>`` and, for processes shown,
+    their exit as ``<indent><pid> exit <status> after <duration>``.
+
+    ``depth`` gives a process's indentation level.
+    """
+
+    def __init__(self, depth: Callable[[Proc], int]) -> None:
+        self.depth = depth
+        self.shown: dict[int, int] = {}
+
+    def render(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
+        cls = type(event)
+        if cls is Exec and proc is not None:
+            level = self.depth(proc)
+            self.shown[proc.pid] = level
+            return f"{INDENT * level}{proc.pid} {format_command(info) or '?'}\n"
+        if cls is Exit and proc is not None and event.pid == event.tgid:
+            assert isinstance(event, Exit)
+            level = self.shown.pop(proc.pid, None)
+            if level is None:
+                return None
+            duration = info.get("duration")
+            took = f" after {format_duration(duration)}" if duration is not None else ""
+            name = f" [{escape(proc.comm)}]" if proc.comm else ""
+            return f"{INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
+        if cls is Lost:
+            assert isinstance(event, Lost)
+            return f"!! {event.count} events lost ({event.reason})\n"
+        return None
