@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Final
 
@@ -189,7 +189,7 @@ class Connector:
         self.malformed = 0
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
-        self._finalizer: weakref.finalize[..., None] | None = None
+        self._finalizer: weakref.finalize[[socket.socket, list[bytes]], Connector] | None = None
         self._tracker = LossTracker(track_seq=True)
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
@@ -550,10 +550,10 @@ def alisten(
 
 
 __all__ = [
+    "DEFAULT_RCVBUF",
     "AsyncStream",
     "Connector",
     "ConnectorError",
-    "DEFAULT_RCVBUF",
     "Lost",
     "Terminated",
     "alisten",

@@ -130,7 +130,7 @@ class Event:
     def time(self) -> _dt.datetime:
         """Wall-clock time of the event, an aware UTC datetime."""
         ns = self.timestamp_ns + _clock_offset_ns
-        return _dt.datetime.fromtimestamp(ns // 1_000_000_000, _dt.timezone.utc).replace(
+        return _dt.datetime.fromtimestamp(ns // 1_000_000_000, _dt.UTC).replace(
             microsecond=(ns // 1000) % 1_000_000
         )
 

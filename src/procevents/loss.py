@@ -25,7 +25,7 @@ _HALF = 1 << 31
 class LossTracker:
     """Feed it every decoded event (acks excluded) and every drop-counter read."""
 
-    __slots__ = ("track_seq", "reported", "_next_seq", "_gap_total", "_drops_base")
+    __slots__ = ("_drops_base", "_gap_total", "_next_seq", "reported", "track_seq")
 
     def __init__(self, track_seq: bool) -> None:
         #: Only meaningful with an all-events subscription: a kernel filter

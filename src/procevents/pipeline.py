@@ -42,7 +42,7 @@ class Output:
     def open(cls, path: str | None) -> Output:
         if path is None or path == "-":
             return cls(sys.stdout.buffer)
-        return cls(open(path, "ab"), owned=True)  # noqa: SIM115 - closed by close()
+        return cls(open(path, "ab"), owned=True)
 
     def write(self, data: bytes) -> None:
         self.pending.append(data)
@@ -147,6 +147,8 @@ class Pipeline:
         observers = self.observers
         resync = False
         empty: Mapping[str, Any] = {}
+        proc: Proc | None
+        info: Mapping[str, Any]
         for index, event in enumerate(batch):
             if enricher is not None:
                 proc, info = enricher.apply(event, snapshots.get(index))

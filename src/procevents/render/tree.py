@@ -32,9 +32,9 @@ class TreeRenderer:
             return f"{INDENT * level}{proc.pid} {format_command(info) or '?'}\n"
         if cls is Exit and proc is not None and event.pid == event.tgid:
             assert isinstance(event, Exit)
-            level = self.shown.pop(proc.pid, None)
-            if level is None:
+            if proc.pid not in self.shown:
                 return None
+            level = self.shown.pop(proc.pid)
             duration = info.get("duration")
             took = f" after {format_duration(duration)}" if duration is not None else ""
             name = f" [{escape(proc.comm)}]" if proc.comm else ""
