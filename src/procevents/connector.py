@@ -139,8 +139,16 @@ def _restore_signal_handlers() -> None:
             del _previous_handlers[sig]
 
 
-def _send_ignore(sock: socket.socket, sent: list[bytes]) -> None:
-    """Finalizer: IGNORE, then close.  weakref.finalize runs it at most once."""
+def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
+    """Finalizer: IGNORE, then close.  weakref.finalize runs it at most once.
+
+    A forked child shares the parent's socket and with it the subscription:
+    only the process that subscribed may end it, or the child's exit would
+    silently switch the parent's events off.
+    """
+    if os.getpid() != owner_pid:
+        sock.close()
+        return
     request = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
     try:
         sock.send(request)
@@ -189,7 +197,7 @@ class Connector:
         self.malformed = 0
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
-        self._finalizer: weakref.finalize[[socket.socket, list[bytes]], Connector] | None = None
+        self._finalizer: weakref.finalize[[socket.socket, list[bytes], int], Connector] | None = None
         self._tracker = LossTracker(track_seq=True)
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
@@ -218,7 +226,7 @@ class Connector:
         if self._sock is not None:
             raise ValueError("connector already opened")
         self._sock = self._open_socket()
-        self._finalizer = weakref.finalize(self, _send_ignore, self._sock, self.sent)
+        self._finalizer = weakref.finalize(self, _send_ignore, self._sock, self.sent, os.getpid())
         _open_connectors.add(self)
         if self.handle_signals:
             _install_signal_handlers()
