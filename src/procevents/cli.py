@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from .connector import Connector
@@ -69,6 +69,13 @@ Ctrl-C, SIGTERM and SIGHUP are passed on to CMD.
 
 class UsageError(Exception):
     """A bad option value: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
 
 
 def _positive_float(text: str) -> float:
@@ -142,7 +149,7 @@ def _user(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Watch every process on this Linux host as it is born, changes and dies, "
         "through the kernel's process events connector.",
@@ -197,7 +204,7 @@ def _add_tuning_options(group: argparse._ArgumentGroup) -> None:
 
 
 def build_trace_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=f"{PROG} trace",
         usage=f"{PROG} trace [options] -- CMD [ARGS...]",
         description="Run CMD and show it and every process it starts, as a tree.",
@@ -299,7 +306,14 @@ def _run_pipeline(
                 conn.open()
             if not quiet:
                 _stderr(_describe_subscription(conn))
-            pipeline.run(duration=duration, stop=stop)
+            try:
+                pipeline.run(duration=duration, stop=stop)
+            except (KeyboardInterrupt, Terminated):
+                pass
+            # What the kernel queued before we stopped is still shown: an
+            # event is never dropped silently on the way out.  A second
+            # Ctrl-C skips this.
+            pipeline.finish()
         except ConnectorError as exc:
             _stderr(f"error: {exc.strerror or exc}")
             return 1
@@ -460,14 +474,19 @@ def run_trace(args: argparse.Namespace) -> int:
             return 1
         enricher = Enricher(ProcessTable(ProcFS(), seed=False))
         try:
+            output = _open_output(args.output)
+        except UsageError:
+            conn.close()
+            raise
+        try:
             child = subprocess.Popen(command)
         except OSError as exc:
             conn.close()
+            output.close()
             _stderr(f"error: cannot run {command[0]}: {exc.strerror or exc}")
             return 127 if isinstance(exc, FileNotFoundError) else 126
         report = TraceReport(child.pid)
         follow = DescendantFilter({child.pid})
-        output = _open_output(args.output)
         sink: Sink
         if args.json:
             sink = JsonSink(output)

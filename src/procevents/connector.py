@@ -110,6 +110,13 @@ _TERMINATING_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    if not any(not conn.closed for conn in list(_open_connectors)):
+        # Every connector is gone (maybe garbage collected without close()):
+        # behave as if we had never been here and let the signal do its work.
+        _previous_handlers.clear()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     raise Terminated(signum)
 
 
@@ -139,22 +146,27 @@ def _restore_signal_handlers() -> None:
             del _previous_handlers[sig]
 
 
-def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
-    """Finalizer: IGNORE, then close.  weakref.finalize runs it at most once.
+_IGNORE_REQUEST: Final = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
 
-    A forked child shares the parent's socket and with it the subscription:
-    only the process that subscribed may end it, or the child's exit would
-    silently switch the parent's events off.
-    """
-    if os.getpid() != owner_pid:
-        sock.close()
+
+def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
+    """Send IGNORE unless it was sent already (it is the last request in
+    ``sent``).  Only the process that subscribed may: a forked child shares
+    the socket and the subscription, and its exit must not switch the
+    parent's events off."""
+    if os.getpid() != owner_pid or (sent and sent[-1] == _IGNORE_REQUEST):
         return
-    request = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
     try:
-        sock.send(request)
-        sent.append(request)
+        sock.send(_IGNORE_REQUEST)
+        sent.append(_IGNORE_REQUEST)
     except OSError as exc:  # nothing better to do on the way out
         log.warning("could not send PROC_CN_MCAST_IGNORE: %s", exc)
+
+
+def _shutdown(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
+    """Finalizer: IGNORE if still needed, then close.  Runs at most once."""
+    try:
+        _send_ignore(sock, sent, owner_pid)
     finally:
         sock.close()
 
@@ -197,6 +209,7 @@ class Connector:
         self.malformed = 0
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
+        self._owner_pid = os.getpid()
         self._finalizer: weakref.finalize[[socket.socket, list[bytes], int], Connector] | None = None
         self._tracker = LossTracker(track_seq=True)
         self._buf = bytearray(_RECV_SIZE)
@@ -226,7 +239,8 @@ class Connector:
         if self._sock is not None:
             raise ValueError("connector already opened")
         self._sock = self._open_socket()
-        self._finalizer = weakref.finalize(self, _send_ignore, self._sock, self.sent, os.getpid())
+        self._owner_pid = os.getpid()
+        self._finalizer = weakref.finalize(self, _shutdown, self._sock, self.sent, self._owner_pid)
         _open_connectors.add(self)
         if self.handle_signals:
             _install_signal_handlers()
@@ -237,6 +251,16 @@ class Connector:
             self.close()
             raise
         return self
+
+    def unsubscribe(self) -> None:
+        """Send IGNORE now but keep the socket, so what is already queued can
+        still be read (``read_batch(0)``) before :meth:`close`."""
+        if self._sock is not None and not self.closed:
+            _send_ignore(self._sock, self.sent, self._owner_pid)
+
+    @property
+    def subscribed(self) -> bool:
+        return not self.closed and not (self.sent and self.sent[-1] == _IGNORE_REQUEST)
 
     def close(self) -> None:
         """Send PROC_CN_MCAST_IGNORE (exactly once over the life of this object) and close."""
@@ -429,7 +453,8 @@ class Connector:
         returned stay pending for the next :meth:`read_batch`."""
         if self._sock is None:
             raise ValueError("connector is not open")
-        return self._drain()
+        # Unlimited: callers rely on seeing every event generated so far.
+        return self._drain(limit=1 << 62)
 
     def read_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) for events, then

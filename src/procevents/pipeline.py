@@ -158,10 +158,11 @@ class Pipeline:
                 resync = True
             if not all(check(event, proc) for check in filters):
                 continue
-            summary.add(event)
             for observe in observers:
                 observe(event, proc, info)
-            if sink.emit(event, proc, info) and self.remaining is not None and type(event) is not Lost:
+            written = sink.emit(event, proc, info)
+            summary.add(event)
+            if written and self.remaining is not None and type(event) is not Lost:
                 self.remaining -= 1
                 if self.remaining <= 0:
                     break
@@ -188,3 +189,15 @@ class Pipeline:
                     output.flush()
             if stop is not None and stop():
                 break
+
+    def finish(self) -> None:
+        """Unsubscribe, then process what is still queued (unless done)."""
+        self.connector.unsubscribe()
+        output: Output | None = getattr(self.sink, "output", None)
+        while not self.done:
+            batch = self.connector.read_batch(0)
+            if not batch:
+                break
+            self.process(batch)
+            if output is not None:
+                output.flush()

@@ -192,7 +192,10 @@ class ProcessHandle:
         data = self.read("comm")
         if isinstance(data, Unavailable):
             return data
-        return data.rstrip(b"\n").decode("utf-8", "surrogateescape")
+        # The kernel appends one newline; a comm may itself end in one.
+        if data.endswith(b"\n"):
+            data = data[:-1]
+        return data.decode("utf-8", "surrogateescape")
 
     def exe(self) -> str | Unavailable:
         return self.readlink("exe")
