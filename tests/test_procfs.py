@@ -181,7 +181,7 @@ def snap(argv: list[str] | None, comm: str | None = "prog", missing: str | None 
         comm=comm,
         exe="/usr/bin/prog" if argv is not None else None,
         cwd="/tmp" if argv is not None else None,
-        creds=Creds(1000, 1000, 1000, 1000) if argv is not None else None,
+        owner=(1000, 1000) if argv is not None else None,
         missing=missing,
     )
 
@@ -817,12 +817,12 @@ class TestValidateSnapshots:
     def assert_kept(self, s: ExecSnapshot, argv: list[str]) -> None:
         assert s.argv == argv
         assert s.missing is None
-        assert s.exe is not None and s.creds is not None
+        assert s.exe is not None and s.owner is not None
 
     def assert_superseded(self, s: ExecSnapshot) -> None:
         assert s.argv is None
         assert s.missing == "superseded"
-        assert (s.exe, s.cwd, s.creds, s.comm) == (None, None, None, None)
+        assert (s.exe, s.cwd, s.owner, s.comm) == (None, None, None, None)
 
     def test_lone_exec_kept(self) -> None:
         s = snap(["a"])

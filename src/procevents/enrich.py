@@ -88,7 +88,7 @@ def validate_snapshots(
             snapshot.argv = None
             snapshot.exe = None
             snapshot.cwd = None
-            snapshot.creds = None
+            snapshot.owner = None
             snapshot.comm = None
             snapshot.missing = "superseded"
 

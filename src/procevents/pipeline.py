@@ -88,14 +88,20 @@ class JsonSink:
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         fields = event_fields(event, self.clock)
-        for key, value in info.items():
-            if key == "cmdline":
-                put_argv(fields, key, value)
-            elif key in _TEXT_KEYS:
-                put_text(fields, key, value)
-            else:
-                fields[key] = value
-        self.output.write(self.dumps(fields) + b"\n")
+        if info:
+            fields.update(info)
+        try:
+            data = self.dumps(fields)
+        except (TypeError, ValueError):
+            # Text that is not valid UTF-8 (orjson refuses it, the stdlib
+            # fails to encode it): rare, so only then is each value checked.
+            for key, value in info.items():
+                if key == "cmdline":
+                    put_argv(fields, key, value)
+                elif key in _TEXT_KEYS:
+                    put_text(fields, key, value)
+            data = self.dumps(fields)
+        self.output.write(data + b"\n")
         return True
 
 
@@ -156,7 +162,7 @@ class Pipeline:
                 proc, info = None, empty
             if type(event) is Lost:
                 resync = True
-            if not all(check(event, proc) for check in filters):
+            if filters and not all(check(event, proc) for check in filters):
                 continue
             for observe in observers:
                 observe(event, proc, info)

@@ -182,6 +182,17 @@ class ProcessHandle:
         except OSError as exc:
             return _classify(exc)
 
+    def owner(self) -> tuple[int, int] | Unavailable:
+        """(euid, egid) of the process: the owner of its /proc directory.
+
+        One fstat on the pinned directory; a process that is not dumpable
+        (e.g. after a setuid exec) shows as root, which its euid then is."""
+        try:
+            st = os.fstat(self.fd)
+        except OSError as exc:
+            return _classify(exc)
+        return st.st_uid, st.st_gid
+
     def cmdline(self) -> list[str] | Unavailable:
         data = self.read("cmdline")
         if isinstance(data, Unavailable):

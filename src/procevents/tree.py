@@ -50,7 +50,8 @@ class ExecSnapshot:
     comm: str | None
     exe: str | None
     cwd: str | None
-    creds: Creds | None
+    #: euid/egid; the real ids do not change on exec and come from the table.
+    owner: tuple[int, int] | None
     #: Why argv is None: "gone" (exited first), "superseded" (the pid
     #: exec'd again or was reused before the read), "denied", or None.
     missing: str | None = None
@@ -188,9 +189,8 @@ class ProcessTable:
                 proc.exe = snapshot.exe
                 if snapshot.cwd is not None:
                     proc.cwd = snapshot.cwd
-                creds = snapshot.creds
-                if creds is not None:
-                    proc.ruid, proc.euid, proc.rgid, proc.egid = creds.ruid, creds.euid, creds.rgid, creds.egid
+                if snapshot.owner is not None:
+                    proc.euid, proc.egid = snapshot.owner
             return proc
         proc = self._lookup(event.tgid)
         if proc is None or event.pid != event.tgid:
@@ -257,7 +257,7 @@ def read_exec_snapshots(procfs: ProcFS, pids: list[int]) -> list[ExecSnapshot]:
             comm = handle.comm()
             exe = handle.exe()
             cwd = handle.cwd()
-            creds = handle.creds()
+            owner = handle.owner()
         missing = None
         if not isinstance(argv, list):
             missing = "gone" if argv is not Unavailable.DENIED else "denied"
@@ -267,7 +267,7 @@ def read_exec_snapshots(procfs: ProcFS, pids: list[int]) -> list[ExecSnapshot]:
                 comm if isinstance(comm, str) else None,
                 exe if isinstance(exe, str) else None,
                 cwd if isinstance(cwd, str) else None,
-                creds if isinstance(creds, Creds) else None,
+                owner if isinstance(owner, tuple) else None,
                 missing,
             )
         )
