@@ -902,7 +902,7 @@ class TestEnricher:
         enricher = Enricher(ProcessTable(procfs))
         batch: list[Event] = [fork(1, 600, ts=1_000_000_000), exec_(600, ts=1_100_000_000),
                               exit_(600, ts=1_600_000_000, code=3 << 8, parent=1)]
-        snapshots = enricher.prefetch(batch, list)
+        snapshots = enricher.prefetch(batch, lambda: ([], True))
         assert set(snapshots) == {1}
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
         assert infos[0] == {"comm": "init", "ppid": 1}
@@ -927,7 +927,7 @@ class TestEnricher:
         fx.add(1, comm="sh", cmdline=b"sh\x00-c\x00x\x00", ppid=0)
         enricher = Enricher(ProcessTable(procfs))
         batch: list[Event] = [fork(1, 600, ts=1), exec_(600, ts=2), exit_(600, ts=3, parent=1)]
-        snapshots = enricher.prefetch(batch, list)
+        snapshots = enricher.prefetch(batch, lambda: ([], True))
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
         assert infos[1]["cmdline"] is None
         assert infos[1]["missing"] == "gone"
@@ -943,7 +943,7 @@ class TestEnricher:
         enricher = Enricher(ProcessTable(procfs, seed=False))
         batch: list[Event] = [fork(1, 600, ts=1), exec_(600, ts=2)]
         later: list[Event] = [exit_(600, ts=3, parent=1), fork(1, 600, ts=4), exec_(600, ts=5)]
-        snapshots = enricher.prefetch(batch, lambda: later)
+        snapshots = enricher.prefetch(batch, lambda: (later, True))
         _, info = enricher.apply(batch[1], snapshots[1])
         assert info["cmdline"] is None
         assert info["missing"] == "superseded"
@@ -960,7 +960,7 @@ class TestEnricher:
     def test_unknown_uid_shown_as_number(self, fx: FixtureProc, procfs: ProcFS) -> None:
         fx.add(600, uid=4_000_000_001)
         enricher = Enricher(ProcessTable(procfs))
-        snapshots = enricher.prefetch([exec_(600)], list)
+        snapshots = enricher.prefetch([exec_(600)], lambda: ([], True))
         _, info = enricher.apply(exec_(600), snapshots[0])
         assert info["user"] == "4000000001"
 
@@ -975,3 +975,30 @@ def test_cmdline_b64_matches_nul_joined_raw_bytes() -> None:
     put_argv(out, "cmdline", argv)
     assert out["cmdline"] == ["sh", "new\nline", "\ufffd\ufffd"]
     assert base64.b64decode(out["cmdline_b64"]) == b"sh\x00new\nline\x00\xff\xfe"  # type: ignore[arg-type]
+
+
+class TestValidateIncompleteDrain:
+    """When peek() stopped short (reader far behind), start times decide."""
+
+    def test_start_matching_the_fork_in_the_batch_is_kept(self) -> None:
+        s = snap(["a"])
+        s.start_ns = 1_000 + 5_000_000  # within a tick of the fork at ts 1_000
+        validate_snapshots([fork(1, 10), exec_(10)], [1], [s], [], complete=False)
+        assert s.argv == ["a"]
+
+    def test_start_far_from_the_known_start_is_dropped(self) -> None:
+        s = snap(["stranger"])
+        s.start_ns = 5_000_000_000
+        validate_snapshots([exec_(10)], [0], [s], [], complete=False, known_start=lambda pid: 1_000)
+        assert s.argv is None and s.missing == "superseded"
+
+    def test_unknown_start_is_dropped(self) -> None:
+        s = snap(["who"])
+        s.start_ns = 1_000
+        validate_snapshots([exec_(10)], [0], [s], [], complete=False, known_start=lambda pid: None)
+        assert s.argv is None
+
+    def test_complete_drain_needs_no_start_time(self) -> None:
+        s = snap(["a"])
+        validate_snapshots([exec_(10)], [0], [s], [], complete=True, known_start=lambda pid: None)
+        assert s.argv == ["a"]

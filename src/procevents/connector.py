@@ -45,6 +45,8 @@ SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
 DEFAULT_RCVBUF: Final = 32 * 1024 * 1024
 #: Upper bound on events returned by one read_batch().
 MAX_BATCH: Final = 4096
+#: Upper bound on datagrams one peek() reads ahead.
+PEEK_LIMIT: Final = 65536
 _RECV_SIZE: Final = 16384  # CONNECTOR_MAX_MSG_SIZE: room for any datagram
 _INIT_USER_NS_INO: Final = 0xEFFFFFFD
 _INIT_PID_NS_INO: Final = 0xEFFFFFFC
@@ -215,6 +217,7 @@ class Connector:
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
         self._since_drops_poll = 0
+        self._emptied = False
         self._names: frozenset[str] | None = self.wanted
         self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
 
@@ -392,10 +395,12 @@ class Connector:
         pending = self._pending
         start = len(pending)
         got = 0
+        self._emptied = False
         while got < limit:
             try:
                 size = recv_into(buf)
             except BlockingIOError:
+                self._emptied = True
                 self._poll_drops()
                 break
             except OSError as exc:
@@ -448,13 +453,17 @@ class Connector:
         if lost is not None:
             self._pending.append(lost)
 
-    def peek(self) -> list[Event]:
+    def peek(self, limit: int = PEEK_LIMIT) -> tuple[list[Event], bool]:
         """Read what was queued meanwhile without consuming it: the events
-        returned stay pending for the next :meth:`read_batch`."""
+        returned stay pending for the next :meth:`read_batch`.
+
+        Returns them and whether the socket's queue was emptied (False when
+        ``limit`` datagrams were read first: memory stays bounded even when
+        the reader falls far behind)."""
         if self._sock is None:
             raise ValueError("connector is not open")
-        # Unlimited: callers rely on seeing every event generated so far.
-        return self._drain(limit=1 << 62)
+        events = self._drain(limit=limit)
+        return events, self._emptied
 
     def read_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) for events, then

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from .events import Event, Exec, Exit, Fork, Lost
 from .procfs import ProcFS
-from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots
+from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots, same_start
 
 #: Keys an enriched event may carry, per type.
 ENRICHED_KEYS: Final = {
@@ -54,17 +54,35 @@ class Users:
         return pwd.getpwnam(text).pw_uid
 
 
+def _supersede(snapshot: ExecSnapshot) -> None:
+    snapshot.argv = None
+    snapshot.exe = None
+    snapshot.cwd = None
+    snapshot.owner = None
+    snapshot.comm = None
+    snapshot.missing = "superseded"
+
+
 def validate_snapshots(
-    batch: Sequence[Event], exec_indexes: list[int], snapshots: list[ExecSnapshot], later: Sequence[Event]
+    batch: Sequence[Event],
+    exec_indexes: list[int],
+    snapshots: list[ExecSnapshot],
+    later: Sequence[Event],
+    *,
+    complete: bool = True,
+    known_start: Callable[[int], int | None] | None = None,
 ) -> None:
     """Drop a snapshot that may describe another program than its exec's.
 
     Valid unless, after that exec, the same pid exec'd again (we read the
     newer program) or a fork created a task with that pid (the pid was
     reused before we pinned it).  Every event generated before our reads
-    finished is in ``batch`` or ``later`` (the socket drained afterwards).
+    finished is in ``batch`` or ``later`` (the socket drained afterwards)
+    when ``complete``.  When it is not (the reader is far behind and stopped
+    draining to bound memory), a snapshot is also checked against the start
+    time the process is known by (its fork in the batch, else
+    ``known_start``): a reused pid started later.
     """
-    # Walk backwards collecting the pids that something later supersedes.
     superseded: set[int] = set()
     for event in later:
         cls = type(event)
@@ -73,6 +91,7 @@ def validate_snapshots(
             superseded.add(event.child_pid)
         elif cls is Exec:
             superseded.add(event.tgid)
+    # Walk backwards collecting the pids that something later supersedes.
     position = len(batch)
     for index, snapshot in zip(reversed(exec_indexes), reversed(snapshots), strict=True):
         while position > index + 1:
@@ -84,13 +103,24 @@ def validate_snapshots(
                 superseded.add(event.child_pid)
             elif cls is Exec:
                 superseded.add(event.tgid)
-        if batch[index].tgid in superseded and snapshot.argv is not None:
-            snapshot.argv = None
-            snapshot.exe = None
-            snapshot.cwd = None
-            snapshot.owner = None
-            snapshot.comm = None
-            snapshot.missing = "superseded"
+        if snapshot.argv is None:
+            continue
+        pid = batch[index].tgid
+        unverified = not complete and not same_start(
+            _start_before(batch, index, pid, known_start), snapshot.start_ns
+        )
+        if pid in superseded or unverified:
+            _supersede(snapshot)
+
+
+def _start_before(
+    batch: Sequence[Event], index: int, pid: int, known_start: Callable[[int], int | None] | None
+) -> int | None:
+    for position in range(index - 1, -1, -1):
+        event = batch[position]
+        if type(event) is Fork and event.pid == pid:
+            return event.timestamp_ns
+    return known_start(pid) if known_start is not None else None
 
 
 class Enricher:
@@ -104,7 +134,9 @@ class Enricher:
         self.execs = 0
         self.argv_captured = 0
 
-    def prefetch(self, batch: Sequence[Event], drain_more: Callable[[], Sequence[Event]]) -> dict[int, ExecSnapshot]:
+    def prefetch(
+        self, batch: Sequence[Event], drain_more: Callable[[], tuple[Sequence[Event], bool]]
+    ) -> dict[int, ExecSnapshot]:
         """Read /proc for the batch's execs, newest first; index -> snapshot.
 
         ``drain_more`` returns events queued since the batch was read (they
@@ -114,10 +146,17 @@ class Enricher:
         if not exec_indexes:
             return {}
         newest_first = exec_indexes[::-1]
-        snapshots = read_exec_snapshots(self.procfs, [batch[i].tgid for i in newest_first])
+        snapshots = read_exec_snapshots(self.procfs, [batch[i].tgid for i in newest_first], self.table.boot_offset_ns)
         snapshots.reverse()
-        validate_snapshots(batch, exec_indexes, snapshots, drain_more())
+        later, complete = drain_more()
+        validate_snapshots(
+            batch, exec_indexes, snapshots, later, complete=complete, known_start=self._known_start
+        )
         return dict(zip(exec_indexes, snapshots, strict=True))
+
+    def _known_start(self, pid: int) -> int | None:
+        proc = self.table.get(pid)
+        return None if proc is None else proc.start_ns
 
     def resync(self) -> None:
         self.table.resync()

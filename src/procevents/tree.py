@@ -52,6 +52,8 @@ class ExecSnapshot:
     cwd: str | None
     #: euid/egid; the real ids do not change on exec and come from the table.
     owner: tuple[int, int] | None
+    #: Start time from /proc/PID/stat (CLOCK_MONOTONIC ns, tick resolution).
+    start_ns: int | None = None
     #: Why argv is None: "gone" (exited first), "superseded" (the pid
     #: exec'd again or was reused before the read), "denied", or None.
     missing: str | None = None
@@ -63,7 +65,7 @@ class ProcessTable:
     def __init__(self, procfs: ProcFS | None = None, *, seed: bool = True) -> None:
         self.procfs = procfs or ProcFS()
         self.procs: dict[int, Proc] = {}
-        self._boot_offset = self.procfs.boottime_offset_ns()
+        self.boot_offset_ns = self.procfs.boottime_offset_ns()
         if seed:
             self.seed()
 
@@ -103,7 +105,7 @@ class ProcessTable:
         proc = Proc(
             pid=pid,
             ppid=stat.ppid,
-            start_ns=stat.start_boottime_ns - self._boot_offset,
+            start_ns=stat.start_boottime_ns - self.boot_offset_ns,
             comm=stat.comm,
             argv=argv if isinstance(argv, list) else None,
             exe=exe if isinstance(exe, str) else None,
@@ -125,7 +127,7 @@ class ProcessTable:
                 self.procs.pop(pid, None)
                 continue
             known = self.procs.get(pid)
-            if known is None or not _same_start(known.start_ns, fresh.start_ns):
+            if known is None or (known.start_ns is not None and not same_start(known.start_ns, fresh.start_ns)):
                 self.procs[pid] = fresh
             else:
                 known.ppid = fresh.ppid
@@ -235,39 +237,61 @@ class ProcessTable:
         return found
 
 
-def _same_start(a: int | None, b: int | None) -> bool:
-    # /proc start times have clock-tick resolution (10 ms at USER_HZ=100).
-    return a is None or b is None or abs(a - b) <= 20_000_000
+def same_start(a: int | None, b: int | None) -> bool:
+    """Could two start times (ns) be the same process's?  False if unknown.
+
+    /proc start times have clock-tick resolution (10 ms at USER_HZ=100)."""
+    return a is not None and b is not None and abs(a - b) <= 20_000_000
 
 
-def read_exec_snapshots(procfs: ProcFS, pids: list[int]) -> list[ExecSnapshot]:
+def read_exec_snapshots(
+    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None
+) -> list[ExecSnapshot]:
     """Read argv first for every pid (in the order given), then the rest.
 
     Each process is pinned by its /proc directory before anything is read,
     so a pid reused meanwhile reads as gone instead of as a stranger.
     """
     handles = [procfs.open_process(pid) for pid in pids]
+    if boot_offset_ns is None:
+        boot_offset_ns = procfs.boottime_offset_ns()
     argvs = [h.cmdline() if isinstance(h, ProcessHandle) else h for h in handles]
     snapshots = []
     for handle, argv in zip(handles, argvs, strict=True):
         if not isinstance(handle, ProcessHandle):
-            snapshots.append(ExecSnapshot(None, None, None, None, None, handle.value))
+            snapshots.append(ExecSnapshot(None, None, None, None, None, None, handle.value))
             continue
         with handle:
-            comm = handle.comm()
-            exe = handle.exe()
-            cwd = handle.cwd()
-            owner = handle.owner()
+            if argv is Unavailable.GONE:
+                # Nothing more to read (and each try costs a syscall).
+                snapshots.append(ExecSnapshot(None, None, None, None, None, None, "gone"))
+                continue
+            stat = handle.stat()  # comm and start time in one read
+            exe: str | Unavailable
+            cwd: str | Unavailable
+            owner: tuple[int, int] | Unavailable
+            if argv is Unavailable.EMPTY:
+                # A zombie: its comm (the exec'd program's) is all that is left.
+                exe = cwd = owner = Unavailable.GONE
+            else:
+                exe = handle.exe()
+                cwd = handle.cwd()
+                owner = handle.owner()
+        comm = start_ns = None
+        if isinstance(stat, Stat):
+            comm = stat.comm
+            start_ns = stat.start_boottime_ns - boot_offset_ns
         missing = None
         if not isinstance(argv, list):
             missing = "gone" if argv is not Unavailable.DENIED else "denied"
         snapshots.append(
             ExecSnapshot(
                 argv if isinstance(argv, list) else None,
-                comm if isinstance(comm, str) else None,
+                comm,
                 exe if isinstance(exe, str) else None,
                 cwd if isinstance(cwd, str) else None,
                 owner if isinstance(owner, tuple) else None,
+                start_ns,
                 missing,
             )
         )
