@@ -8,36 +8,44 @@ CN_IDX_PROC)::
     with procevents.listen(events={"exec", "exit"}) as stream:
         for event in stream:
             print(event.name, event.pid)
+
+Names are imported on first use (PEP 562), so ``procevents --help`` does
+not pay for the socket and event modules.
 """
 
-from .connector import (
-    DEFAULT_RCVBUF,
-    AsyncStream,
-    Connector,
-    ConnectorError,
-    Terminated,
-    alisten,
-    listen,
-)
-from .events import (
-    EVENT_NAMES,
-    Ack,
-    Comm,
-    Coredump,
-    Event,
-    Exec,
-    Exit,
-    Fork,
-    Gid,
-    Lost,
-    Ptrace,
-    Sid,
-    Uid,
-    Unknown,
-)
-from .wire import DecodeError, decode, decode_all
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "DEFAULT_RCVBUF": "connector",
+    "AsyncStream": "connector",
+    "Connector": "connector",
+    "ConnectorError": "connector",
+    "Terminated": "connector",
+    "alisten": "connector",
+    "listen": "connector",
+    "EVENT_NAMES": "events",
+    "Ack": "events",
+    "Comm": "events",
+    "Coredump": "events",
+    "Event": "events",
+    "Exec": "events",
+    "Exit": "events",
+    "Fork": "events",
+    "Gid": "events",
+    "Lost": "events",
+    "Ptrace": "events",
+    "Sid": "events",
+    "Uid": "events",
+    "Unknown": "events",
+    "DecodeError": "wire",
+    "decode": "wire",
+    "decode_all": "wire",
+}
 
 __all__ = [
     "DEFAULT_RCVBUF",
@@ -65,3 +73,44 @@ __all__ = [
     "decode_all",
     "listen",
 ]
+
+if TYPE_CHECKING:
+    from .connector import (
+        DEFAULT_RCVBUF,
+        AsyncStream,
+        Connector,
+        ConnectorError,
+        Terminated,
+        alisten,
+        listen,
+    )
+    from .events import (
+        EVENT_NAMES,
+        Ack,
+        Comm,
+        Coredump,
+        Event,
+        Exec,
+        Exit,
+        Fork,
+        Gid,
+        Lost,
+        Ptrace,
+        Sid,
+        Uid,
+        Unknown,
+    )
+    from .wire import DecodeError, decode, decode_all
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'procevents' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
