@@ -1002,3 +1002,29 @@ class TestValidateIncompleteDrain:
         s = snap(["a"])
         validate_snapshots([exec_(10)], [0], [s], [], complete=True, known_start=lambda pid: None)
         assert s.argv == ["a"]
+
+
+class TestResyncAfterLoss:
+    """A Lost event makes the pipeline rescan /proc, at most once a second."""
+
+    def test_lost_exit_and_fork_are_repaired(self, fx: FixtureProc, procfs: ProcFS) -> None:
+        import shutil
+
+        fx.add(100, comm="old", cmdline=b"old\0", starttime=1000)
+        enricher = Enricher(ProcessTable(procfs))
+        assert enricher.table.get(100) is not None and enricher.table.get(100).comm == "old"  # type: ignore[union-attr]
+        # Meanwhile (events lost): 100 exited, a new 100 started, 200 appeared.
+        shutil.rmtree(fx.root / "100")
+        fx.add(100, comm="new", cmdline=b"new\0arg\0", starttime=9000, ppid=200)
+        fx.add(200, comm="parent", starttime=8000)
+        enricher.request_resync()
+        assert enricher.maybe_resync(now=10.0)
+        proc = enricher.table.get(100)
+        assert proc is not None and (proc.comm, proc.argv, proc.ppid) == ("new", ["new", "arg"], 200)
+        assert enricher.table.get(200) is not None
+        # A second loss within the interval waits; after it, it rescans.
+        enricher.request_resync()
+        assert not enricher.maybe_resync(now=10.5)
+        assert enricher.maybe_resync(now=11.1)
+        assert enricher.resyncs == 2
+        assert not enricher.maybe_resync(now=20.0)  # nothing asked

@@ -10,12 +10,16 @@ what is known (see :data:`ENRICHED_KEYS`).
 from __future__ import annotations
 
 import pwd
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from .events import Event, Exec, Exit, Fork, Lost
 from .procfs import ProcFS
 from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots, same_start
+
+#: Seconds between two /proc rescans after lost events.
+RESYNC_INTERVAL: Final = 1.0
 
 #: Keys an enriched event may carry, per type.
 ENRICHED_KEYS: Final = {
@@ -133,6 +137,9 @@ class Enricher:
         #: Exec events seen / those whose argv was captured.
         self.execs = 0
         self.argv_captured = 0
+        self.resyncs = 0
+        self._resync_wanted = False
+        self._last_resync = float("-inf")
 
     def prefetch(
         self, batch: Sequence[Event], drain_more: Callable[[], tuple[Sequence[Event], bool]]
@@ -158,7 +165,26 @@ class Enricher:
         proc = self.table.get(pid)
         return None if proc is None else proc.start_ns
 
+    def request_resync(self) -> None:
+        """Events were lost: the table needs a /proc rescan soon."""
+        self._resync_wanted = True
+
+    def maybe_resync(self, now: float | None = None) -> bool:
+        """Rescan /proc if asked and none was done in the last RESYNC_INTERVAL
+        seconds: under sustained loss a rescan per batch would cost more
+        loss.  Returns whether it rescanned."""
+        if not self._resync_wanted:
+            return False
+        now = time.monotonic() if now is None else now
+        if now - self._last_resync < RESYNC_INTERVAL:
+            return False
+        self.resync()
+        self._last_resync = now
+        return True
+
     def resync(self) -> None:
+        self._resync_wanted = False
+        self.resyncs += 1
         self.table.resync()
 
     def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, dict[str, Any]]:

@@ -175,7 +175,9 @@ class Pipeline:
         if resync and enricher is not None:
             # Lost events may include forks and exits: re-read /proc so the
             # table (parents, argv, users) is right for what follows.
-            enricher.resync()
+            enricher.request_resync()
+        if enricher is not None:
+            enricher.maybe_resync()
 
     def run(self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float = 0.5) -> None:
         """Process batches until ``count`` events, ``duration`` seconds, or ``stop()``."""
