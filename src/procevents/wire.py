@@ -144,11 +144,13 @@ def _check_header(buf: bytes | bytearray | memoryview, size: int, offset: int) -
     return head
 
 
-def _build(buf: bytes | bytearray | memoryview, offset: int, cn_len: int) -> Event:
+def _build(
+    buf: bytes | bytearray | memoryview, offset: int, cn_len: int, fields: tuple[int, ...] | None = None
+) -> Event:
     (
         _nl_len, _t, _f, _s, _p, _idx, _val, seq, ack, _len, _flags, what, cpu, ts,
         a, b, c, d, e, f,
-    ) = _EVENT.unpack_from(buf, offset)
+    ) = fields or _EVENT.unpack_from(buf, offset)
     # Ordered by how often each type occurs in practice.
     if what == PROC_EVENT_FORK:
         return Fork(cpu, seq, ts, a, b, c, d)
@@ -183,6 +185,20 @@ def decode(buf: bytes | bytearray | memoryview, size: int | None = None) -> Even
     be reused without slicing.  Raises :class:`DecodeError`.
     """
     size = len(buf) if size is None else min(size, len(buf))
+    if size >= EVENT_SIZE:
+        # Fast path: one unpack covers every check for an event as the
+        # kernel sends it; anything unusual takes the careful path below.
+        fields = _EVENT.unpack_from(buf, 0)
+        nl_len, cn_len = fields[0], fields[9]
+        if (
+            nl_len <= size
+            and fields[4] == 0
+            and fields[5] == CN_IDX_PROC
+            and fields[6] == CN_VAL_PROC
+            and fields[1] != NLMSG_ERROR
+            and PROC_EVENT_SIZE <= cn_len <= nl_len - _DATA_OFFSET
+        ):
+            return _build(buf, 0, cn_len, fields)
     head = _check_header(buf, size, 0)
     return _build(buf, 0, head[9])
 
