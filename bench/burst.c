@@ -1,12 +1,17 @@
 /* burst: a process-creation load generator with exact ground truth.
  *
- *   burst -o PIDFILE [-m exec|fork] [-n N] [-p P] [-t TINY]
+ *   burst -o PIDFILE [-m exec|fork] [-n N] [-p P] [-t TINY] [-a PREFIX]
  *
  * Forks P worker processes (default 2) that together create N children
  * (default 100000) as fast as they can, each one waited for before the next:
  *
  *   exec  vfork() + execve(TINY) + waitpid()   -> fork, exec, exit events
  *   fork  fork() + _exit(0) + waitpid()        -> fork, exit events
+ *
+ * In exec mode child i gets argv {"tiny"}, or with -a PREFIX {"tiny",
+ * "PREFIX<i>"} (i = 0..N-1, its line in PIDFILE): a distinctive argv lets a
+ * benchmark check that a monitor reported the real command line of each
+ * exec, not just a non-empty one.
  *
  * The workers start together (a pipe is the starting gun) and store every
  * child's pid and lifetime in shared arrays; when all are done, PIDFILE gets,
@@ -54,7 +59,7 @@ static void die(const char *what)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: burst -o PIDFILE [-m exec|fork] [-n N] [-p WORKERS] [-t TINY]\n");
+	fprintf(stderr, "usage: burst -o PIDFILE [-m exec|fork] [-n N] [-p WORKERS] [-t TINY] [-a PREFIX]\n");
 	exit(2);
 }
 
@@ -71,9 +76,11 @@ static long slice_start(long n, int workers, int w)
 }
 
 /* One worker: create children [first, last) one at a time. */
-static void work(struct shared *sh, int w, long first, long last, int exec_mode, const char *tiny, int gun)
+static void work(struct shared *sh, int w, long first, long last, int exec_mode, const char *tiny,
+		 const char *prefix, int gun)
 {
-	char *const argv[] = {(char *)"tiny", NULL};
+	char arg[256];
+	char *argv[] = {(char *)"tiny", prefix ? arg : NULL, NULL};
 	char *const envp[] = {NULL};
 	char c;
 
@@ -86,6 +93,8 @@ static void work(struct shared *sh, int w, long first, long last, int exec_mode,
 		pid_t pid;
 		int status;
 
+		if (exec_mode && prefix) /* before vfork: the child only calls execve */
+			snprintf(arg, sizeof arg, "%s%ld", prefix, i);
 		sh->start[i] = (int64_t)now_ns();
 		if (exec_mode) {
 			pid = vfork();
@@ -119,17 +128,18 @@ static void work(struct shared *sh, int w, long first, long last, int exec_mode,
 
 int main(int argc, char **argv)
 {
-	const char *out = NULL, *tiny = NULL, *mode = "exec";
+	const char *out = NULL, *tiny = NULL, *mode = "exec", *prefix = NULL;
 	long n = 100000;
 	int workers = 2, opt;
 
-	while ((opt = getopt(argc, argv, "o:m:n:p:t:h")) != -1) {
+	while ((opt = getopt(argc, argv, "o:m:n:p:t:a:h")) != -1) {
 		switch (opt) {
 		case 'o': out = optarg; break;
 		case 'm': mode = optarg; break;
 		case 'n': n = strtol(optarg, NULL, 10); break;
 		case 'p': workers = atoi(optarg); break;
 		case 't': tiny = optarg; break;
+		case 'a': prefix = optarg; break;
 		default: usage();
 		}
 	}
@@ -168,7 +178,7 @@ int main(int argc, char **argv)
 		if (wpid[w] == 0) {
 			close(gun[1]);
 			work(sh, w, slice_start(n, workers, w), slice_start(n, workers, w + 1), exec_mode, tiny,
-			     gun[0]);
+			     prefix, gun[0]);
 		}
 	}
 	close(gun[0]);

@@ -239,7 +239,9 @@ def _stderr(message: str) -> None:
 def _describe_subscription(conn: Connector) -> str:
     wanted = "all events" if conn.wanted is None else ",".join(sorted(conn.wanted))
     where = "kernel filter" if conn.kernel_filtered else "all events subscribed"
-    return f"listening for {wanted} ({where}, receive buffer {conn.rcvbuf // (1024 * 1024)} MiB)"
+    size = conn.rcvbuf
+    shown = f"{size // 1024**2} MiB" if size >= 1024**2 else f"{size // 1024} KiB"
+    return f"listening for {wanted} ({where}, receive buffer {shown})"
 
 
 def _silence_stdout() -> None:
@@ -316,6 +318,7 @@ def _run_pipeline(
             pipeline.finish()
         except ConnectorError as exc:
             _stderr(f"error: {exc.strerror or exc}")
+            quiet = True  # nothing was watched: no summary
             return 1
         except (KeyboardInterrupt, Terminated):
             pass

@@ -155,8 +155,8 @@ def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None
     ``sent``).  Only the process that subscribed may: a forked child shares
     the socket and the subscription, and its exit must not switch the
     parent's events off."""
-    if os.getpid() != owner_pid or (sent and sent[-1] == _IGNORE_REQUEST):
-        return
+    if os.getpid() != owner_pid or not sent or sent[-1] == _IGNORE_REQUEST:
+        return  # not ours, never subscribed, or already done
     try:
         sock.send(_IGNORE_REQUEST)
         sent.append(_IGNORE_REQUEST)
@@ -217,7 +217,6 @@ class Connector:
         self._pending: list[Event] = []
         self._since_drops_poll = 0
         self._emptied = False
-        self._names: frozenset[str] | None = self.wanted
         self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
 
     # -- lifecycle -------------------------------------------------------
@@ -390,7 +389,7 @@ class Connector:
         buf = self._buf
         decode = wire.decode
         on_event = self._tracker.on_event
-        wanted = self._names
+        wanted = self.wanted
         pending = self._pending
         start = len(pending)
         got = 0
