@@ -191,6 +191,9 @@ class Enricher:
         """Update the table with ``event``; return its process and its info dict."""
         cls = type(event)
         if cls is Lost:
+            # Lost events may include forks and exits: re-read /proc soon so
+            # the table (parents, argv, users) is right for what follows.
+            self._resync_wanted = True
             return None, {}
         proc = self.table.update(event, snapshot)
         if proc is None:

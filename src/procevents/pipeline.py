@@ -151,7 +151,6 @@ class Pipeline:
         sink = self.sink
         summary = self.summary
         observers = self.observers
-        resync = False
         empty: Mapping[str, Any] = {}
         proc: Proc | None
         info: Mapping[str, Any]
@@ -160,8 +159,6 @@ class Pipeline:
                 proc, info = enricher.apply(event, snapshots.get(index))
             else:
                 proc, info = None, empty
-            if type(event) is Lost:
-                resync = True
             if filters and not all(check(event, proc) for check in filters):
                 continue
             for observe in observers:
@@ -172,10 +169,6 @@ class Pipeline:
                 self.remaining -= 1
                 if self.remaining <= 0:
                     break
-        if resync and enricher is not None:
-            # Lost events may include forks and exits: re-read /proc so the
-            # table (parents, argv, users) is right for what follows.
-            enricher.request_resync()
         if enricher is not None:
             enricher.maybe_resync()
 
