@@ -432,8 +432,9 @@ class TraceReport:
         if ranked:
             out.append("slowest:")
             width = max(len(format_duration(d)) for d, _, _ in ranked)
+            how_width = max(len(how) for _, _, how in ranked)
             for duration, command, how in ranked:
-                out.append(f"  {format_duration(duration):>{width}}  {how:<10}  {command}")
+                out.append(f"  {format_duration(duration):>{width}}  {how:<{how_width}}  {command}")
         return out
 
 
@@ -460,6 +461,8 @@ def run_trace(args: argparse.Namespace) -> int:
     child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_signalled_group():
+            return  # Ctrl-C reached CMD itself, as part of the foreground group
         if child is not None and child.poll() is None:
             try:
                 os.kill(child.pid, signum)
@@ -527,6 +530,15 @@ def run_trace(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminal_signalled_group() -> bool:
+    """True when we are in the terminal's foreground process group, so a
+    Ctrl-C was delivered by the terminal to every process of the group."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
