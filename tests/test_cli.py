@@ -516,3 +516,9 @@ def test_trace_unwritable_output_does_not_run_command(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     time.sleep(0.2)  # give a wrongly started command time to show
     assert not marker.exists(), "CMD ran although procevents refused to start"
+
+
+def test_pid_of_no_process_is_a_usage_error() -> None:
+    result = _run("-p", "999999999", "-D", "5")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip().splitlines() == ["procevents: error: no such process: 999999999"]

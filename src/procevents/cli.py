@@ -371,6 +371,9 @@ def run_watch(args: argparse.Namespace) -> int:
     roots: set[int] | None = None
     if args.pid:
         roots = set(args.pid)
+        missing = sorted(pid for pid in roots if not os.path.exists(f"/proc/{pid}"))
+        if missing:
+            raise UsageError(f"no such process: {', '.join(map(str, missing))}")
         followed = enricher.table.descendants(roots) if enricher is not None else roots
         filters.append(DescendantFilter(followed))
     if needs_all and args.events:
