@@ -89,24 +89,13 @@ def validate_snapshots(
     """
     superseded: set[int] = set()
     for event in later:
-        cls = type(event)
-        if cls is Fork:
-            assert isinstance(event, Fork)
-            superseded.add(event.child_pid)
-        elif cls is Exec:
-            superseded.add(event.tgid)
+        _note_pid_reuse(superseded, event)
     # Walk backwards collecting the pids that something later supersedes.
     position = len(batch)
     for index, snapshot in zip(reversed(exec_indexes), reversed(snapshots), strict=True):
         while position > index + 1:
             position -= 1
-            event = batch[position]
-            cls = type(event)
-            if cls is Fork:
-                assert isinstance(event, Fork)
-                superseded.add(event.child_pid)
-            elif cls is Exec:
-                superseded.add(event.tgid)
+            _note_pid_reuse(superseded, batch[position])
         if snapshot.argv is None:
             continue
         pid = batch[index].tgid
@@ -115,6 +104,16 @@ def validate_snapshots(
         )
         if pid in superseded or unverified:
             _supersede(snapshot)
+
+
+def _note_pid_reuse(superseded: set[int], event: Event) -> None:
+    """A fork makes its child's pid name a new task; an exec, a new program."""
+    cls = type(event)
+    if cls is Fork:
+        assert isinstance(event, Fork)
+        superseded.add(event.child_pid)
+    elif cls is Exec:
+        superseded.add(event.tgid)
 
 
 def _start_before(

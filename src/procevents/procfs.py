@@ -18,8 +18,9 @@ import errno
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 _BUFSIZE: Final = 65536
 _O_RDONLY: Final = os.O_RDONLY | os.O_CLOEXEC
@@ -28,6 +29,7 @@ _GONE_ERRNOS: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR})
 _DENIED_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM})
 _UID_LINE: Final = re.compile(rb"^Uid:\s+(\d+)\s+(\d+)", re.M)
 _GID_LINE: Final = re.compile(rb"^Gid:\s+(\d+)\s+(\d+)", re.M)
+_T = TypeVar("_T")
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -260,52 +262,33 @@ class ProcFS:
             return []
         return sorted(int(name) for name in names if name.isdigit())
 
-    def cmdline(self, pid: int) -> list[str] | Unavailable:
+    def _read(self, pid: int, read: Callable[[ProcessHandle], _T]) -> _T | Unavailable:
         handle = self.open_process(pid)
         if isinstance(handle, Unavailable):
             return handle
         with handle:
-            return handle.cmdline()
+            return read(handle)
+
+    def cmdline(self, pid: int) -> list[str] | Unavailable:
+        return self._read(pid, ProcessHandle.cmdline)
 
     def comm(self, pid: int) -> str | Unavailable:
-        handle = self.open_process(pid)
-        if isinstance(handle, Unavailable):
-            return handle
-        with handle:
-            return handle.comm()
+        return self._read(pid, ProcessHandle.comm)
 
     def exe(self, pid: int) -> str | Unavailable:
-        try:
-            return os.readlink(f"{self.root}/{pid}/exe")
-        except OSError as exc:
-            return _classify(exc)
+        return self._read(pid, ProcessHandle.exe)
 
     def cwd(self, pid: int) -> str | Unavailable:
-        try:
-            return os.readlink(f"{self.root}/{pid}/cwd")
-        except OSError as exc:
-            return _classify(exc)
+        return self._read(pid, ProcessHandle.cwd)
 
     def stat(self, pid: int) -> Stat | Unavailable:
-        handle = self.open_process(pid)
-        if isinstance(handle, Unavailable):
-            return handle
-        with handle:
-            return handle.stat()
+        return self._read(pid, ProcessHandle.stat)
 
     def creds(self, pid: int) -> Creds | Unavailable:
-        handle = self.open_process(pid)
-        if isinstance(handle, Unavailable):
-            return handle
-        with handle:
-            return handle.creds()
+        return self._read(pid, ProcessHandle.creds)
 
     def cgroup(self, pid: int) -> str | Unavailable:
-        handle = self.open_process(pid)
-        if isinstance(handle, Unavailable):
-            return handle
-        with handle:
-            return handle.cgroup()
+        return self._read(pid, ProcessHandle.cgroup)
 
     def boottime_offset_ns(self) -> int:
         """CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended)."""
