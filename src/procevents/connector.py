@@ -52,6 +52,8 @@ _INIT_PID_NS_INO: Final = 0xEFFFFFFC
 _KERNEL_FILTER_SINCE: Final = (6, 6)
 #: Poll the drop counter at least this often during a storm (events).
 _DROPS_POLL_EVERY: Final = 8192
+#: ... and when the queue runs dry, at most this often.
+_DROPS_POLL_INTERVAL_NS: Final = 200_000_000
 
 
 class ConnectorError(OSError):
@@ -216,6 +218,9 @@ class Connector:
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
         self._since_drops_poll = 0
+        self._last_drops_poll = 0
+        self._drops_poll_due = False
+        self._poller = select.poll()
         self._emptied = False
         self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
 
@@ -240,6 +245,7 @@ class Connector:
         if self._sock is not None:
             raise ValueError("connector already opened")
         self._sock = self._open_socket()
+        self._poller.register(self._sock, select.POLLIN)
         self._owner_pid = os.getpid()
         self._finalizer = weakref.finalize(self, _shutdown, self._sock, self.sent, self._owner_pid)
         _open_connectors.add(self)
@@ -399,7 +405,12 @@ class Connector:
                 size = recv_into(buf)
             except BlockingIOError:
                 self._emptied = True
-                self._poll_drops()
+                # The drop counter shows a tail loss no later event will:
+                # read it when the queue runs dry, at most every interval.
+                if time.monotonic_ns() - self._last_drops_poll >= _DROPS_POLL_INTERVAL_NS:
+                    self._poll_drops()
+                else:
+                    self._drops_poll_due = True
                 break
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:
@@ -445,8 +456,20 @@ class Connector:
             return 0
         return int(struct.unpack_from("<I", raw, 4 * SK_MEMINFO_DROPS)[0])
 
+    def wake_on(self, fd: int) -> None:
+        """Also end :meth:`read_batch`'s wait when ``fd`` becomes readable
+        (e.g. a signal wakeup pipe), returning what is queued, maybe []."""
+        self._poller.register(fd, select.POLLIN)
+
+    def poll_drops(self) -> None:
+        """Read the drop counter now; a loss it shows is queued as Lost."""
+        if self._sock is not None and not self.closed:
+            self._poll_drops()
+
     def _poll_drops(self, reason: str = "drops") -> None:
         self._since_drops_poll = 0
+        self._drops_poll_due = False
+        self._last_drops_poll = time.monotonic_ns()
         lost = self._tracker.on_drops(self.drops(), time.monotonic_ns(), reason)
         if lost is not None:
             self._pending.append(lost)
@@ -469,11 +492,15 @@ class Connector:
         if self._sock is None:
             raise ValueError("connector is not open")
         if not self._pending:
-            self._drain()
-            if not self._pending:
-                ready = select.select([self._sock], [], [], timeout)[0]
-                if ready:
-                    self._drain()
+            wait_ms = None if timeout is None else max(0, int(timeout * 1000))
+            if self._drops_poll_due:
+                # Come back in time for the drop-counter read we skipped.
+                due = _DROPS_POLL_INTERVAL_NS // 1_000_000
+                wait_ms = due if wait_ms is None else min(wait_ms, due)
+            if self._poller.poll(wait_ms):
+                self._drain()
+            elif self._drops_poll_due:
+                self._poll_drops()
         batch, self._pending = self._pending, []
         return batch
 

@@ -194,6 +194,7 @@ class Pipeline:
     def finish(self) -> None:
         """Unsubscribe, then process what is still queued (unless done)."""
         self.connector.unsubscribe()
+        self.connector.poll_drops()
         output: Output | None = getattr(self.sink, "output", None)
         while not self.done:
             batch = self.connector.read_batch(0)
