@@ -8,6 +8,8 @@ arrival order, and the output is flushed once per batch.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,17 +28,26 @@ from .tree import Proc
 Filter = Callable[[Event, Proc | None], bool]
 
 
-class OutputError(Exception):
-    """Writing the output failed (disk full, closed pipe...)."""
+#: A regular file is written when this much is buffered, or after this long.
+FILE_FLUSH_BYTES = 256 * 1024
+FILE_FLUSH_SECONDS = 0.2
 
 
 class Output:
-    """Buffered byte output, flushed once per batch."""
+    """Buffered byte output.
+
+    A terminal or pipe gets every batch at once (a live view); a regular
+    file is written in larger chunks, at most FILE_FLUSH_SECONDS late, which
+    saves a write per batch when events trickle in.
+    """
 
     def __init__(self, stream: BinaryIO, *, owned: bool = False) -> None:
         self.stream = stream
         self.owned = owned
         self.pending: list[bytes] = []
+        self.pending_bytes = 0
+        self.lazy = _is_regular_file(stream)
+        self._last_flush = time.monotonic()
 
     @classmethod
     def open(cls, path: str | None) -> Output:
@@ -46,17 +57,39 @@ class Output:
 
     def write(self, data: bytes) -> None:
         self.pending.append(data)
+        self.pending_bytes += len(data)
+
+    @property
+    def flush_due_in(self) -> float | None:
+        """Seconds until buffered data must be written; None if none is."""
+        if not self.pending:
+            return None
+        return max(0.0, self._last_flush + FILE_FLUSH_SECONDS - time.monotonic())
+
+    def batch_done(self) -> None:
+        """End of a batch: write now, or later for a regular file."""
+        if not self.lazy or self.pending_bytes >= FILE_FLUSH_BYTES or self.flush_due_in == 0.0:
+            self.flush()
 
     def flush(self) -> None:
         if self.pending:
             data = b"".join(self.pending)
             self.pending.clear()
+            self.pending_bytes = 0
             self.stream.write(data)
         self.stream.flush()
+        self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self.owned:
             self.stream.close()
+
+
+def _is_regular_file(stream: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Sink(Protocol):
@@ -183,11 +216,15 @@ class Pipeline:
                 if left <= 0:
                     break
                 timeout = left if timeout is None else min(timeout, left)
+            if output is not None:
+                due = output.flush_due_in
+                if due is not None:
+                    timeout = due if timeout is None else min(timeout, due)
             batch = self.connector.read_batch(timeout)
             if batch:
                 self.process(batch)
-                if output is not None:
-                    output.flush()
+            if output is not None:
+                output.batch_done()
             if stop is not None and stop():
                 break
 
