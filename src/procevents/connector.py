@@ -39,13 +39,14 @@ SK_MEMINFO_DROPS: Final = 8
 SO_RCVBUFFORCE: Final = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 #: Requested receive buffer (the kernel doubles it for bookkeeping).  A queued
-#: event costs about 832 bytes, so this holds about 80,000 events: enough to
-#: ride out a burst of process creation while the reader catches up.
-DEFAULT_RCVBUF: Final = 32 * 1024 * 1024
+#: event costs about 832 bytes, so this holds about 160,000 events: enough to
+#: ride out a long burst of process creation while the reader catches up.
+#: Only a backlog uses the memory.
+DEFAULT_RCVBUF: Final = 64 * 1024 * 1024
 #: Upper bound on events returned by one read_batch().
 MAX_BATCH: Final = 4096
 #: Upper bound on datagrams one peek() reads ahead.
-PEEK_LIMIT: Final = 65536
+PEEK_LIMIT: Final = 8192
 _RECV_SIZE: Final = 16384  # CONNECTOR_MAX_MSG_SIZE: room for any datagram
 _INIT_USER_NS_INO: Final = 0xEFFFFFFD
 _INIT_PID_NS_INO: Final = 0xEFFFFFFC
@@ -475,16 +476,20 @@ class Connector:
             self._pending.append(lost)
 
     def peek(self, limit: int = PEEK_LIMIT) -> tuple[list[Event], bool]:
-        """Read what was queued meanwhile without consuming it: the events
-        returned stay pending for the next :meth:`read_batch`.
+        """Every event queued after the last batch, read from the socket now
+        if need be, without consuming them (they stay pending for the next
+        :meth:`read_batch`; the list must not be changed).
 
-        Returns them and whether the socket's queue was emptied (False when
-        ``limit`` datagrams were read first: memory stays bounded even when
-        the reader falls far behind)."""
+        Also returns whether that is everything generated so far (the socket's
+        queue was emptied): False when ``limit`` events are already pending,
+        so memory stays bounded when the reader falls far behind."""
         if self._sock is None:
             raise ValueError("connector is not open")
-        events = self._drain(limit=limit)
-        return events, self._emptied
+        room = limit - len(self._pending)
+        if room <= 0:
+            return self._pending, False
+        self._drain(limit=room)
+        return self._pending, self._emptied
 
     def read_batch(self, timeout: float | None = None) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) for events, then
@@ -501,7 +506,13 @@ class Connector:
                 self._drain()
             elif self._drops_poll_due:
                 self._poll_drops()
-        batch, self._pending = self._pending, []
+        pending = self._pending
+        if len(pending) <= MAX_BATCH:
+            self._pending = []
+            return pending
+        # Far behind (peek() read ahead): hand out a batch at a time, so the
+        # work on each (and what it buffers) stays bounded.
+        batch, self._pending = pending[:MAX_BATCH], pending[MAX_BATCH:]
         return batch
 
     def __iter__(self) -> Iterator[Event]:
