@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -25,7 +26,11 @@ WATCH_EPILOG = f"""\
 commands:
   procevents [options]               watch every process (the default)
   procevents trace [options] -- CMD  run CMD and show it and its descendants
-  (procevents trace --help for its options)
+  procevents record [--db PATH]      record events and process lifetimes to SQLite
+  procevents query [options]         query the recording (--since 10m --failed --tree)
+  procevents replay [options]        show recorded events as the live view does
+  procevents top                     live event rates and top spawners
+  (procevents COMMAND --help for its options)
 
 examples:
   procevents                         watch every process event on the host
@@ -182,7 +187,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-kernel-filter", action="store_true",
         help="filter event types in userspace only (keeps per-CPU loss detection exact)",
     )
+    report = parser.add_argument_group("statistics and metrics")
+    report.add_argument(
+        "-S", "--stats", action="store_true",
+        help="at exit (and on SIGUSR1) print events per type and the top commands to stderr",
+    )
+    report.add_argument(
+        "--metrics", metavar="[ADDR:]PORT", type=_metrics_address,
+        help="serve Prometheus metrics on ADDR:PORT (ADDR 127.0.0.1 unless given; needs prometheus_client)",
+    )
     return parser
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    from .commands_store import metrics_address
+
+    return metrics_address(text)
 
 
 def _add_output_options(group: argparse._ArgumentGroup) -> None:
@@ -289,15 +309,30 @@ def _run_pipeline(
     stop: Callable[[], bool] | None = None,
     observers: Sequence[Callable[..., None]] = (),
     after: Callable[[], None] | None = None,
+    own_signals: bool = True,
 ) -> int:
-    """Shared main loop: open, run, and close on every way out."""
+    """Shared main loop: open, run, and close on every way out.
+
+    With ``own_signals`` (the default), SIGINT, SIGTERM and SIGHUP ask the
+    loop to stop between two batches, so output lines are never torn; a
+    second Ctrl-C aborts the final drain.
+    """
     from .connector import ConnectorError, Terminated
     from .pipeline import Pipeline
 
     pipeline = Pipeline(conn, sink, enricher=enricher, filters=filters, count=count, observers=observers)
     status = 0
+    stopper = _StopOnSignal() if own_signals else None
+    if stopper is not None:
+        outer_stop = stop
+
+        def stop() -> bool:
+            return stopper.requested or (outer_stop is not None and outer_stop())
+
     try:
         try:
+            if stopper is not None:
+                stopper.install(conn)
             if conn.closed:
                 conn.open()
             if not quiet:
@@ -324,6 +359,8 @@ def _run_pipeline(
             status = 1
     finally:
         conn.close()
+        if stopper is not None:
+            stopper.uninstall()
         try:
             output.flush()
         except BrokenPipeError:
@@ -339,6 +376,42 @@ def _run_pipeline(
         if not quiet:
             _stderr(pipeline.summary.line())
     return status
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM/SIGHUP set a flag and wake the loop (self-pipe)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+        self._wakeup: tuple[int, int] | None = None
+        self._previous_wakeup = -1
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop draining too
+        self.requested = True
+
+    def install(self, conn: Connector) -> None:
+        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup = (read_end, write_end)
+        self._previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        for name in self.SIGNALS:
+            sig = getattr(signal, name)
+            self._previous[sig] = signal.signal(sig, self._handle)
+        conn.wake_on(read_end)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        if self._wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for fd in self._wakeup:
+                os.close(fd)
+            self._wakeup = None
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -376,6 +449,12 @@ def run_watch(args: argparse.Namespace) -> int:
         filters.append(UserFilter(args.user))
     if args.command is not None:
         filters.append(CommandFilter(args.command))
+    reporting = None
+    if args.stats or args.metrics is not None:
+        from .commands_store import Reporting
+
+        reporting = Reporting.for_watch(args, conn, enricher)
+        reporting.start()
     output = _open_output(args.output)
     sink: Sink
     if args.json:
@@ -385,10 +464,15 @@ def run_watch(args: argparse.Namespace) -> int:
         sink = TreeSink(output, _ancestor_depth(enricher, roots))
     else:
         sink = TextSink(output)
-    return _run_pipeline(
-        conn, sink, output, enricher=enricher, filters=filters, count=args.count,
-        duration=args.duration, quiet=args.quiet,
-    )
+    try:
+        return _run_pipeline(
+            conn, sink, output, enricher=enricher, filters=filters, count=args.count,
+            duration=args.duration, quiet=args.quiet,
+            observers=reporting.observers if reporting else (), after=reporting.after if reporting else None,
+        )
+    finally:
+        if reporting is not None:
+            reporting.close()
 
 
 class TraceReport:
@@ -436,7 +520,6 @@ class TraceReport:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    import signal
     import subprocess
     import time
 
@@ -518,7 +601,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
         status = _run_pipeline(
             conn, sink, output, enricher=enricher, filters=[follow], count=None, duration=None,
-            quiet=True, stop=finished, observers=[report.observe], after=summary,
+            quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False,
         )
         if status:
             return status
@@ -538,8 +621,27 @@ def _terminal_signalled_group() -> bool:
         return False
 
 
+def _store_command(name: str) -> tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]:
+    """record, query, replay, top: parser and runner from commands_store, imported on use."""
+
+    def make_parser() -> argparse.ArgumentParser:
+        from . import commands_store
+
+        parser: argparse.ArgumentParser = getattr(commands_store, f"build_{name}_parser")()
+        return parser
+
+    def run(args: argparse.Namespace) -> int:
+        from . import commands_store
+
+        status: int = getattr(commands_store, f"run_{name}")(args)
+        return status
+
+    return make_parser, run
+
+
 COMMANDS: dict[str, tuple[Callable[[], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]] = {
     "trace": (build_trace_parser, run_trace),
+    **{name: _store_command(name) for name in ("record", "query", "replay", "top")},
 }
 
 

@@ -1,10 +1,15 @@
-"""Counting: events by type and loss, for the exit summary."""
+"""Counting: events by type and loss for the exit summary, and per command for ``-S``."""
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from .events import EVENT_NAMES, Event, Lost
+from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
+
+if TYPE_CHECKING:
+    from .tree import Proc
 
 
 class Summary:
@@ -31,3 +36,120 @@ class Summary:
         parts = [f"{name} {self.counts[name]}" for name in EVENT_NAMES if name != "lost" and self.counts[name]]
         by_type = f" ({', '.join(parts)})" if parts else ""
         return f"{self.received} events received{by_type}, {self.lost} events lost"
+
+
+#: Distinct commands counted one by one; beyond that they are counted together.
+MAX_COMMANDS = 10_000
+OTHER = "(other)"
+
+
+class CommandCounts:
+    """Per command name: processes it forked, times it was exec'd, failed
+    exits, and the summed lifetime of its processes."""
+
+    __slots__ = ("execs", "failures", "forks", "lifetime")
+
+    def __init__(self) -> None:
+        self.forks = 0
+        self.execs = 0
+        self.failures = 0
+        self.lifetime = 0.0
+
+
+class CommandStats:
+    """The ``-S`` table: events per type and the top commands.
+
+    A pipeline observer (call it with each event, its process and its
+    enrichment).  A fork counts for the command that forked (a new child
+    carries its parent's name until it execs), an exec for the program
+    started, a failure (non-zero status or a signal) and a lifetime for the
+    command that exited.  Threads are not counted as forks or exits.
+    """
+
+    def __init__(self, top: int = 10) -> None:
+        self.top = top
+        self.events: Counter[str] = Counter()
+        self.lost = 0
+        self.commands: dict[str, CommandCounts] = {}
+
+    def _command(self, info: Mapping[str, Any]) -> CommandCounts:
+        name = info.get("comm") or "?"
+        commands = self.commands
+        counts = commands.get(name)
+        if counts is None:
+            if len(commands) >= MAX_COMMANDS:
+                name = OTHER
+                counts = commands.get(name)
+            if counts is None:
+                counts = commands[name] = CommandCounts()
+        return counts
+
+    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
+        cls = type(event)
+        self.events[event.name] += 1
+        if cls is Fork:
+            if event.pid == event.tgid and info:
+                self._command(info).forks += 1
+        elif cls is Exec:
+            if info:
+                self._command(info).execs += 1
+        elif cls is Exit:
+            if event.pid == event.tgid and info:
+                assert isinstance(event, Exit)
+                counts = self._command(info)
+                if event.exit_code:
+                    counts.failures += 1
+                duration = info.get("duration")
+                if duration is not None:
+                    counts.lifetime += duration
+        elif cls is Lost:
+            assert isinstance(event, Lost)
+            self.lost += event.count
+
+    def leaders(self) -> list[tuple[str, CommandCounts]]:
+        """The top ``top`` commands by each measure, together, most forks first."""
+        items = list(self.commands.items())
+        chosen: dict[str, CommandCounts] = {}
+        measures: list[Callable[[tuple[str, CommandCounts]], float]] = [
+            lambda item: item[1].forks,
+            lambda item: item[1].execs,
+            lambda item: item[1].failures,
+            lambda item: item[1].lifetime,
+        ]
+        for key in measures:
+            ranked = sorted((item for item in items if key(item)), key=key, reverse=True)
+            chosen.update(ranked[: self.top])
+        return sorted(
+            chosen.items(), key=lambda item: (-item[1].forks, -item[1].execs, -item[1].failures, item[0])
+        )
+
+    def lines(self) -> list[str]:
+        """The table, one string per line (command names escaped for a terminal)."""
+        from .escape import escape
+        from .render.text import format_duration
+
+        out = ["statistics: events by type"]
+        names = [name for name in EVENT_NAMES if self.events[name]]
+        width = max([len(name) for name in names] + [5])
+        counts = [f"{self.events[name]:,}" for name in names]
+        count_width = max([len(c) for c in counts] + [5])
+        out.append(f"  {'EVENT':<{width}}  {'COUNT':>{count_width}}")
+        for name, count in zip(names, counts, strict=True):
+            out.append(f"  {name:<{width}}  {count:>{count_width}}")
+        if self.lost:
+            out.append(f"  ({self.lost:,} events lost)")
+        leaders = self.leaders()
+        if not leaders:
+            return out
+        out.append(f"statistics: top commands (up to {self.top} by each of forks, execs, failures, lifetime)")
+        rows = [
+            (escape(name), f"{c.forks:,}", f"{c.execs:,}", f"{c.failures:,}",
+             format_duration(c.lifetime) if c.lifetime else "-")
+            for name, c in leaders
+        ]
+        header = ("COMMAND", "FORKS", "EXECS", "FAILED", "LIFETIME")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]
+            out.append("  " + "  ".join(cells).rstrip())
+        return out

@@ -68,18 +68,17 @@ CREATE TABLE sessions (
     recorder_pid INTEGER,
     version TEXT
 );
-CREATE TABLE procs (
+CREATE TABLE procs (                 -- one row per process lifetime
     id INTEGER PRIMARY KEY,
     session INTEGER NOT NULL,
     pid INTEGER NOT NULL,
     ppid INTEGER,
     parent INTEGER,                  -- procs.id of the parent's lifetime
     start_ns INTEGER,                -- CLOCK_MONOTONIC
-    start_wall INTEGER,
+    start_wall INTEGER,              -- ns since the epoch
     forked INTEGER NOT NULL,         -- 1: its fork was recorded; 0: running when first seen
     end_ns INTEGER,
     end_wall INTEGER,
-    last_wall INTEGER NOT NULL,      -- its latest event
     comm TEXT,
     exe TEXT,
     argv BLOB,                       -- NUL-terminated arguments
@@ -88,9 +87,6 @@ CREATE TABLE procs (
     user TEXT,
     execs INTEGER NOT NULL,
     exit_code INTEGER,               -- raw wait status
-    status INTEGER,
-    signal INTEGER,
-    core_dumped INTEGER,
     duration REAL                    -- seconds
 );
 CREATE INDEX procs_start ON procs(start_wall);
@@ -98,9 +94,8 @@ CREATE INDEX procs_end ON procs(end_wall);
 CREATE INDEX procs_comm ON procs(comm);
 CREATE INDEX procs_user ON procs(user);
 CREATE INDEX procs_parent ON procs(parent);
-CREATE TABLE events (
+CREATE TABLE events (                -- one row per event, in arrival order
     id INTEGER PRIMARY KEY,
-    session INTEGER NOT NULL,
     proc INTEGER,                    -- procs.id
     ts INTEGER NOT NULL,             -- timestamp_ns, CLOCK_MONOTONIC
     wall INTEGER NOT NULL,           -- ns since the epoch
@@ -109,42 +104,56 @@ CREATE TABLE events (
     seq INTEGER,
     pid INTEGER,                     -- for fork: the child
     tgid INTEGER,
-    parent_pid INTEGER,              -- fork, exit, coredump
-    parent_tgid INTEGER,
-    exit_code INTEGER,
-    exit_signal INTEGER,
-    ruid INTEGER,
-    euid INTEGER,
-    rgid INTEGER,
-    egid INTEGER,
-    tracer_pid INTEGER,
-    tracer_tgid INTEGER,
-    data BLOB,                       -- comm: the new name's bytes; unknown: the payload
-    count INTEGER,                   -- lost
-    reason TEXT,                     -- lost
-    what INTEGER,                    -- unknown
+    a INTEGER,                       -- per type, see the events_named view
+    b INTEGER,
+    c INTEGER,
+    d INTEGER,
+    data BLOB,
     comm TEXT,                       -- enrichment, as shown live
     ppid INTEGER,
     uid INTEGER,
-    user TEXT,
     argv BLOB,
     exe TEXT,
-    cwd TEXT,
-    missing TEXT
+    cwd TEXT
 );
 CREATE INDEX events_wall ON events(wall);
+CREATE VIEW events_named AS SELECT
+    id, proc, ts, wall, event, cpu, seq, pid, tgid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN a END AS parent_pid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN b END AS parent_tgid,
+    CASE WHEN event = 'exit' THEN c END AS exit_code,
+    CASE WHEN event = 'exit' THEN d END AS exit_signal,
+    CASE WHEN event = 'uid' THEN a END AS ruid,
+    CASE WHEN event = 'uid' THEN b END AS euid,
+    CASE WHEN event = 'gid' THEN a END AS rgid,
+    CASE WHEN event = 'gid' THEN b END AS egid,
+    CASE WHEN event = 'ptrace' THEN a END AS tracer_pid,
+    CASE WHEN event = 'ptrace' THEN b END AS tracer_tgid,
+    CASE WHEN event = 'comm' THEN data END AS new_comm,
+    CASE WHEN event = 'lost' THEN a END AS count,
+    CASE WHEN event = 'lost' THEN CAST(data AS TEXT) END AS reason,
+    CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
+    CASE WHEN event = 'unknown' THEN a END AS what,
+    comm, ppid, uid, argv, exe, cwd
+FROM events;
+CREATE VIEW lifetimes AS SELECT
+    procs.*,
+    CASE WHEN exit_code & 127 = 0 THEN (exit_code >> 8) & 255 END AS status,
+    CASE WHEN exit_code & 127 != 0 THEN exit_code & 127 END AS signal,
+    CASE WHEN exit_code IS NOT NULL THEN exit_code & 127 != 0 AND exit_code & 128 != 0 END AS core_dumped,
+    exit_code != 0 AS failed,
+    strftime('%Y-%m-%dT%H:%M:%fZ', start_wall / 1e9, 'unixepoch') AS start_time,
+    strftime('%Y-%m-%dT%H:%M:%fZ', end_wall / 1e9, 'unixepoch') AS end_time
+FROM procs;
 """
 
 EVENT_COLUMNS: Final = (
-    "session", "proc", "ts", "wall", "event", "cpu", "seq", "pid", "tgid",
-    "parent_pid", "parent_tgid", "exit_code", "exit_signal", "ruid", "euid", "rgid", "egid",
-    "tracer_pid", "tracer_tgid", "data", "count", "reason", "what",
-    "comm", "ppid", "uid", "user", "argv", "exe", "cwd", "missing",
+    "proc", "ts", "wall", "event", "cpu", "seq", "pid", "tgid", "a", "b", "c", "d", "data",
+    "comm", "ppid", "uid", "argv", "exe", "cwd",
 )
 PROC_COLUMNS: Final = (
     "id", "session", "pid", "ppid", "parent", "start_ns", "start_wall", "forked", "end_ns", "end_wall",
-    "last_wall", "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "status", "signal",
-    "core_dumped", "duration",
+    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration",
 )
 _INSERT_EVENT: Final = (
     f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
@@ -153,9 +162,8 @@ _UPSERT_PROC: Final = (
     f"INSERT INTO procs ({', '.join(PROC_COLUMNS)}) VALUES ({', '.join('?' * len(PROC_COLUMNS))}) "
     f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in PROC_COLUMNS[2:])}"
 )
-# Per-type columns parent_pid .. what (14), all NULL.
-_NO_SPECIFIC: Final = (None,) * 14
-_NO_EXEC_INFO: Final = (None,) * 4
+_NONE5: Final = (None, None, None, None, None)
+_NONE6: Final = (None, None, None, None, None, None)
 
 
 class StoreError(Exception):
@@ -293,8 +301,8 @@ class Life:
     """The in-memory side of one ``procs`` row, mirrored from the table's Proc."""
 
     __slots__ = (
-        "argv", "argv_blob", "comm", "core_dumped", "cwd", "duration", "end_ns", "exe", "execs",
-        "exit_code", "forked", "id", "last_ns", "parent", "pid", "ppid", "start_ns", "uid", "user",
+        "argv", "argv_blob", "comm", "cwd", "duration", "end_ns", "exe", "execs", "exit_code", "forked", "id",
+        "parent", "pid", "ppid", "start_ns", "uid", "user",
     )
 
     def __init__(self, life_id: int, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> None:
@@ -305,7 +313,6 @@ class Life:
         self.start_ns = start_ns
         self.forked = forked
         self.end_ns: int | None = None
-        self.last_ns = 0
         self.comm: str | None = None
         self.exe: str | None = None
         self.argv: list[str] | None = None
@@ -315,23 +322,16 @@ class Life:
         self.user: str | None = None
         self.execs = 0
         self.exit_code: int | None = None
-        self.core_dumped: int | None = None
         self.duration: float | None = None
 
     def row(self, session: int) -> tuple[Any, ...]:
-        code = self.exit_code
-        status = signal = None
-        if code is not None:
-            sig = code & 0x7F
-            status = None if sig else (code >> 8) & 0xFF
-            signal = sig or None
         start, end = self.start_ns, self.end_ns
         return (
             self.id, session, self.pid, self.ppid, self.parent, start,
             None if start is None else wall_clock_ns(start), int(self.forked),
-            end, None if end is None else wall_clock_ns(end), wall_clock_ns(self.last_ns),
+            end, None if end is None else wall_clock_ns(end),
             encode_text(self.comm), encode_text(self.exe), self.argv_blob, encode_text(self.cwd),
-            self.uid, encode_text(self.user), self.execs, code, status, signal, self.core_dumped, self.duration,
+            self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration,
         )
 
 
@@ -372,6 +372,7 @@ class StoreWriter:
         self._next_prune = 0.0
         self._prune_more = False
         self._lock_fd = -1
+        self.closed = False
         self.conn = self._open(version)
 
     def _open(self, version: str) -> sqlite3.Connection:
@@ -407,11 +408,11 @@ class StoreWriter:
             if str(mode).lower() != "wal":
                 raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
             conn.execute("PRAGMA synchronous=NORMAL")
-            if new:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executescript(SCHEMA)  # commits
-                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if new:  # all of the schema or nothing
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA application_id={APPLICATION_ID}; "
+                    f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
             offset = wall_clock_ns(0)
             cur = conn.execute(
                 "INSERT INTO sessions (started_wall, clock_offset, boot_id, hostname, recorder_pid, version) "
@@ -503,9 +504,12 @@ class StoreWriter:
                 "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE wall < ? LIMIT ?)",
                 (cutoff, PRUNE_CHUNK),
             ).rowcount
+            # Lifetimes that ended before the cutoff, and those never seen to
+            # end that started before it (a running process still written to
+            # is written again whole).
             procs = conn.execute(
                 "DELETE FROM procs WHERE id IN (SELECT id FROM procs WHERE end_wall < ? "
-                "OR (end_wall IS NULL AND last_wall < ?) LIMIT ?)",
+                "OR (end_wall IS NULL AND start_wall < ?) LIMIT ?)",
                 (cutoff, cutoff, PRUNE_CHUNK),
             ).rowcount
             conn.execute("COMMIT")
@@ -518,10 +522,11 @@ class StoreWriter:
         return events + procs
 
     def close(self) -> None:
-        """Commit what is waiting and close (the WAL is checkpointed)."""
+        """Commit what is waiting and close (the WAL is checkpointed).  Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
             self.commit()
         finally:
             self.conn.close()
@@ -538,23 +543,21 @@ class StoreSink:
     def __init__(self, writer: StoreWriter, lookup: Callable[[int], Proc | None] | None = None) -> None:
         self.writer = writer
         self.lookup = lookup
-        self.session = writer.session
         self.user_name = _users()
 
-    def _life(self, proc: Proc, forked: bool, now_ns: int, depth: int = 0) -> Life:
+    def _life(self, proc: Proc, forked: bool, depth: int = 0) -> Life:
         life = proc.extra.get("store")
         if isinstance(life, Life):
             return life
         writer = self.writer
         life = writer.new_life(proc.pid, proc.ppid, proc.start_ns, forked)
         proc.extra["store"] = life
-        life.last_ns = now_ns
         self._mirror(life, proc)
         lookup = self.lookup
         if lookup is not None and proc.ppid > 0 and depth < _MAX_ANCESTRY:
             parent = lookup(proc.ppid)
             if parent is not None and parent is not proc:
-                life.parent = self._life(parent, False, now_ns, depth + 1).id
+                life.parent = self._life(parent, False, depth + 1).id
         writer.touch(life)
         return life
 
@@ -574,75 +577,70 @@ class StoreSink:
         ts = event.timestamp_ns
         life_id: int | None = None
         if proc is not None:
-            forked = cls is Fork and event.pid == event.tgid
-            life = self._life(proc, forked, ts)
+            life = self._life(proc, cls is Fork and event.pid == event.tgid)
             life_id = life.id
             self._mirror(life, proc)
-            life.last_ns = ts
             if cls is Exec:
                 life.execs += 1
             elif cls is Exit and event.pid == event.tgid:
                 assert isinstance(event, Exit)
                 life.end_ns = ts
                 life.exit_code = event.exit_code
-                life.core_dumped = int(event.core_dumped)
                 life.duration = info.get("duration")
                 if not life.ppid:
                     life.ppid = info.get("ppid") or event.parent_tgid or None
             self.writer.touch(life)
-        base = (self.session, life_id, ts, wall_clock_ns(ts), event.name, event.cpu, event.seq, event.pid, event.tgid)
-        specific = _specific(event)
-        if info:
-            enrichment: tuple[Any, ...] = (encode_text(info.get("comm")), info.get("ppid"))
-            if cls is Exec:
-                enrichment += (
-                    info.get("uid"), encode_text(info.get("user")), encode_argv(info.get("cmdline")),
-                    encode_text(info.get("exe")), encode_text(info.get("cwd")), info.get("missing"),
-                )
-            elif cls is Exit:
-                enrichment += (info.get("uid"), encode_text(info.get("user")), *_NO_EXEC_INFO)
-            else:
-                enrichment += (None, None, *_NO_EXEC_INFO)
+        row: tuple[Any, ...] = (
+            life_id, ts, wall_clock_ns(ts), event.name, event.cpu, event.seq, event.pid, event.tgid
+        )
+        if cls is Exec:
+            # comm, ppid, uid, argv, exe, cwd; why argv is missing in data
+            get = info.get
+            row += (None, None, None, None, get("missing"), encode_text(get("comm")), get("ppid"), get("uid"),
+                    encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")))
         else:
-            enrichment = (None, None, None, None, *_NO_EXEC_INFO)
-        self.writer.add_event(base + specific + enrichment)
+            row += _specific(event)
+            if not info:
+                row += _NONE6
+            elif cls is Exit:
+                row += (encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None)
+            else:
+                row += (encode_text(info.get("comm")), info.get("ppid"), None, None, None, None)
+        self.writer.add_event(row)
         return True
 
 
 def _specific(event: Event) -> tuple[Any, ...]:
-    """parent_pid, parent_tgid, exit_code, exit_signal, ruid, euid, rgid, egid,
-    tracer_pid, tracer_tgid, data, count, reason, what."""
+    """Columns a, b, c, d, data (see the events_named view)."""
     cls = type(event)
     if cls is Fork:
         assert isinstance(event, Fork)
-        return (event.parent_pid, event.parent_tgid, *_NO_SPECIFIC[2:])
-    if cls is Exec or cls is Sid:
-        return _NO_SPECIFIC
+        return (event.parent_pid, event.parent_tgid, None, None, None)
     if cls is Exit:
         assert isinstance(event, Exit)
-        return (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, *_NO_SPECIFIC[4:])
+        return (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, None)
     if cls is Uid:
         assert isinstance(event, Uid)
-        return (None, None, None, None, event.ruid, event.euid, *_NO_SPECIFIC[6:])
+        return (event.ruid, event.euid, None, None, None)
     if cls is Gid:
         assert isinstance(event, Gid)
-        return (None, None, None, None, None, None, event.rgid, event.egid, *_NO_SPECIFIC[8:])
+        return (event.rgid, event.egid, None, None, None)
     if cls is Ptrace:
         assert isinstance(event, Ptrace)
-        return (*_NO_SPECIFIC[:8], event.tracer_pid, event.tracer_tgid, *_NO_SPECIFIC[10:])
+        return (event.tracer_pid, event.tracer_tgid, None, None, None)
     if cls is Comm:
         assert isinstance(event, Comm)
-        return (*_NO_SPECIFIC[:10], event.comm, None, None, None)
+        return (None, None, None, None, event.comm)
     if cls is Coredump:
         assert isinstance(event, Coredump)
-        return (event.parent_pid, event.parent_tgid, *_NO_SPECIFIC[2:])
+        return (event.parent_pid, event.parent_tgid, None, None, None)
     if cls is Lost:
         assert isinstance(event, Lost)
-        return (*_NO_SPECIFIC[:11], event.count, event.reason, None)
+        return (event.count, None, None, None, event.reason)
     if cls is Unknown:
         assert isinstance(event, Unknown)
-        return (*_NO_SPECIFIC[:10], event.data, None, None, event.what)
-    return _NO_SPECIFIC
+        return (event.what, None, None, None, event.data)
+    return _NONE5
 
 
 # -- reading -------------------------------------------------------------------------
@@ -650,7 +648,7 @@ def _specific(event: Event) -> tuple[Any, ...]:
 
 @dataclass(slots=True)
 class Lifetime:
-    """One ``procs`` row."""
+    """One ``procs`` row, decoded."""
 
     id: int
     session: int
@@ -662,7 +660,6 @@ class Lifetime:
     forked: bool
     end_ns: int | None
     end_wall: int | None
-    last_wall: int
     comm: str | None
     exe: str | None
     argv: list[str] | None
@@ -671,20 +668,32 @@ class Lifetime:
     user: str | None
     execs: int
     exit_code: int | None
-    status: int | None
-    signal: int | None
-    core_dumped: bool | None
     duration: float | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Lifetime:
-        (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall, last_wall,
-         comm, exe, argv, cwd, uid, user, execs, exit_code, status, signal, core_dumped, duration) = row
+        (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
+         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row
         return cls(
-            life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall, last_wall,
+            life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
             decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
-            execs, exit_code, status, signal, None if core_dumped is None else bool(core_dumped), duration,
+            execs, exit_code, duration,
         )
+
+    @property
+    def status(self) -> int | None:
+        code = self.exit_code
+        return None if code is None or code & 0x7F else (code >> 8) & 0xFF
+
+    @property
+    def signal(self) -> int | None:
+        code = self.exit_code
+        return None if code is None else (code & 0x7F) or None
+
+    @property
+    def core_dumped(self) -> bool | None:
+        code = self.exit_code
+        return None if code is None else bool(code & 0x7F and code & 0x80)
 
     @property
     def failed(self) -> bool:
@@ -802,7 +811,7 @@ class StoreReader:
         sql = _PROC_SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY coalesce(p.start_wall, p.last_wall), p.id"
+        sql += " ORDER BY p.start_wall, p.id"
         return [Lifetime.from_row(row) for row in self._rows(self._execute(sql, params))]
 
     def lifetimes_by_id(self, ids: Iterable[int]) -> dict[int, Lifetime]:
@@ -847,8 +856,27 @@ class StoreReader:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.id"
+        names = self.user_names()
         for row in self._rows(self._execute(sql, params)):
-            yield _rebuild(row)
+            yield _rebuild(row, names)
+
+    def user_names(self) -> Callable[[int | None], str | None]:
+        """uid -> user name as recorded (else as this host knows it)."""
+        from .enrich import Users
+
+        recorded: dict[int, str] = {}
+        for uid, user in self._rows(self._execute("SELECT DISTINCT uid, user FROM procs WHERE uid IS NOT NULL")):
+            if user is not None:
+                recorded[uid] = decode_text(user) or str(uid)
+        local = Users().name
+
+        def name(uid: int | None) -> str | None:
+            if uid is None:
+                return None
+            found = recorded.get(uid)
+            return found if found is not None else local(uid)
+
+        return name
 
     # -- SQL -------------------------------------------------------------------------
 
@@ -895,7 +923,7 @@ def _read_only(action: int, arg1: str | None, arg2: str | None, _db: str | None,
 @dataclass(slots=True)
 class Recorded:
     """One recorded event, rebuilt: the event, its enrichment as shown live,
-    the process as far as the row tells, and the wall-clock ns it was stamped."""
+    the process as far as the rows tell, and the wall-clock ns it was stamped."""
 
     event: Event
     info: dict[str, Any]
@@ -905,34 +933,32 @@ class Recorded:
     parent: int | None
 
 
-def _rebuild(row: Sequence[Any]) -> Recorded:
-    (_session, life_id, ts, wall, name, cpu, seq, pid, tgid, parent_pid, parent_tgid, exit_code, exit_signal,
-     ruid, euid, rgid, egid, tracer_pid, tracer_tgid, data, count, reason, what,
-     comm, ppid, uid, user, argv, exe, cwd, missing,
+def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) -> Recorded:
+    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd,
      life_argv, life_duration, life_parent, life_start, life_exe, life_uid) = row
     event: Event
     if name == "fork":
-        event = Fork(cpu, seq, ts, parent_pid, parent_tgid, pid, tgid)
+        event = Fork(cpu, seq, ts, a, b, pid, tgid)
     elif name == "exec":
         event = Exec(cpu, seq, ts, pid, tgid)
     elif name == "exit":
-        event = Exit(cpu, seq, ts, pid, tgid, exit_code, exit_signal, parent_pid, parent_tgid)
+        event = Exit(cpu, seq, ts, pid, tgid, c, d, a, b)
     elif name == "uid":
-        event = Uid(cpu, seq, ts, pid, tgid, ruid, euid)
+        event = Uid(cpu, seq, ts, pid, tgid, a, b)
     elif name == "gid":
-        event = Gid(cpu, seq, ts, pid, tgid, rgid, egid)
+        event = Gid(cpu, seq, ts, pid, tgid, a, b)
     elif name == "sid":
         event = Sid(cpu, seq, ts, pid, tgid)
     elif name == "ptrace":
-        event = Ptrace(cpu, seq, ts, pid, tgid, tracer_pid, tracer_tgid)
+        event = Ptrace(cpu, seq, ts, pid, tgid, a, b)
     elif name == "comm":
-        event = Comm(cpu, seq, ts, pid, tgid, bytes(data or b""))
+        event = Comm(cpu, seq, ts, pid, tgid, _blob(data))
     elif name == "coredump":
-        event = Coredump(cpu, seq, ts, pid, tgid, parent_pid, parent_tgid)
+        event = Coredump(cpu, seq, ts, pid, tgid, a, b)
     elif name == "lost":
-        event = Lost(cpu, seq, ts, count, reason)
+        event = Lost(cpu, seq, ts, a, decode_text(data) or "")
     else:
-        event = Unknown(cpu, seq, ts, what or 0, bytes(data or b""))
+        event = Unknown(cpu, seq, ts, a or 0, _blob(data))
     info: dict[str, Any] = {}
     proc: Proc | None = None
     if life_id is not None and name != "lost":
@@ -942,15 +968,15 @@ def _rebuild(row: Sequence[Any]) -> Recorded:
             cmdline = decode_argv(argv)
             info = {
                 "cmdline": cmdline, "exe": decode_text(exe), "cwd": decode_text(cwd), "ppid": ppid,
-                "uid": uid, "user": decode_text(user), "comm": comm_text,
+                "uid": uid, "user": user_name(uid), "comm": comm_text,
             }
-            if missing is not None:
-                info["missing"] = missing
+            if data is not None:
+                info["missing"] = decode_text(data)
         elif name == "exit":
             cmdline = decode_argv(life_argv)
             info = {
                 "comm": comm_text, "cmdline": cmdline, "duration": life_duration, "ppid": ppid,
-                "uid": uid, "user": decode_text(user),
+                "uid": uid, "user": user_name(uid),
             }
         else:
             cmdline = decode_argv(life_argv)
@@ -963,6 +989,14 @@ def _rebuild(row: Sequence[Any]) -> Recorded:
         )
         proc.extra["life"] = life_id
     return Recorded(event, info, proc, wall, life_id, life_parent)
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return _raw(value)
+    return b""
 
 
 def database_bytes(path: str) -> int:

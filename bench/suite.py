@@ -1,0 +1,1408 @@
+#!/usr/bin/env python3
+"""Benchmark suite: procevents beside forkstat and extrace, on the same load, at the same time.
+
+One command, one table per load shape:
+
+  .venv/bin/python bench/suite.py                      # N=100,000, 3 runs, all shapes and tools
+  .venv/bin/python bench/suite.py --quick              # N=20,000, 1 run
+  .venv/bin/python bench/suite.py --shapes exec --tools procevents,forkstat --runs 5
+  .venv/bin/python bench/suite.py --long               # procevents' RSS across 1,000,000 events
+
+Each run starts every selected subscriber together -- ``procevents --json``
+(enrichment on), ``procevents --json --no-enrich``, ``forkstat`` and
+``extrace`` -- waits until each one shows a warm-up process, then generates
+one load while they all watch:
+
+* fork   bench/burst.c: N children, fork() + _exit(0) + waitpid()
+* exec   bench/burst.c: N children, vfork() + execve(bench/tiny.c, {"tiny", "burst-<i>"})
+* mixed  ``make -j4`` of N/50 targets, each ``echo x | tr x y | wc -c > $@``
+         (per target: /bin/sh, a subshell for echo, tr and wc: 4 processes, 3 execs)
+
+Ground truth is exact and comes from the kernel or the generator, never from
+a subscriber: burst records every child's pid and lifetime (CLOCK_MONOTONIC);
+for the mixed load, the kernel's sched_process_fork/exec/exit tracepoints
+(a private tracefs instance, mono clock) give the make process tree.  The
+same tracepoint record, which holds every fork/exec/exit on the host during
+the load, is also the time line onto which the text lines of forkstat and
+extrace (which carry no kernel timestamp) are placed, by kind, pid and the
+time each line was written (their output files' sizes are sampled every
+20 ms); procevents' JSON has the event's own timestamp_ns.  See
+bench/README.md for the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+from burst import (
+    BURST_FLAGS,
+    LISTENING,
+    SUMMARY_RE,
+    TINY_FLAGS,
+    BenchError,
+    build,
+    cpu_seconds,
+    procevents_command,
+    socket_stats,
+    status_kib,
+)
+
+HERE = Path(__file__).resolve().parent
+TRACEFS = Path("/sys/kernel/tracing")
+KINDS = ("fork", "exec", "exit")
+#: Which generated process an event (pid, CLOCK_MONOTONIC ns) is about: the
+#: life of that pid that started last, at most START_SLACK_NS after the event
+#: (the connector stamps a fork before the fork tracepoint fires, and a task
+#: can be preempted in between), if the event is before the next fork of the
+#: same pid by anyone (from the tracepoints) and at most EXIT_SLACK_NS after
+#: the life's end (the connector stamps an exit after the parent was woken,
+#: and after the exit tracepoint).  A pid is handed out again only after the
+#: allocator went round all of pid_max, which takes far longer than either.
+START_SLACK_NS = 100_000_000
+EXIT_SLACK_NS = 1_000_000_000
+#: How often the size of a text output is sampled, to know when each line
+#: was written (an event happened before its line was written).
+SAMPLE_S = 0.02
+#: A text line is matched only to an event at most this long before it was
+#: written (further capped at half the time the pid allocator takes to hand
+#: the same pid out again, so that the match is unique).
+MAX_LAG_NS = 2_000_000_000
+#: ... and at most this long after: the connector sends a fork event before
+#: the fork tracepoint fires (1.5 ms apart was seen under load).
+AHEAD_NS = 100_000_000
+MIXED_RECIPE = "echo x | tr x y | wc -c > $@"
+ARGV_PREFIX = "burst-"
+
+
+# -- tools ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    label: str
+    #: event kinds the tool reports: its lost % is over these
+    kinds: tuple[str, ...]
+    #: exec events can carry the command line
+    argv: bool
+    #: extrace reports the exit only of a process whose exec it reported
+    exits_of_execs_only: bool = False
+
+
+TOOLS: dict[str, ToolSpec] = {
+    "procevents": ToolSpec("procevents", "procevents --json", KINDS, argv=True),
+    "procevents-no-enrich": ToolSpec("procevents-no-enrich", "procevents --json --no-enrich", KINDS, argv=False),
+    "forkstat": ToolSpec("forkstat", "forkstat -l -e fork,exec,exit", KINDS, argv=True),
+    "extrace": ToolSpec("extrace", "extrace -f -t (exec+exit)", ("exec", "exit"), argv=True,
+                        exits_of_execs_only=True),
+}
+PEERS = {"forkstat": "forkstat", "extrace": "extrace"}  # tool -> Debian package
+
+
+@dataclass(slots=True)
+class ToolEvent:
+    kind: str
+    pid: int
+    ts: int | None  # CLOCK_MONOTONIC ns, when the tool prints it
+    argv: str | None = None  # the command line, arguments joined by one space
+    end: int = 0  # text outputs: byte offset of the end of its line
+    written: int = 0  # text outputs: CLOCK_MONOTONIC ns by which the line was written
+
+
+@dataclass
+class ToolOutput:
+    events: list[ToolEvent] = field(default_factory=list)
+    reported_lost: str = ""  # what the tool itself says about loss
+    unparsed: int = 0
+
+
+class SizeSampler:
+    """Samples the sizes of growing files every SAMPLE_S seconds, in a thread,
+    to tell by when each of their lines had been written."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.samples: dict[Path, tuple[array[int], array[int]]] = {p: (array("q"), array("q")) for p in paths}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sizes", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            now = time.monotonic_ns()
+            for path, (times, sizes) in self.samples.items():
+                try:
+                    size = os.stat(path).st_size
+                except FileNotFoundError:
+                    size = 0
+                if not sizes or size != sizes[-1]:
+                    times.append(now)
+                    sizes.append(size)
+            if self._stop.wait(SAMPLE_S):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def stamp(self, path: Path, events: Sequence[ToolEvent]) -> None:
+        """Set ``written`` of each event: the first sample that saw its line
+        (1 << 62 when the line was written after sampling stopped)."""
+        times, sizes = self.samples.get(path, (array("q"), array("q")))
+        for e in events:
+            i = bisect_left(sizes, e.end)
+            e.written = times[i] if i < len(times) else 1 << 62
+
+
+class Running:
+    """One subscriber process of a run."""
+
+    def __init__(self, spec: ToolSpec, cmd: list[str], workdir: Path) -> None:
+        self.spec = spec
+        self.out = workdir / f"{spec.name}.out"
+        self.err = workdir / f"{spec.name}.err"
+        stdout: Any = subprocess.DEVNULL
+        if spec.name == "forkstat":
+            stdout = self.out.open("wb")
+        with self.err.open("wb") as err:
+            self.proc: subprocess.Popen[bytes] = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
+        if stdout is not subprocess.DEVNULL:
+            stdout.close()
+        self.cpu_before = 0.0
+        self.cpu_after = 0.0
+        self.hwm_kib = 0
+        self.exit_status: int | None = None
+        self.empty_at: float | None = None
+        self.size_at_empty = -1
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        try:
+            return self.out.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def err_text(self) -> str:
+        try:
+            return self.err.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def ready(self) -> bool:
+        """Subscribed?  procevents says so; forkstat prints its heading after
+        LISTEN; extrace sends LISTEN right after bind, so a bound socket will do."""
+        if self.spec.name.startswith("procevents"):
+            return LISTENING in self.err_text()
+        if self.spec.name == "forkstat":
+            return self.text().startswith("Time")
+        return queue_bytes(self.pid) is not None
+
+    def shows(self, pid: int) -> bool:
+        """Is there an exec or exit line about ``pid`` in the output?"""
+        text = self.text()
+        if self.spec.name.startswith("procevents"):
+            return f'"pid":{pid},' in text
+        if self.spec.name == "forkstat":
+            return re.search(rf"^\S+ (?:exec|exit) +{pid} ", text, re.MULTILINE) is not None
+        return re.search(rf"^{pid}[+-] ", text, re.MULTILINE) is not None
+
+
+def queue_bytes(pid: int) -> int | None:
+    """Bytes queued on the connector socket(s) of ``pid`` (None: no socket, or gone)."""
+    try:
+        stats = socket_stats(pid)
+    except OSError:
+        return None
+    return None if stats is None else stats[0]
+
+
+def tool_command(name: str, out: Path, procevents: list[str]) -> list[str]:
+    if name == "procevents":
+        return [*procevents, "--json", "-o", str(out)]
+    if name == "procevents-no-enrich":
+        return [*procevents, "--json", "--no-enrich", "-o", str(out)]
+    if name == "forkstat":
+        # -l: line-buffered stdout, so the output can be followed (and a
+        # terminal sees the same); full command lines are the default
+        return ["forkstat", "-l", "-e", "fork,exec,exit"]
+    return ["extrace", "-f", "-t", "-o", str(out)]
+
+
+def ensure_peer(name: str) -> str | None:
+    """Path of the peer tool, installing its Debian package if we are root."""
+    found = shutil.which(name)
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    print(f"suite: {name} is missing: apt-get install -y {PEERS[name]}", file=sys.stderr)
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", PEERS[name]]
+    if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
+    return shutil.which(name)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM (every tool here stops cleanly on it), then SIGKILL if it hangs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode
+
+
+# -- parsing the tools' outputs -------------------------------------------------------
+
+
+def parse_procevents(path: Path, err: str) -> ToolOutput:
+    out = ToolOutput()
+    lost = 0
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        for raw in f:
+            try:
+                ev = json.loads(raw)
+            except ValueError:
+                out.unparsed += 1
+                continue
+            name = ev.get("event")
+            if name == "fork":
+                if ev["child_pid"] == ev["child_tgid"]:
+                    out.events.append(ToolEvent("fork", ev["child_pid"], ev["timestamp_ns"]))
+            elif name in ("exec", "exit"):
+                if ev["pid"] == ev["tgid"]:
+                    argv = ev.get("cmdline") if name == "exec" else None
+                    out.events.append(ToolEvent(name, ev["pid"], ev["timestamp_ns"],
+                                                " ".join(argv) if isinstance(argv, list) else None))
+            elif name == "lost":
+                lost += ev["count"]
+    summary = [ln.strip() for ln in err.splitlines() if SUMMARY_RE.search(ln)]
+    out.reported_lost = f"in-band lost {lost:,}" + (f"; stderr: {summary[-1]}" if summary else "; no summary")
+    return out
+
+
+FORKSTAT_RE = re.compile(r"^\d\d:\d\d:\d\d (fork|exec|exit|clone) +(-?\d+) (.*)$")
+
+
+def parse_forkstat(path: Path) -> ToolOutput:
+    """forkstat's text lines.  The process name starts 16 columns after the
+    pid; from /proc/PID/cmdline it is the arguments joined by spaces with a
+    trailing space, else comm (no trailing space), else ``<unknown>``.  A fork
+    prints two lines; the ``child`` one names the new process."""
+    out = ToolOutput()
+    nobufs = 0
+    end = 0
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        for raw in f:
+            end += len(raw)
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith("Time ") or not line:
+                continue
+            if " recv ----- nobufs" in line:
+                nobufs += 1
+                continue
+            m = FORKSTAT_RE.match(line)
+            if not m:
+                out.unparsed += 1
+                continue
+            kind, pid, rest = m[1], int(m[2]), m[3]
+            name = rest[16:]
+            if kind == "clone":  # a new thread (only shown with -e clone)
+                continue
+            if kind == "fork":
+                if rest.startswith("parent"):  # the other line names the child
+                    continue
+                out.events.append(ToolEvent("fork", pid, None, end=end))
+            elif kind == "exec":
+                argv = None if name == "<unknown>" else name.removesuffix(" ")
+                out.events.append(ToolEvent("exec", pid, None, argv, end=end))
+            else:
+                out.events.append(ToolEvent("exit", pid, None, end=end))
+    out.reported_lost = f"{nobufs:,} 'nobufs' (ENOBUFS) lines"
+    return out
+
+
+EXTRACE_RE = re.compile(r"^(\d+)([+-]) (.*)$")
+
+
+def parse_extrace(path: Path, err: str) -> ToolOutput:
+    """extrace -f -t: ``PID+ argv...`` per exec (shell-quoted; ``''`` when the
+    command line was empty), ``PID- name exited status=...`` per exit."""
+    out = ToolOutput()
+    end = 0
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        for raw in f:
+            end += len(raw)
+            m = EXTRACE_RE.match(raw.decode(errors="replace").rstrip("\n"))
+            if not m:
+                out.unparsed += 1
+                continue
+            pid = int(m[1])
+            if m[2] == "-":
+                out.events.append(ToolEvent("exit", pid, None, end=end))
+                continue
+            try:
+                words = shlex.split(m[3])
+            except ValueError:
+                words = m[3].split(" ")
+            argv = " ".join(words) if any(words) else None
+            out.events.append(ToolEvent("exec", pid, None, argv, end=end))
+    counts: Counter[str] = Counter()
+    for line in err.splitlines():
+        if "vanished" in line:
+            counts["execs dropped as 'vanished'"] += 1
+        elif "out of order" in line:
+            counts["'out of order' (seq gap) warnings"] += 1
+    out.reported_lost = "; ".join(f"{v:,} {k}" for k, v in sorted(counts.items())) or "nothing on stderr"
+    return out
+
+
+# -- tracefs: the kernel's own record -------------------------------------------------
+
+
+@dataclass
+class Reference:
+    """Every sched_process_fork/exec/exit during the load, in time order."""
+
+    kinds: bytearray = field(default_factory=bytearray)  # b"f", b"e", b"x"
+    pids: array[int] = field(default_factory=lambda: array("i"))
+    ts: array[int] = field(default_factory=lambda: array("q"))
+    #: fork: parent pid; exec: filename; exit: None
+    extra: list[int | str | None] = field(default_factory=list)
+    lost: int = 0  # events the ring buffer dropped
+    index: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    #: how long before a line was written its event may be (see align)
+    max_lag: int = MAX_LAG_NS
+
+    def add(self, kind: int, pid: int, ts: int, extra: int | str | None) -> None:
+        self.index.setdefault((kind, pid), []).append(len(self.kinds))
+        self.kinds.append(kind)
+        self.pids.append(pid)
+        self.ts.append(ts)
+        self.extra.append(extra)
+
+    def finish(self) -> None:
+        """The same pid forks again only after the pid allocator went all the
+        way round: within half the shortest such time, an event of a given kind
+        and pid is unique."""
+        ts = self.ts
+        gaps = [ts[b] - ts[a] for (kind, _), idx in self.index.items() if kind == ord("f")
+                for a, b in pairwise(idx)]
+        if gaps:
+            self.max_lag = max(0, min(MAX_LAG_NS, min(gaps) // 2 - AHEAD_NS))
+
+
+KIND_CODE = {"fork": ord("f"), "exec": ord("e"), "exit": ord("x")}
+CODE_KIND = {v: k for k, v in KIND_CODE.items()}
+FORK_RE = re.compile(r" pid=(-?\d+) child_comm=.* child_pid=(\d+)$")
+EXEC_RE = re.compile(r"^filename=(.*) pid=(\d+) old_pid=\d+$")
+EXIT_RE = re.compile(r" pid=(\d+) prio=-?\d+(?: group_dead=\w+)?$")
+
+
+class TraceInstance:
+    """A private tracefs instance recording the three sched_process_* events."""
+
+    def __init__(self, buffer_kb: int) -> None:
+        self.mounted = False
+        if not (TRACEFS / "instances").is_dir():
+            proc = subprocess.run(["mount", "-t", "tracefs", "nodev", str(TRACEFS)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BenchError(f"tracefs not available (mount: {proc.stderr.strip()})")
+            self.mounted = True
+        self.dir = TRACEFS / "instances" / f"procevents-suite-{os.getpid()}"
+        self.dir.mkdir()
+        try:
+            self._write("tracing_on", "0")
+            self._write("trace_clock", "mono")  # CLOCK_MONOTONIC, the connector's clock
+            self._write("buffer_size_kb", str(buffer_kb))
+            self._write("options/overwrite", "0")  # drop new events when full, and count them
+            for ev in ("fork", "exec", "exit"):
+                self._write(f"events/sched/sched_process_{ev}/enable", "1")
+        except BaseException:
+            self.close()
+            raise
+
+    def _write(self, name: str, value: str) -> None:
+        (self.dir / name).write_text(value + "\n")
+
+    def start(self) -> None:
+        with (self.dir / "trace").open("w"):  # O_TRUNC clears the buffer
+            pass
+        self._write("tracing_on", "1")
+
+    def stop(self) -> None:
+        self._write("tracing_on", "0")
+
+    def lost(self) -> int:
+        total = 0
+        for stats in (self.dir / "per_cpu").glob("cpu*/stats"):
+            for line in stats.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("overrun", "dropped events"):
+                    total += int(value)
+        return total
+
+    def read(self) -> Reference:
+        ref = Reference()
+        f_code, e_code, x_code = KIND_CODE["fork"], KIND_CODE["exec"], KIND_CODE["exit"]
+        with (self.dir / "trace").open(errors="replace") as f:
+            for line in f:
+                if line.startswith("#"):
+                    continue
+                head, sep, tail = line.rstrip("\n").partition(": sched_process_")
+                if not sep:
+                    continue
+                sec, _, usec = head.rsplit(None, 1)[-1].partition(".")
+                ts = int(sec) * 1_000_000_000 + int(usec) * 1000
+                kind, _, rest = tail.partition(": ")
+                if kind == "fork":
+                    m = FORK_RE.search(rest)
+                    if m:
+                        ref.add(f_code, int(m[2]), ts, int(m[1]))
+                elif kind == "exec":
+                    m = EXEC_RE.match(rest)
+                    if m:
+                        ref.add(e_code, int(m[2]), ts, m[1])
+                elif kind == "exit":
+                    m = EXIT_RE.search(rest)
+                    if m:
+                        ref.add(x_code, int(m[1]), ts, None)
+        ref.lost = self.lost()
+        ref.finish()
+        return ref
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._write("tracing_on", "0")
+        for ev in ("fork", "exec", "exit"):
+            with contextlib.suppress(OSError):
+                self._write(f"events/sched/sched_process_{ev}/enable", "0")
+        for _ in range(50):
+            try:
+                self.dir.rmdir()
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                time.sleep(0.1)
+        if self.mounted:
+            subprocess.run(["umount", str(TRACEFS)], capture_output=True)
+
+
+def align(lines: Sequence[tuple[int, int, int]], ref: Reference) -> list[int]:
+    """Place the lines of a timestamp-less output on the tracepoint record.
+
+    ``lines`` are (kind code, pid, written): a line was written at or before
+    ``written`` (from the sampled file size), so its event is the last one of
+    the same kind and pid at or before then (give or take AHEAD_NS: the
+    tracepoint may fire after the connector sent the event), if that is at
+    most ``ref.max_lag`` earlier: the same pid comes back only after the pid
+    allocator went round, which takes more than twice that, so the match is
+    unique.  forkstat and
+    extrace keep the kernel's default socket buffer (about 256 events): they
+    never hold an event long before printing it (the lags are reported).
+    Returns the index in ``ref`` of each line's event, or -1.
+    """
+    index = ref.index
+    ts = ref.ts
+    max_lag = ref.max_lag
+    out: list[int] = []
+    for kind, pid, written in lines:
+        idx = index.get((kind, pid))
+        if not idx:
+            out.append(-1)
+            continue
+        j = bisect_right(idx, written + AHEAD_NS, key=ts.__getitem__) - 1
+        out.append(idx[j] if j >= 0 and written - ts[idx[j]] <= max_lag else -1)
+    return out
+
+
+# -- ground truth ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Life:
+    """One generated process: pid, CLOCK_MONOTONIC lifetime, events expected."""
+
+    id: int
+    pid: int
+    start: int
+    end: int
+    execs: int = 0
+    #: the next fork of the same pid by anyone, after this life ended
+    limit: int = 1 << 62
+    #: what a real command line looks like: the exact string, or a pattern
+    argv: list[str | re.Pattern[str]] = field(default_factory=list)
+
+    def argv_ok(self, text: str) -> bool:
+        return any(a == text if isinstance(a, str) else a.fullmatch(text) is not None for a in self.argv)
+
+
+class Truth:
+    def __init__(self, lives: Iterable[Life]) -> None:
+        self.by_pid: dict[int, list[Life]] = {}
+        for life in lives:
+            self.by_pid.setdefault(life.pid, []).append(life)
+        self.starts: dict[int, list[int]] = {}
+        for pid, ls in self.by_pid.items():
+            ls.sort(key=lambda lf: lf.start)
+            self.starts[pid] = [lf.start for lf in ls]
+        self.lives = [lf for ls in self.by_pid.values() for lf in ls]
+
+    def set_limits(self, ref: Reference) -> None:
+        """Bound each life by the next fork of its pid in the tracepoint record."""
+        forks: dict[int, list[int]] = {}
+        f_code = KIND_CODE["fork"]
+        by_pid = self.by_pid
+        for kind, pid, ts in zip(ref.kinds, ref.pids, ref.ts, strict=True):
+            if kind == f_code and pid in by_pid:
+                forks.setdefault(pid, []).append(ts)
+        for pid, ls in by_pid.items():
+            times = forks.get(pid, [])
+            for life in ls:
+                j = bisect_right(times, life.end)
+                life.limit = times[j] if j < len(times) else 1 << 62
+
+    def find(self, pid: int, ts: int) -> Life | None:
+        starts = self.starts.get(pid)
+        if starts is None:
+            return None
+        i = bisect_right(starts, ts + START_SLACK_NS) - 1
+        if i < 0:
+            return None
+        life = self.by_pid[pid][i]
+        if ts <= life.end + EXIT_SLACK_NS and ts < life.limit:
+            return life
+        return None
+
+    def expected(self, spec: ToolSpec) -> dict[str, int]:
+        exp = {"fork": len(self.lives), "exec": sum(lf.execs for lf in self.lives), "exit": len(self.lives)}
+        if spec.exits_of_execs_only:
+            exp["exit"] = sum(1 for lf in self.lives if lf.execs)
+        return {k: exp[k] for k in spec.kinds}
+
+
+def burst_truth(pidfile: Path, exec_shape: bool) -> tuple[Truth, float, set[int]]:
+    """Lives from burst's pid file: (truth, generation seconds, worker pids)."""
+    lives: list[Life] = []
+    workers: set[int] = set()
+    elapsed = 0.0
+    i = -1  # child index: its argv is burst-<i>
+    with pidfile.open() as f:
+        for line in f:
+            if line.startswith("#"):
+                header = dict(kv.split("=", 1) for kv in line.split()[2:])
+                elapsed = int(header["elapsed_ns"]) / 1e9
+            elif line.startswith("W "):
+                workers.add(int(line[2:]))
+            else:
+                pid, start, end = map(int, line.split())
+                i += 1
+                if pid > 0:  # 0: that fork failed
+                    lives.append(Life(i, pid, start, end, execs=int(exec_shape),
+                                      argv=[f"tiny {ARGV_PREFIX}{i}"] if exec_shape else []))
+    return Truth(lives), elapsed, workers
+
+
+MIXED_ARGV: dict[str, str | re.Pattern[str]] = {
+    "sh": re.compile(r"/bin/sh -c " + re.escape(MIXED_RECIPE.replace("$@", "")) + r"t\d+"),
+    "tr": "tr x y",
+    "wc": "wc -c",
+}
+
+
+def mixed_argv(filename: str) -> str | re.Pattern[str]:
+    base = os.path.basename(filename)
+    expected = MIXED_ARGV.get(base)
+    if expected is not None:
+        return expected
+    # anything else: argv[0] names the file that was executed
+    return re.compile(rf"(?:\S*/)?{re.escape(base)}(?: .*)?")
+
+
+def tree_truth(ref: Reference, parent: int, root: int) -> Truth:
+    """The descendants of ``root`` (forked by ``parent``), from the tracepoints."""
+    alive: dict[int, Life | None] = {}  # pid -> its life (None: the root)
+    lives: list[Life] = []
+    f_code, e_code = KIND_CODE["fork"], KIND_CODE["exec"]
+    for i in range(len(ref.kinds)):
+        kind, pid, ts = ref.kinds[i], ref.pids[i], ref.ts[i]
+        if kind == f_code:
+            parent_pid = ref.extra[i]
+            if pid == root and parent_pid == parent and not alive:
+                alive[pid] = None
+            elif parent_pid in alive:
+                child = Life(len(lives), pid, ts, 1 << 62)
+                lives.append(child)
+                alive[pid] = child
+        elif pid in alive:
+            life = alive[pid]
+            if kind == e_code:
+                if life is not None:
+                    life.execs += 1
+                    life.argv.append(mixed_argv(str(ref.extra[i])))
+            else:
+                del alive[pid]
+                if life is not None:
+                    life.end = ts
+                elif not alive:
+                    break  # make exited and everything below it too
+    if not lives:
+        raise BenchError(f"no descendants of make (pid {root}) in the tracepoint record")
+    return Truth(lives)
+
+
+# -- analysis ------------------------------------------------------------------------
+
+
+@dataclass
+class ToolResult:
+    spec: ToolSpec
+    expected: dict[str, int]
+    received: dict[str, int]
+    extra: int
+    exec_received: int
+    exec_real_argv: int
+    cpu_s: float
+    hwm_kib: int
+    exit_status: int | None
+    reported_lost: str
+    unmatched_lines: int  # text lines that found no tracepoint event (outside the window, background)
+    unparsed: int
+
+    @property
+    def total_expected(self) -> int:
+        return sum(self.expected.values())
+
+    @property
+    def total_received(self) -> int:
+        return sum(self.received.values())
+
+    def metrics(self) -> dict[str, float | None]:
+        exp, got = self.total_expected, self.total_received
+        return {
+            "lost": 100 * (exp - got) / exp if exp else None,
+            "cpu": 1e6 * self.cpu_s / got if got else None,
+            "rss": self.hwm_kib / 1024,
+            "argv": 100 * self.exec_real_argv / self.exec_received
+            if self.spec.argv and self.exec_received else None,
+            "argv_all": 100 * self.exec_real_argv / self.expected["exec"]
+            if self.spec.argv and self.expected.get("exec") else None,
+        }
+
+
+def analyse(spec: ToolSpec, output: ToolOutput, truth: Truth, ref: Reference) -> tuple[dict[str, int], int, int,
+                                                                                            int, int]:
+    """(received per kind, extra events, exec events received, with the real argv, unmatched lines)."""
+    events = output.events
+    unmatched = 0
+    if events and events[0].ts is None:
+        placed = align([(KIND_CODE[e.kind], e.pid, e.written) for e in events], ref)
+        for e, i in zip(events, placed, strict=True):
+            if i < 0:
+                unmatched += 1
+            else:
+                e.ts = ref.ts[i]
+    got: dict[str, Counter[int]] = {k: Counter() for k in KINDS}
+    real: Counter[int] = Counter()
+    lives_by_id: dict[int, Life] = {}
+    for e in events:
+        if e.ts is None:
+            continue
+        life = truth.find(e.pid, e.ts)
+        if life is None:
+            continue
+        lives_by_id[life.id] = life
+        got[e.kind][life.id] += 1
+        if e.kind == "exec" and e.argv is not None and life.argv_ok(e.argv):
+            real[life.id] += 1
+    received: dict[str, int] = {}
+    extra = 0
+    for kind in spec.kinds:
+        n = 0
+        for lid, count in got[kind].items():
+            life = lives_by_id[lid]
+            if kind == "exec":
+                want = life.execs
+            elif kind == "exit" and spec.exits_of_execs_only:
+                want = 1 if life.execs else 0
+            else:
+                want = 1
+            n += min(count, want)
+            extra += max(0, count - want)
+        received[kind] = n
+    exec_received = received.get("exec", 0)
+    exec_real = sum(min(c, lives_by_id[lid].execs, got["exec"][lid]) for lid, c in real.items())
+    return received, extra, exec_received, exec_real, unmatched
+
+
+def alignment_check(spec: ToolSpec, output: ToolOutput, truth: Truth, ref: Reference) -> str:
+    """Place procevents' events the way the forkstat and extrace lines are
+    placed -- kind, pid and a time by which the line was written, here the
+    event's timestamp plus 0 to 200 ms (pseudo-random) -- and compare with
+    placing them by their timestamps: all of them, and with every third chunk
+    of 2,000 left out (loss as an overflowing socket makes it)."""
+    events = [e for e in output.events if e.ts is not None]
+    lag = min(200_000_000, ref.max_lag)
+    lossy = [e for j, e in enumerate(events) if (j // 2000) % 3 != 1]
+    verdicts = []
+    for what, subset in (("all", events), ("chunks left out", lossy)):
+        by_ts = analyse(spec, ToolOutput([ToolEvent(e.kind, e.pid, e.ts) for e in subset]), truth, ref)[0]
+        bare = [ToolEvent(e.kind, e.pid, None, written=(e.ts or 0) + j * 2_654_435_761 % lag)
+                for j, e in enumerate(subset)]
+        by_align = analyse(spec, ToolOutput(bare), truth, ref)[0]
+        if by_ts == by_align:
+            verdicts.append(f"{what}: same counts ({sum(by_ts.values()):,})")
+        else:
+            verdicts.append(f"{what}: MISMATCH " + ", ".join(f"{k} {by_align[k]:,} vs {by_ts[k]:,}" for k in by_ts))
+    return ("alignment self-check, procevents --no-enrich's events placed as forkstat's and extrace's lines are "
+            "(kind, pid, written 0-200 ms later) vs by their timestamps: " + "; ".join(verdicts))
+
+
+def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], max_lag: int) -> str:
+    """How long after its event each line was written, and lines written
+    during the load that found no event (written too late to be placed)."""
+    lags = sorted(e.written - e.ts for e in events if e.ts is not None)
+    lost = sum(1 for e in events if e.ts is None and window[0] <= e.written <= window[1])
+    if not lags:
+        return f"{name}: no line placed on the tracepoint record"
+    return (f"{name}: lines written {lags[len(lags) // 2] / 1e6:.0f} ms (median), {lags[-1] / 1e6:.0f} ms (max) "
+            f"after their event (limit {max_lag / 1e6:.0f} ms); {lost:,} lines written during the load not placed")
+
+
+# -- one run -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    shape: str
+    index: int
+    load: float
+    gen_s: float
+    expected_desc: str
+    tools: dict[str, ToolResult]
+    truth_check: str
+    notes: list[str]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str, tools: Sequence[Running]) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        for t in tools:
+            if not t.alive():
+                raise BenchError(f"{t.spec.name} exited (status {t.proc.returncode}) while waiting for {what}: "
+                                 f"{t.err_text().strip()[-300:]}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def settle(tools: Sequence[Running], grace: float, limit: float) -> float:
+    """Wait until every tool has caught up: its socket queue seen empty, then
+    ``grace`` seconds to write what it read, and its output no longer growing
+    (or 5 x grace).  Returns the seconds waited."""
+    start = time.monotonic()
+    for t in tools:
+        t.empty_at = None
+        t.size_at_empty = -1
+    pending = list(tools)
+    while pending:
+        now = time.monotonic()
+        for t in list(pending):
+            if not t.alive():
+                raise BenchError(f"{t.spec.name} exited (status {t.proc.returncode}) during the run")
+            if t.empty_at is None:
+                if not queue_bytes(t.pid):
+                    t.empty_at = now
+                    t.size_at_empty = t.out.stat().st_size if t.out.exists() else 0
+            elif now - t.empty_at >= grace:
+                size = t.out.stat().st_size if t.out.exists() else 0
+                if size == t.size_at_empty or now - t.empty_at >= 5 * grace:
+                    pending.remove(t)
+                else:
+                    t.size_at_empty = size
+        if now - start > limit:
+            raise BenchError(f"{', '.join(t.spec.name for t in pending)} had not caught up after {limit:g} s")
+        time.sleep(0.1)
+    return time.monotonic() - start
+
+
+def spawn_tiny(tiny: Path, arg: str) -> int:
+    proc = subprocess.Popen(["tiny", arg], executable=str(tiny))
+    proc.wait()
+    return proc.pid
+
+
+def run_load(cmd: list[str], pids: list[int] | None = None) -> tuple[int, str, str]:
+    """Run a load generator in its own process group, killed whole if we are
+    interrupted (burst's workers and make's jobs would go on otherwise)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    if pids is not None:
+        pids.append(proc.pid)
+    try:
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
+def write_makefile(directory: Path, targets: int) -> None:
+    names = " ".join(f"t{i}" for i in range(1, targets + 1))
+    (directory / "Makefile").write_text(f"all: {names}\nt%:\n\t{MIXED_RECIPE}\n")
+
+
+def run_once(shape: str, index: int, args: argparse.Namespace, names: Sequence[str], bins: dict[str, Path],
+             trace: TraceInstance, workdir: Path) -> RunResult:
+    rundir = workdir / f"{shape}-{index}"
+    rundir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    procevents = procevents_command(args.procevents)
+    tools: list[Running] = []
+    sampler: SizeSampler | None = None
+    try:
+        for name in names:
+            spec = TOOLS[name]
+            tools.append(Running(spec, tool_command(name, rundir / f"{name}.out", procevents), rundir))
+        wait_until(lambda: all(t.ready() for t in tools), 20, "every tool to subscribe", tools)
+        # a warm-up process every tool must show: they are all listening and writing
+        for k in range(5):
+            warm = spawn_tiny(bins["tiny"], f"warmup-{k}")
+
+            def shown(pid: int = warm) -> bool:
+                return all(t.shows(pid) for t in tools)
+
+            try:
+                wait_until(shown, 5, "the warm-up process", tools)
+                break
+            except BenchError:
+                if k == 4:
+                    raise
+        settle(tools, 0.3, 60)
+
+        load = os.getloadavg()[0]
+        for t in tools:
+            t.cpu_before = cpu_seconds(t.pid)
+        sampler = SizeSampler([t.out for t in tools if not t.spec.name.startswith("procevents")])
+        trace.start()
+        window_start = time.monotonic_ns()
+        t0 = time.monotonic()
+        me = os.getpid()
+        if shape in ("fork", "exec"):
+            pidfile = rundir / "pids.txt"
+            cmd = [str(bins["burst"]), "-o", str(pidfile), "-m", shape, "-n", str(args.n), "-p", str(args.workers),
+                   "-t", str(bins["tiny"]), "-a", ARGV_PREFIX]
+            status, gen_out, gen_err = run_load(cmd)
+            trace.stop()
+            window_end = time.monotonic_ns()
+            if status != 0:
+                raise BenchError(f"burst failed (status {status}): {gen_err.strip() or gen_out}")
+            root = 0
+        else:
+            mkdir = rundir / "make"
+            mkdir.mkdir(exist_ok=True)
+            write_makefile(mkdir, mixed_targets(args.n))
+            roots: list[int] = []
+            status, _, make_err = run_load(["make", "-r", "-R", "-s", "-j4", "-C", str(mkdir)], roots)
+            trace.stop()
+            window_end = time.monotonic_ns()
+            root = roots[0]
+            if status != 0:
+                raise BenchError(f"make failed (status {status}): {make_err.strip()[-300:]}")
+        gen_s = time.monotonic() - t0
+        waited = settle(tools, args.grace, args.drain_limit)
+        sampler.stop()
+        notes.append(f"all tools caught up {waited:.1f} s after the load")
+        for t in tools:
+            t.cpu_after = cpu_seconds(t.pid)
+            t.hwm_kib = status_kib(t.pid, "VmHWM")
+    finally:
+        for t in tools:
+            t.exit_status = stop_process(t.proc)
+        if sampler is not None:
+            sampler.stop()
+
+    ref = trace.read()
+    if args.keep:
+        with (rundir / "tracepoints.tsv").open("w") as f:
+            for kind, pid, ts, extra in zip(ref.kinds, ref.pids, ref.ts, ref.extra, strict=True):
+                f.write(f"{CODE_KIND[kind]}\t{pid}\t{ts}\t{'' if extra is None else extra}\n")
+    if ref.lost:
+        notes.append(f"the tracepoint buffer dropped {ref.lost:,} events: alignment and ground truth may be short")
+    if shape in ("fork", "exec"):
+        truth, burst_s, _workers = burst_truth(rundir / "pids.txt", shape == "exec")
+        truth.set_limits(ref)
+        gen_s = burst_s
+        f_code = KIND_CODE["fork"]
+        seen = len({life.id for kind, pid, ts in zip(ref.kinds, ref.pids, ref.ts, strict=True)
+                    if kind == f_code and (life := truth.find(pid, ts)) is not None})
+        truth_check = f"tracepoints saw {seen:,} of the {len(truth.lives):,} forks burst recorded"
+        if len(truth.lives) != args.n:
+            notes.append(f"burst created {len(truth.lives):,} of {args.n:,} children")
+    else:
+        truth = tree_truth(ref, me, root)
+        truth.set_limits(ref)
+        truth_check = (f"make tree from tracepoints: {len(truth.lives):,} processes, "
+                       f"{sum(lf.execs for lf in truth.lives):,} execs")
+
+    results: dict[str, ToolResult] = {}
+    for t in tools:
+        name = t.spec.name
+        if name.startswith("procevents"):
+            output = parse_procevents(t.out, t.err_text())
+        else:
+            output = parse_forkstat(t.out) if name == "forkstat" else parse_extrace(t.out, t.err_text())
+            assert sampler is not None
+            sampler.stamp(t.out, output.events)
+        received, extra, exec_got, exec_real, unmatched = analyse(t.spec, output, truth, ref)
+        if not name.startswith("procevents"):
+            notes.append(lag_note(name, output.events, (window_start, window_end), ref.max_lag))
+            if args.keep:
+                with (rundir / f"{name}.placed.tsv").open("w") as f:
+                    f.write("kind\tpid\tline_end_offset\twritten_by_ns\tevent_ts_ns\n")
+                    for e in output.events:
+                        f.write(f"{e.kind}\t{e.pid}\t{e.end}\t{e.written}\t{'' if e.ts is None else e.ts}\n")
+        results[name] = ToolResult(
+            spec=t.spec, expected=truth.expected(t.spec), received=received, extra=extra,
+            exec_received=exec_got, exec_real_argv=exec_real, cpu_s=t.cpu_after - t.cpu_before,
+            hwm_kib=t.hwm_kib, exit_status=t.exit_status, reported_lost=output.reported_lost,
+            unmatched_lines=unmatched, unparsed=output.unparsed)
+        if t.exit_status not in (0, None) and not (name == "extrace" and t.exit_status == -signal.SIGTERM):
+            notes.append(f"{name} exit status {t.exit_status}: {t.err_text().strip()[-200:]}")
+        if name == "procevents-no-enrich":
+            notes.append(alignment_check(t.spec, output, truth, ref))
+    exp = truth.expected(TOOLS["procevents"])
+    desc = f"{sum(exp.values()):,} events (" + ", ".join(f"{k} {v:,}" for k, v in exp.items()) + ")"
+    if not args.keep:
+        shutil.rmtree(rundir, ignore_errors=True)
+    return RunResult(shape, index, load, gen_s, desc, results, truth_check, notes)
+
+
+def mixed_targets(n: int) -> int:
+    return max(20, n // 50)
+
+
+# -- startup timings -------------------------------------------------------------------------
+
+
+def help_time(cmd: list[str], runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([*cmd, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def interpreter_time(runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def first_event_time(cmd: list[str], timeout: float = 10.0) -> tuple[float, float | None]:
+    """Start ``procevents --json`` while /bin/true is spawned every ~2 ms;
+    seconds from the start until (its first line about one of those
+    processes, its 'listening' notice)."""
+    spawned: set[int] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def spawner() -> None:
+        while not stop.is_set():
+            pid = os.posix_spawn("/bin/true", ["true", "first-event"], os.environ)
+            with lock:
+                spawned.add(pid)
+            os.waitpid(pid, 0)
+            time.sleep(0.002)
+
+    lines: Queue[tuple[float, bytes]] = Queue()
+    listening: list[float] = []
+    spawn_thread = threading.Thread(target=spawner, daemon=True)
+    spawn_thread.start()
+    time.sleep(0.05)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*cmd, "--json"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+    def read_out() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put((time.perf_counter(), line))
+
+    def read_err() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if LISTENING.encode() in line and not listening:
+                listening.append(time.perf_counter())
+
+    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    for r in readers:
+        r.start()
+    seen: list[tuple[float, int]] = []
+    found: float | None = None
+    try:
+        deadline = time.monotonic() + timeout
+        while found is None and time.monotonic() < deadline:
+            try:
+                at, raw = lines.get(timeout=0.1)
+                ev = json.loads(raw)
+                pid = ev.get("child_pid") if ev.get("event") == "fork" else ev.get("pid")
+                if isinstance(pid, int):
+                    seen.append((at, pid))
+            except Empty:
+                pass
+            except ValueError:
+                continue
+            with lock:
+                hits = [at for at, pid in seen if pid in spawned]
+            if hits:
+                found = min(hits)
+    finally:
+        stop.set()
+        stop_process(proc, 10)
+        spawn_thread.join(5)
+        for r in readers:
+            r.join(5)
+    if found is None:
+        raise BenchError(f"procevents showed none of the spawned processes within {timeout:g} s")
+    return found - t0, (listening[0] - t0 if listening else None)
+
+
+# -- long run ---------------------------------------------------------------------------------
+
+
+def long_run(args: argparse.Namespace, bins: dict[str, Path], workdir: Path) -> int:
+    target = args.long_events
+    children = -(-target // 3)
+    out = workdir / "long.jsonl"
+    err = workdir / "long.err"
+    cmd = [*procevents_command(args.procevents), "--json", "-o", str(out)]
+    print(f"long run: {shlex.join(cmd)}; burst exec {children:,} children (~{3 * children:,} events); "
+          f"VmRSS sampled every second; load average {os.getloadavg()[0]:.2f}", flush=True)
+    with err.open("wb") as err_f:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_f)
+    samples: list[tuple[float, int, int, int]] = []  # (t, lines, VmRSS kiB, VmHWM kiB)
+    gen: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: LISTENING in err.read_text(errors="replace"), 20, "procevents to subscribe", [])
+        t0 = time.monotonic()
+        gen = subprocess.Popen([str(bins["burst"]), "-o", str(workdir / "long-pids.txt"), "-m", "exec", "-n",
+                                str(children), "-p", str(args.workers), "-t", str(bins["tiny"])],
+                               stdout=subprocess.DEVNULL, start_new_session=True)
+        lines = 0
+        pos = 0
+        caught_up_at: float | None = None
+        while True:
+            time.sleep(1.0)
+            if proc.poll() is not None:
+                raise BenchError(f"procevents exited (status {proc.returncode}) during the long run")
+            with out.open("rb") as f:
+                f.seek(pos)
+                while chunk := f.read(1 << 22):
+                    lines += chunk.count(b"\n")
+                    pos += len(chunk)
+            samples.append((time.monotonic() - t0, lines, status_kib(proc.pid, "VmRSS"),
+                            status_kib(proc.pid, "VmHWM")))
+            if gen.poll() is not None and not queue_bytes(proc.pid):
+                if caught_up_at is None:
+                    caught_up_at = time.monotonic()
+                elif time.monotonic() - caught_up_at > 2 * args.grace:
+                    break
+            if time.monotonic() - t0 > args.drain_limit + 600:
+                raise BenchError("the long run did not finish")
+    finally:
+        if gen is not None and gen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(gen.pid, signal.SIGKILL)  # burst and its workers
+            gen.wait()
+        status = stop_process(proc)
+    summary = [ln.strip() for ln in err.read_text(errors="replace").splitlines() if SUMMARY_RE.search(ln)]
+    out.unlink(missing_ok=True)
+    if not samples:
+        raise BenchError("no samples")
+    warm = next((s for s in samples if s[1] >= 0.1 * target), samples[0])
+    end = samples[-1]
+    print(f"{'t (s)':>7}  {'events written':>14}  {'VmRSS MiB':>9}  {'VmHWM MiB':>9}")
+    step = max(1, len(samples) // 12)
+    shown = sorted({*range(0, len(samples), step), samples.index(warm), len(samples) - 1})
+    for i in shown:
+        t, n, rss, hwm = samples[i]
+        tag = "  <- warm-up (10% of the events)" if samples[i] is warm else ("  <- end" if i == len(samples) - 1
+                                                                              else "")
+        print(f"{t:7.0f}  {n:14,}  {rss / 1024:9.1f}  {hwm / 1024:9.1f}{tag}")
+    print(f"VmRSS warm-up {warm[2] / 1024:.1f} MiB -> end {end[2] / 1024:.1f} MiB "
+          f"({(end[2] - warm[2]) / 1024:+.1f} MiB after {end[1] - warm[1]:,} more events); "
+          f"peak RSS (VmHWM) {end[3] / 1024:.1f} MiB; procevents exit status {status}")
+    if summary:
+        print(summary[-1])
+    return 0
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+METRICS = (("lost", "events lost %", 3), ("cpu", "CPU ms / 1k events", 2), ("rss", "peak RSS MiB", 1),
+           ("argv", "real argv % of execs shown", 1), ("argv_all", "real argv % of all execs", 1))
+
+
+def spread(values: Sequence[float | None], digits: int) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return f"{med:.{digits}f}"
+    return f"{med:.{digits}f} [{min(vals):.{digits}f}-{max(vals):.{digits}f}]"
+
+
+def print_table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print(line)
+    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths,
+                                                                                       strict=True))))
+    print(line)
+    for r in rows:
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
+                                                                                           strict=True))))
+    print(line)
+
+
+def report_shape(shape: str, runs: list[RunResult], names: Sequence[str], args: argparse.Namespace) -> None:
+    what = {
+        "fork": f"N={args.n:,} x fork()+_exit()",
+        "exec": f"N={args.n:,} x vfork()+execve(tiny, {{tiny, burst-<i>}})",
+        "mixed": f"make -j4, {mixed_targets(args.n):,} targets of '{MIXED_RECIPE}'",
+    }[shape]
+    print()
+    print(f"== shape {shape}: {what}; {len(runs)} run(s); all tools at once; median [min-max] over runs")
+    rows = []
+    for r in runs:
+        rows.append([f"run {r.index}", f"{r.load:.2f}", f"{r.gen_s:.2f}", r.expected_desc, r.truth_check])
+    print_table(rows, ["run", "load avg 1m at start", "load time s", "expected (ground truth)", "cross-check"])
+    rows = []
+    for name in names:
+        res = [r.tools[name] for r in runs]
+        rows.append([res[0].spec.label, *(spread([x.metrics()[key] for x in res], d) for key, _, d in METRICS)])
+    for name in ("procevents", "procevents-no-enrich"):
+        if name not in names or "forkstat" not in names:
+            continue
+        cells = []
+        for key, _, _ in METRICS:
+            ratios = []
+            for r in runs:
+                a, b = r.tools[name].metrics()[key], r.tools["forkstat"].metrics()[key]
+                if a is not None and b:
+                    ratios.append(a / b)
+            cells.append(spread(ratios, 3))
+        label = "procevents" if name == "procevents" else "procevents --no-enrich"
+        rows.append([f"ratio {label} / forkstat", *cells])
+    print_table(rows, ["tool", *(label for _, label, _ in METRICS)])
+    print("per run: received/expected per event kind; what each tool itself reported about loss")
+    for r in runs:
+        for name in names:
+            t = r.tools[name]
+            kinds = ", ".join(f"{k} {t.received[k]:,}/{t.expected[k]:,}" for k in t.spec.kinds if t.expected[k])
+            kinds = kinds or "nothing expected"
+            extra = []
+            if t.extra:
+                extra.append(f"{t.extra:,} events beyond those expected (duplicates, or e.g. extrace exits of "
+                             "processes whose exec it did not show)")
+            if t.unparsed:
+                extra.append(f"{t.unparsed:,} unparsed lines")
+            if t.spec.argv and t.expected.get("exec"):
+                kinds += f"; real argv {t.exec_real_argv:,}"
+            print(f"  run {r.index} {name:<21} {kinds}; CPU {t.cpu_s:.2f} s; {t.reported_lost}; "
+                  f"exit status {t.exit_status}" + ("; " + "; ".join(extra) if extra else ""))
+        for note in r.notes:
+            print(f"  run {r.index} note: {note}")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_list(value: str, allowed: Sequence[str], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"{what}: choose from {','.join(allowed)}")
+    return items
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=None, help="children per fork/exec load; mixed uses N/50 make "
+                        "targets (default 100000; --quick 20000)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per shape (default 3; --quick 1)")
+    parser.add_argument("--shapes", type=lambda v: parse_list(v, ("fork", "exec", "mixed"), "--shapes"),
+                        default=["fork", "exec", "mixed"], help="comma-separated: fork,exec,mixed (default all)")
+    parser.add_argument("--tools", type=lambda v: parse_list(v, tuple(TOOLS), "--tools"), default=list(TOOLS),
+                        help=f"comma-separated: {','.join(TOOLS)} (default all)")
+    parser.add_argument("--quick", action="store_true", help="N=20000, 1 run, 5 startup samples")
+    parser.add_argument("--long", action="store_true",
+                        help="only the long run: procevents' RSS across --long-events events")
+    parser.add_argument("--long-events", type=int, default=1_000_000, help="events for --long (default 1000000)")
+    parser.add_argument("--startup-runs", type=int, default=None, help="samples of --help and first-event "
+                        "time (default 10; --quick 5; 0 skips)")
+    parser.add_argument("--workers", type=int, default=2, help="burst worker processes (default 2)")
+    parser.add_argument("--procevents", metavar="CMD", help="command to run instead of this venv's procevents")
+    parser.add_argument("--grace", type=float, default=1.0,
+                        help="after a tool's queue was seen empty, time to write what it read (s)")
+    parser.add_argument("--drain-limit", type=float, default=300.0, help="give up waiting for the tools after (s)")
+    parser.add_argument("--keep", metavar="DIR", help="keep every output in DIR")
+    args = parser.parse_args(argv)
+    args.n = args.n or (20_000 if args.quick else 100_000)
+    args.runs = args.runs or (1 if args.quick else 3)
+    if args.startup_runs is None:
+        args.startup_runs = 5 if args.quick else 10
+    if args.n <= 0 or args.runs <= 0 or args.workers <= 0:
+        parser.error("--n, --runs and --workers must be positive")
+    if os.geteuid() != 0:
+        print("suite.py: needs root (tracefs, forkstat)", file=sys.stderr)
+        return 1
+
+    # The tools are stopped with SIGTERM; a caught signal is reset to the
+    # default at exec, an ignored one (as from `cmd &` in a script) is not.
+    def terminate(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        bins = {"tiny": build("tiny", TINY_FLAGS), "burst": build("burst", BURST_FLAGS)}
+    except BenchError as exc:
+        print(f"suite.py: {exc}", file=sys.stderr)
+        return 1
+    procevents = procevents_command(args.procevents)
+
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            workdir = Path(args.keep)
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="procevents-suite-")))
+        if args.long:
+            try:
+                return long_run(args, bins, workdir)
+            except BenchError as exc:
+                print(f"suite.py: long run failed: {exc}", file=sys.stderr)
+                return 1
+
+        names = list(args.tools)
+        for name in list(names):
+            if name in PEERS and ensure_peer(name) is None:
+                print(f"suite.py: {name} is not installed and could not be installed: left out", file=sys.stderr)
+                names.remove(name)
+        if not names:
+            return 1
+        print(f"suite: {shlex.join(procevents)} ({source_version()}); kernel {os.uname().release}; "
+              f"{os.cpu_count()} CPUs; pid_max {Path('/proc/sys/kernel/pid_max').read_text().strip()}; "
+              f"N={args.n:,}; runs={args.runs}; shapes={','.join(args.shapes)}; tools={','.join(names)}", flush=True)
+
+        if args.startup_runs and any(n.startswith("procevents") for n in names):
+            report_startup(procevents, args.startup_runs)
+
+        buffer_kb = min(1 << 20, max(16384, 64 * 4 * args.n // 1024 * 3 // 2))
+        try:
+            trace = TraceInstance(buffer_kb)
+        except (BenchError, OSError) as exc:
+            print(f"suite.py: {exc}", file=sys.stderr)
+            return 1
+        stack.callback(trace.close)
+        for shape in args.shapes:
+            runs: list[RunResult] = []
+            for i in range(1, args.runs + 1):
+                try:
+                    r = run_once(shape, i, args, names, bins, trace, workdir)
+                except BenchError as exc:
+                    print(f"suite.py: shape {shape} run {i} FAILED: {exc}", file=sys.stderr)
+                    return 1
+                runs.append(r)
+                brief = ", ".join(f"{n} {r.tools[n].metrics()['lost']:.2f}%" for n in names
+                                  if r.tools[n].metrics()["lost"] is not None)
+                print(f"shape {shape} run {i}: load {r.load:.2f}, lost: {brief}", flush=True)
+            report_shape(shape, runs, names, args)
+    return 0
+
+
+def source_version() -> str:
+    """The commit of the source tree procevents runs from (an editable install), and
+    how many of its files differ from it."""
+    root = HERE.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "src"],
+                               capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return "source version unknown"
+    return f"git {head}" + (f", {len(dirty)} file(s) in src/ modified or new" if dirty else ", src/ clean")
+
+
+def report_startup(procevents: list[str], runs: int) -> None:
+    helps = help_time(procevents, runs)
+    bare = interpreter_time(runs)
+    firsts: list[float] = []
+    notices: list[float] = []
+    for _ in range(runs):
+        first, notice = first_event_time(procevents)
+        firsts.append(first)
+        if notice is not None:
+            notices.append(notice)
+    print()
+    print(f"== startup: median [min-max] of {runs} runs; load average {os.getloadavg()[0]:.2f}")
+    rows = [
+        ["procevents --help (console script, wall ms)", spread([1000 * v for v in helps], 1)],
+        ["  for scale: python -c pass (same interpreter)", spread([1000 * v for v in bare], 1)],
+        ["procevents --json start -> 'listening' notice (ms)", spread([1000 * v for v in notices], 1)],
+        ["procevents --json start -> first event line (ms)", spread([1000 * v for v in firsts], 1)],
+    ]
+    print_table(rows, ["measure", "value"])
+    med = 1000 * statistics.median(firsts)
+    print(f"time to first event: median {med:.1f} ms, target < 100 ms: {'met' if med < 100 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""``procevents top``: event rates and the top spawners, refreshed in place.
+
+:class:`TopModel` (a pipeline observer) counts and computes rates between
+two frames; :func:`render` draws a frame with rich, an optional extra
+(``pip install 'procevents[top]'``) imported only here.  Command names come
+from other processes and are escaped, and handed to rich as plain Text (never
+as markup).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sized
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from .tree import Proc
+
+#: Distinct command names counted one by one; beyond, they count together.
+MAX_COMMANDS = 10_000
+OTHER = "(other)"
+
+
+_Counts = tuple[float, Counter[str], int, Counter[str], Counter[str], Counter[str]]
+
+
+@dataclass
+class Spawner:
+    command: str
+    forks: int
+    execs: int
+    failures: int
+    forks_rate: float
+    execs_rate: float
+    failures_rate: float
+
+
+@dataclass
+class Frame:
+    """What one refresh shows."""
+
+    elapsed: float  # seconds since the previous frame
+    uptime: float  # seconds since the first frame
+    totals: dict[str, int]
+    rates: dict[str, float]
+    lost: int
+    lost_rate: float
+    alive: int | None
+    spawners: list[Spawner] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return sum(rate for name, rate in self.rates.items() if name != "lost")
+
+    @property
+    def total(self) -> int:
+        return sum(count for name, count in self.totals.items() if name != "lost")
+
+
+class TopModel:
+    """Counts events by type, and forks, execs and failures by command name.
+
+    A fork counts for the command that forked (a new child carries its
+    parent's name until it execs); an exec for the program started; a
+    failure (non-zero status or a signal) for the command that exited.
+    """
+
+    def __init__(self, table: Sized | None = None) -> None:
+        self.table = table
+        self.events: Counter[str] = Counter()
+        self.lost = 0
+        self.forks: Counter[str] = Counter()
+        self.execs: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self._previous: _Counts | None = None
+        self._first: _Counts | None = None
+
+    def _key(self, counter: Counter[str], info: Mapping[str, Any]) -> str:
+        name: str = info.get("comm") or "?"
+        if name not in counter and len(counter) >= MAX_COMMANDS:
+            return OTHER
+        return name
+
+    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
+        cls = type(event)
+        self.events[event.name] += 1
+        if cls is Fork:
+            if event.pid == event.tgid:
+                self.forks[self._key(self.forks, info)] += 1
+        elif cls is Exec:
+            self.execs[self._key(self.execs, info)] += 1
+        elif cls is Exit:
+            assert isinstance(event, Exit)
+            if event.pid == event.tgid and event.exit_code:
+                self.failures[self._key(self.failures, info)] += 1
+        elif cls is Lost:
+            assert isinstance(event, Lost)
+            self.lost += event.count
+
+    def frame(self, now: float, rows: int = 10, *, overall: bool = False) -> Frame:
+        """The counts now, with rates since the previous frame (``overall``:
+        since the first; the first frame has no rates)."""
+        current: _Counts = (
+            now, Counter(self.events), self.lost, Counter(self.forks), Counter(self.execs), Counter(self.failures)
+        )
+        if self._first is None:
+            self._first = current
+        previous = self._first if overall else (self._previous or current)
+        self._previous = current
+        elapsed = now - previous[0]
+
+        def rate(new: float, old: float) -> float:
+            return (new - old) / elapsed if elapsed > 0 else 0.0
+
+        _, events, lost, forks, execs, failures = current
+        _, old_events, old_lost, old_forks, old_execs, old_failures = previous
+        spawners = [
+            Spawner(
+                name, forks[name], execs[name], failures[name],
+                rate(forks[name], old_forks[name]), rate(execs[name], old_execs[name]),
+                rate(failures[name], old_failures[name]),
+            )
+            for name in set(forks) | set(execs) | set(failures)
+        ]
+        spawners.sort(key=lambda s: (-s.forks_rate, -s.execs_rate, -s.forks, -s.execs, -s.failures, s.command))
+        return Frame(
+            elapsed=elapsed,
+            uptime=now - self._first[0],
+            totals={name: events[name] for name in EVENT_NAMES if events[name]},
+            rates={name: rate(events[name], old_events[name]) for name in EVENT_NAMES if events[name]},
+            lost=lost,
+            lost_rate=rate(lost, old_lost),
+            alive=None if self.table is None else len(self.table),
+            spawners=spawners[:rows],
+        )
+
+
+def render(frame: Frame, *, overall: bool = False) -> RenderableType:
+    """The frame as rich renderables (import rich only when called); ``overall``:
+    the rates are averages over the whole run."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from .escape import escape
+
+    alive = "" if frame.alive is None else f"{frame.alive:,} processes, "
+    header = Text(
+        f"procevents top: {alive}{frame.rate:,.0f} events/s{' on average' if overall else ''} "
+        f"({frame.total:,} in {frame.uptime:.0f} s), "
+        f"{frame.lost:,} lost"
+    )
+    if frame.lost_rate:
+        header.append(f" ({frame.lost_rate:,.0f}/s)", style="bold red")
+    events = Table(title="events", title_justify="left", box=None, pad_edge=False)
+    events.add_column("EVENT")
+    events.add_column("PER SEC", justify="right")
+    events.add_column("TOTAL", justify="right")
+    for name, total in frame.totals.items():
+        if name != "lost":
+            events.add_row(name, f"{frame.rates.get(name, 0.0):,.1f}", f"{total:,}")
+    spawners = Table(title="top spawners", title_justify="left", box=None, pad_edge=False)
+    spawners.add_column("COMMAND")
+    for heading in ("FORKS/S", "EXECS/S", "FAILED/S", "FORKS", "EXECS", "FAILED"):
+        spawners.add_column(heading, justify="right")
+    for s in frame.spawners:
+        spawners.add_row(
+            Text(escape(s.command)),
+            f"{s.forks_rate:,.1f}", f"{s.execs_rate:,.1f}", f"{s.failures_rate:,.1f}",
+            f"{s.forks:,}", f"{s.execs:,}", f"{s.failures:,}",
+        )
+    return Group(header, Text(""), events, Text(""), spawners)

@@ -1,0 +1,359 @@
+"""Helpers shared by the statistics, store, metrics and record/query tests.
+
+Real processes, real files, the real kernel: the CLI runs as a subprocess,
+workloads are real children, and every wait is for progress (a line, a
+committed row, an exit), with a generous deadline only as a failure bound.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+import procevents
+from procevents import wire
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+BENCH = REPO / "bench"
+TIMEOUT = 15.0
+LISTENING = b"procevents: listening"
+
+
+def skip_unless_connector() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("these tests run processes as root and read every process's /proc: run them as root")
+    try:
+        with procevents.listen():
+            pass
+    except procevents.ConnectorError as exc:
+        pytest.skip(f"the proc connector is not usable here: {exc}")
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), out.get("PYTHONPATH", "")) if p)
+    out["COLUMNS"] = "200"
+    return out
+
+
+def cli_argv() -> list[str]:
+    script = Path(sys.executable).with_name("procevents")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "procevents"]
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:g} s")
+        time.sleep(every)
+
+
+class Lines:
+    """A pipe's lines, collected in a thread."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.lines: list[bytes] = []
+        self.eof = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream: IO[bytes]) -> None:
+        try:
+            for line in stream:
+                with self._cond:
+                    self.lines.append(line)
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self.eof = True
+                self._cond.notify_all()
+
+    def wait_for(self, pred: Callable[[bytes], bool], timeout: float = TIMEOUT) -> bytes:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            checked = 0
+            while True:
+                for line in self.lines[checked:]:
+                    if pred(line):
+                        return line
+                checked = len(self.lines)
+                left = deadline - time.monotonic()
+                if self.eof or left <= 0:
+                    raise AssertionError(f"no matching line within {timeout:g} s; got:\n{self.text}")
+                self._cond.wait(left)
+
+    def join(self) -> None:
+        self._thread.join(TIMEOUT)
+
+    @property
+    def data(self) -> bytes:
+        with self._cond:
+            return b"".join(self.lines)
+
+    @property
+    def text(self) -> str:
+        return self.data.decode(errors="replace")
+
+
+class Cli:
+    """One procevents process, its stdout and stderr read in threads."""
+
+    def __init__(self, args: Sequence[str], cwd: Path | None = None) -> None:
+        self.args = list(args)
+        self.proc = subprocess.Popen(
+            [*cli_argv(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env(), preexec_fn=_default_signals, start_new_session=True, cwd=cwd,
+        )
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out = Lines(self.proc.stdout)
+        self.err = Lines(self.proc.stderr)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_listening(self) -> None:
+        self.err.wait_for(lambda line: line.startswith(LISTENING))
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"procevents {self.args} did not end; stderr:\n{self.err.text}") from None
+        self.out.join()
+        self.err.join()
+        return rc
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        self.proc.send_signal(sig)
+        return self.wait()
+
+    def cleanup(self) -> None:
+        # SIGTERM, not SIGKILL: a subscriber killed outright cannot unsubscribe.
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def cli_processes() -> Iterator[Callable[..., Cli]]:
+    """Body of a ``cli`` fixture: start procevents processes, stop them after the test."""
+    started: list[Cli] = []
+
+    def start(*args: str, cwd: Path | None = None) -> Cli:
+        c = Cli(args, cwd)
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.cleanup()
+
+
+def run_cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*cli_argv(), *args], capture_output=True, env=env(), timeout=timeout, stdin=subprocess.DEVNULL, check=False
+    )
+
+
+class Gated:
+    """A child that execs and then waits for a line on stdin: its exec is
+    certainly seen with its argv, and it ends when the test says so."""
+
+    def __init__(self, argv: Sequence[str | bytes], cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, cwd=cwd)
+        self.pid = self.proc.pid
+
+    def release(self) -> int:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(b"go\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        return self.proc.wait(TIMEOUT)
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        self.proc.send_signal(sig)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        return self.proc.wait(TIMEOUT)
+
+    def cleanup(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def db_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Read committed rows (read-only), [] while the file does not exist yet."""
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # schema not there yet
+        return []
+    finally:
+        conn.close()
+
+
+def wait_rows(path: Path, sql: str, params: Sequence[Any], want: int, what: str) -> None:
+    """Until ``sql`` (a count) says ``want`` rows are committed."""
+
+    def ready() -> bool:
+        rows = db_rows(path, sql, params)
+        return bool(rows) and rows[0][0] >= want
+
+    wait_until(ready, what)
+
+
+def committed_events(path: Path, event: str, pids: Sequence[int]) -> int:
+    marks = ", ".join("?" * len(pids))
+    rows = db_rows(path, f"SELECT count(*) FROM events WHERE event = ? AND tgid IN ({marks})", [event, *pids])
+    return rows[0][0] if rows else 0
+
+
+def scrape(url: str) -> dict[str, Any]:
+    """GET /metrics and parse it with prometheus_client's parser: name -> family."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        text = response.read().decode("utf-8")
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def sample(families: dict[str, Any], family: str, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    for s in families[family].samples:
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+            return float(s.value)
+    return 0.0
+
+
+def metrics_url(c: Cli) -> str:
+    line = c.err.wait_for(lambda line: b"metrics at http://" in line).decode()
+    return line[line.index("http://") :].strip()
+
+
+def gated_children_script(children: Sequence[tuple[str, str]]) -> str:
+    """A shell script for a :class:`Gated` root: after the first line on its
+    stdin it starts every (program, body) child in the background, each one
+    running ``program -c body`` (program: a link to sh), waiting for its own
+    line of the same stdin first; then it waits for them all and exits 0.
+
+    Each child waits after its exec, so its /proc is certainly read while it
+    lives: no race decides what it is called."""
+    lines = ["read _", "exec 3<&0"]
+    for program, body in children:
+        quoted = "'" + f"read _; {body}".replace("'", "'\\''") + "'"
+        lines.append(f"{program} -c {quoted} <&3 &")
+    lines += ["wait", "exit 0"]
+    return "\n".join(lines)
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+def links_to(directory: Path, name: str, target: str) -> str:
+    """A symlink NAME -> TARGET: exec'ing it gives the process the comm NAME."""
+    path = directory / name
+    path.symlink_to(shutil.which(target) or target)
+    return str(path)
+
+
+# -- a crash without leaving the kernel's listener count raised ----------------------------
+
+_SYS_PIDFD_GETFD = 438  # the same on every architecture
+
+
+def netlink_connector_fds(pid: int) -> list[int]:
+    """The fds of ``pid`` that are NETLINK_CONNECTOR sockets."""
+    inodes: dict[int, int] = {}
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes[int(target[8:-1])] = int(entry)
+    found = []
+    with open("/proc/net/netlink") as f:
+        for line in f.read().splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 10 and int(cols[1]) == wire.NETLINK_CONNECTOR and int(cols[9]) in inodes:
+                found.append(inodes[int(cols[9])])
+    return found
+
+
+def steal_connector_socket(pid: int) -> socket.socket:
+    """A duplicate of ``pid``'s proc connector socket (pidfd_getfd(2)).
+
+    Killing a subscriber with SIGKILL leaves the kernel's global listener
+    count raised until reboot: it cannot send PROC_CN_MCAST_IGNORE.  Holding
+    the same socket lets the test send it on the dead process's behalf.
+    """
+    fds = netlink_connector_fds(pid)
+    assert len(fds) == 1, f"expected one connector socket in {pid}, found {fds}"
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = os.pidfd_open(pid)
+    try:
+        fd = libc.syscall(_SYS_PIDFD_GETFD, pidfd, fds[0], 0)
+        if fd < 0:
+            err = ctypes.get_errno()
+            pytest.skip(f"pidfd_getfd failed: {os.strerror(err)}")
+    finally:
+        os.close(pidfd)
+    return socket.socket(fileno=fd)
+
+
+def send_ignore(sock: socket.socket) -> None:
+    sock.send(wire.encode_request(wire.PROC_CN_MCAST_IGNORE))
+    sock.close()
+
+
+# -- bench/burst.c, the storm generator with exact ground truth --------------------------------
+
+
+def burst_tools() -> tuple[Path, Path]:
+    """(burst, tiny), compiled by bench/burst.py if needed; skip without a compiler."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import burst  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(BENCH))
+    try:
+        return burst.build("burst", burst.BURST_FLAGS), burst.build("tiny", burst.TINY_FLAGS)
+    except burst.BenchError as exc:
+        pytest.skip(str(exc))

@@ -1,0 +1,262 @@
+"""Prometheus metrics: a real /metrics page, parsed with prometheus_client's
+parser, whose counters match the processes the test made (bench/burst.c's
+exact ground truth for the storm)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from store_helpers import (
+    TIMEOUT,
+    Cli,
+    Gated,
+    burst_tools,
+    cli_processes,
+    committed_events,
+    gated_children_script,
+    json_lines,
+    links_to,
+    metrics_url,
+    run_cli,
+    sample,
+    scrape,
+    skip_unless_connector,
+    wait_until,
+)
+
+from procevents.metrics import OTHER, LabelSet, parse_address
+
+pytest.importorskip("prometheus_client")
+
+EVENT_TYPES = ("fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit", "unknown")
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., Cli]]:
+    skip_unless_connector()
+    yield from cli_processes()
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("9100", ("127.0.0.1", 9100)),
+        ("0", ("127.0.0.1", 0)),
+        ("0.0.0.0:9100", ("0.0.0.0", 9100)),
+        ("localhost:80", ("localhost", 80)),
+        ("[::1]:9100", ("::1", 9100)),
+        ("[::]:0", ("::", 0)),
+    ],
+)
+def test_parse_address(text: str, want: tuple[str, int]) -> None:
+    assert parse_address(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "abc", "70000", "-1", ":9100", "[::1", "[::1]9100", "::1:9100", "host:"])
+def test_parse_address_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_address(text)
+
+
+@given(st.lists(st.lists(st.sampled_from("abcdefgh"), max_size=30), max_size=12), st.integers(0, 4))
+def test_label_set_is_bounded_and_every_series_grows(batches: list[list[str]], top: int) -> None:
+    labels = LabelSet(top)
+    counts: dict[str, int] = {}
+    previous: dict[str, int] = {}
+    for batch in batches:
+        for name in batch:
+            counts[name] = counts.get(name, 0) + 1
+        exported = dict(labels.export(counts))
+        assert len(exported) <= top + 1 and OTHER in exported
+        for name, value in exported.items():
+            assert value >= previous.get(name, 0), (name, previous, exported)
+            if name != OTHER:
+                assert value == counts[name]  # a labelled command's count is exact
+        # "other" holds at least everything not labelled now
+        assert exported[OTHER] >= sum(c for n, c in counts.items() if n not in exported)
+        previous = exported
+    if top and any(batches):
+        # the first export labels the biggest counts seen by then
+        assert labels.labelled
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+def test_metrics_match_the_processes_made(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    children = [(links_to(tmp_path, "pe-fail", "sh"), "exit 1")] * 5 + [(links_to(tmp_path, "pe-ok", "sh"), "exit 0")]
+    root = Gated([links_to(tmp_path, "pe-root", "sh"), "-c", gated_children_script(children)])
+    out = tmp_path / "out.jsonl"
+    try:
+        c = cli("--json", "-o", str(out), "--metrics", "0", "-p", str(root.pid))
+        c.wait_listening()
+        url = metrics_url(c)
+        assert url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
+        before = scrape(url)
+        assert sample(before, "procevents_events", "procevents_events_total", type="fork") == 0
+        assert root.proc.stdin is not None
+        root.proc.stdin.write(b"start\n")
+        root.proc.stdin.flush()
+
+        def execs_read() -> bool:
+            return sum(1 for e in json_lines(out) if e["event"] == "exec" and e.get("cmdline")) == len(children)
+
+        wait_until(execs_read, "the children's execs, argv read")
+        root.proc.stdin.write(b"go\n" * len(children))
+        root.proc.stdin.close()
+        assert root.proc.wait(TIMEOUT) == 0
+    finally:
+        root.cleanup()
+
+    def exits_counted() -> bool:
+        return sample(scrape(url), "procevents_events", "procevents_events_total", type="exit") >= 7
+
+    wait_until(exits_counted, "the exits on the metrics page")
+    page = scrape(url)
+    events = {t: sample(page, "procevents_events", "procevents_events_total", type=t) for t in EVENT_TYPES}
+    assert events == {**dict.fromkeys(EVENT_TYPES, 0.0), "fork": 6.0, "exec": 6.0, "exit": 7.0}
+    assert sample(page, "procevents_events_lost", "procevents_events_lost_total") == 0
+
+    def by_command(family: str) -> dict[str, float]:
+        return {s.labels["command"]: s.value for s in page[family].samples if s.name == f"{family}_total"}
+
+    assert by_command("procevents_process_starts") == {"pe-root": 6, OTHER: 0}
+    assert by_command("procevents_process_execs") == {"pe-fail": 5, "pe-ok": 1, OTHER: 0}
+    assert by_command("procevents_process_exits") == {"pe-fail": 5, "pe-ok": 1, "pe-root": 1, OTHER: 0}
+    assert by_command("procevents_process_failures") == {"pe-fail": 5, OTHER: 0}
+    assert page["procevents_processes_alive"].samples[0].value > 0
+    assert sample(page, "procevents_receive_buffer_drops", "procevents_receive_buffer_drops_total") == 0
+    assert page["procevents_receive_buffer_bytes"].samples[0].value >= 32 * 1024 * 1024
+    assert page["procevents_events"].type == "counter"
+    assert c.stop() == 0, c.err.text
+
+
+def test_metrics_during_a_storm_match_the_ground_truth(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    burst, tiny = burst_tools()
+    pidfile = tmp_path / "pids.txt"
+    n = 10_000
+    # The root execs burst when told: with -p, the page counts exactly the storm.
+    root = Gated(["sh", "-c", f'read _; exec "{burst}" -o "{pidfile}" -m exec -n {n} -p 2 -t "{tiny}"'])
+    try:
+        c = cli("--json", "-o", "/dev/null", "--metrics", "0", "-p", str(root.pid))
+        c.wait_listening()
+        url = metrics_url(c)
+        assert root.proc.stdin is not None
+        root.proc.stdin.write(b"go\n")
+        root.proc.stdin.close()
+        # Scrape while it runs: every counter only grows.
+        pages = []
+        while root.proc.poll() is None:
+            pages.append(scrape(url))
+        assert root.proc.wait(TIMEOUT * 4) == 0
+    finally:
+        root.cleanup()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import burst as burst_module  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    truth = burst_module.GroundTruth.load(pidfile)
+    assert truth.children == n and truth.failures == 0
+    workers = len(truth.workers)
+    want = {"fork": n + workers, "exec": n + 1, "exit": n + workers + 1}
+
+    def counts(page: dict[str, Any]) -> dict[str, float]:
+        return {t: sample(page, "procevents_events", "procevents_events_total", type=t) for t in want}
+
+    wait_until(lambda: counts(scrape(url))["exit"] >= want["exit"], "the storm's exits counted", timeout=120)
+    final = scrape(url)
+    lost = sample(final, "procevents_events_lost", "procevents_events_lost_total")
+    assert lost == 0, "the default buffer rides out this storm"
+    assert counts(final) == want
+    assert sample(final, "procevents_process_starts", "procevents_process_starts_total", command="burst") == n + workers
+    # An exec is named after the program when its /proc could be read before
+    # it exited (tiny lives microseconds), else it keeps the parent's name.
+    execs = {
+        sample_.labels["command"]: sample_.value
+        for sample_ in final["procevents_process_execs"].samples
+        if sample_.name.endswith("_total")
+    }
+    assert set(execs) <= {"tiny", "burst", OTHER} and execs.get(OTHER, 0) == 0, execs
+    assert sum(execs.values()) == n + 1
+    assert sum(
+        s.value for s in final["procevents_process_failures"].samples if s.name.endswith("_total")
+    ) == 0
+    assert sample(final, "procevents_receive_buffer_drops", "procevents_receive_buffer_drops_total") == 0
+    previous: dict[str, float] = {}
+    for page in [*pages, final]:
+        now = counts(page)
+        assert all(now[k] >= previous.get(k, 0) for k in now), (previous, now)
+        previous = now
+    assert c.stop() == 0, c.err.text
+
+
+def test_recorder_serves_metrics_too(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    db = tmp_path / "events.db"
+    root = Gated(["sh", "-c", "read _; sh -c 'exit 3'; exit 0"])
+    try:
+        c = cli("record", "--db", str(db), "-p", str(root.pid), "--metrics", "127.0.0.1:0")
+        c.wait_listening()
+        url = metrics_url(c)
+        assert root.release() == 0
+    finally:
+        root.cleanup()
+    wait_until(lambda: committed_events(db, "exit", [root.pid]) == 1, "the exit committed")
+    page = scrape(url)
+    assert sample(page, "procevents_events", "procevents_events_total", type="exit") == 2
+    assert sample(page, "procevents_process_failures", "procevents_process_failures_total", command="sh") == 1
+    assert sample(page, "procevents_store_events", "procevents_store_events_total") >= 4
+    assert sample(page, "procevents_store_commits", "procevents_store_commits_total") >= 1
+    assert "procevents_store_pending_events" in page
+    assert c.stop() == 0, c.err.text
+
+
+# -- errors and laziness -----------------------------------------------------------------------
+
+
+def test_bad_metrics_address_is_a_usage_error() -> None:
+    for value in ("abc", "70000", "[::1"):
+        result = run_cli("--metrics", value, "-D", "1")
+        assert result.returncode == 2
+        assert len(result.stderr.splitlines()) == 1 and b"--metrics" in result.stderr, result.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    skip_unless_connector()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args in (["--metrics", str(port), "-D", "1"], ["record", "--db", str(tmp_path / "x.db"),
+                                                           "--metrics", str(port), "-D", "1"]):
+            result = run_cli(*args)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr.decode().strip() == (
+                f"procevents: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+            )
+
+
+def test_help_imports_no_optional_dependency() -> None:
+    code = """
+import sys
+from procevents import cli
+for argv in (["--help"], ["record", "--help"], ["query", "--help"], ["replay", "--help"], ["top", "--help"]):
+    try:
+        cli.main(argv)
+    except SystemExit:
+        pass
+print(sorted(m for m in ("sqlite3", "rich", "prometheus_client", "procevents.store") if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, check=True)
+    assert result.stdout.splitlines()[-1] == b"[]"
