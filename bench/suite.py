@@ -795,11 +795,14 @@ def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], ma
     """How long after its event each line was written, and lines written
     during the load that found no event (written too late to be placed)."""
     lags = sorted(e.written - e.ts for e in events if e.ts is not None)
-    lost = sum(1 for e in events if e.ts is None and window[0] <= e.written <= window[1])
+    unplaced = [e.written for e in events if e.ts is None and window[0] <= e.written <= window[1]]
     if not lags:
         return f"{name}: no line placed on the tracepoint record"
+    early = sum(1 for w in unplaced if w < window[0] + 1_000_000_000)
     return (f"{name}: lines written {lags[len(lags) // 2] / 1e6:.0f} ms (median), {lags[-1] / 1e6:.0f} ms (max) "
-            f"after their event (limit {max_lag / 1e6:.0f} ms); {lost:,} lines written during the load not placed")
+            f"after their event (limit {max_lag / 1e6:.0f} ms); {len(unplaced):,} lines written during the load "
+            f"not placed" + (f" ({early:,} in its first second: events from before the recording started?)"
+                             if early else ""))
 
 
 # -- one run -----------------------------------------------------------------------------

@@ -332,7 +332,7 @@ def _run_pipeline(
     try:
         try:
             if stopper is not None:
-                stopper.install(conn)
+                stopper.install()
             if conn.closed:
                 conn.open()
             if not quiet:
@@ -379,39 +379,29 @@ def _run_pipeline(
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM/SIGHUP set a flag and wake the loop (self-pipe)."""
+    """SIGINT/SIGTERM/SIGHUP set a flag that the loop checks between batches
+    (it wakes at least every tick), so output lines are never torn; a
+    second Ctrl-C raises KeyboardInterrupt to skip the final drain."""
 
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: dict[int, Any] = {}
-        self._wakeup: tuple[int, int] | None = None
-        self._previous_wakeup = -1
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop draining too
+            raise KeyboardInterrupt
         self.requested = True
 
-    def install(self, conn: Connector) -> None:
-        read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._wakeup = (read_end, write_end)
-        self._previous_wakeup = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
-        for name in self.SIGNALS:
-            sig = getattr(signal, name)
+    def install(self) -> None:
+        for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
-        conn.wake_on(read_end)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-        if self._wakeup is not None:
-            signal.set_wakeup_fd(self._previous_wakeup)
-            for fd in self._wakeup:
-                os.close(fd)
-            self._wakeup = None
 
 
 def run_watch(args: argparse.Namespace) -> int:

@@ -457,11 +457,6 @@ class Connector:
             return 0
         return int(struct.unpack_from("<I", raw, 4 * SK_MEMINFO_DROPS)[0])
 
-    def wake_on(self, fd: int) -> None:
-        """Also end :meth:`read_batch`'s wait when ``fd`` becomes readable
-        (e.g. a signal wakeup pipe), returning what is queued, maybe []."""
-        self._poller.register(fd, select.POLLIN)
-
     def poll_drops(self) -> None:
         """Read the drop counter now; a loss it shows is queued as Lost."""
         if self._sock is not None and not self.closed:

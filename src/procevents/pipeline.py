@@ -205,7 +205,7 @@ class Pipeline:
         if enricher is not None:
             enricher.maybe_resync()
 
-    def run(self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float = 0.5) -> None:
+    def run(self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float = 0.2) -> None:
         """Process batches until ``count`` events, ``duration`` seconds, or ``stop()``."""
         output: Output | None = getattr(self.sink, "output", None)
         deadline = None if duration is None else time.monotonic() + duration
