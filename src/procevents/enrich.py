@@ -4,7 +4,7 @@ The kernel sends only ids.  For every batch of events the enricher first
 reads the argv of each exec (newest first: the oldest ones are the likeliest
 to be gone already), before any other work, then applies the events to the
 process table in arrival order and attaches to each event a small dict of
-what is known (see :data:`ENRICHED_KEYS`).
+what is known (:meth:`Enricher.apply` lists the keys per event type).
 """
 
 from __future__ import annotations
@@ -20,15 +20,6 @@ from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots, same_st
 
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0
-
-#: Keys an enriched event may carry, per type.
-ENRICHED_KEYS: Final = {
-    "exec": ("cmdline", "exe", "cwd", "ppid", "uid", "user", "comm"),
-    "fork": ("comm", "ppid"),
-    "exit": ("comm", "cmdline", "duration", "ppid", "uid", "user"),
-    "other": ("comm", "ppid"),
-}
-
 
 class Users:
     """uid -> user name, cached; an unknown uid is shown as its number."""
@@ -187,7 +178,12 @@ class Enricher:
         self.table.resync()
 
     def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, dict[str, Any]]:
-        """Update the table with ``event``; return its process and its info dict."""
+        """Update the table with ``event``; return its process and its info dict.
+
+        Keys: exec ``cmdline exe cwd ppid uid user comm`` (and ``missing``
+        when argv could not be read); exit ``comm cmdline duration ppid uid
+        user``; other events ``comm ppid``; lost events none.
+        """
         cls = type(event)
         if cls is Lost:
             # Lost events may include forks and exits: re-read /proc soon so
@@ -200,8 +196,9 @@ class Enricher:
         info: dict[str, Any]
         if cls is Exec:
             self.execs += 1
+            captured = snapshot is not None and snapshot.argv is not None
             info = {
-                "cmdline": proc.argv if snapshot is not None else None,
+                "cmdline": proc.argv if captured else None,
                 "exe": proc.exe,
                 "cwd": proc.cwd,
                 "ppid": proc.ppid,
@@ -209,12 +206,10 @@ class Enricher:
                 "user": self.users.name(proc.ruid),
                 "comm": proc.comm,
             }
-            if snapshot is not None and snapshot.argv is not None:
+            if captured:
                 self.argv_captured += 1
-            else:
-                info["cmdline"] = None
-                if snapshot is not None and snapshot.missing:
-                    info["missing"] = snapshot.missing
+            elif snapshot is not None and snapshot.missing:
+                info["missing"] = snapshot.missing
         elif cls is Exit:
             assert isinstance(event, Exit)
             start = proc.start_ns
@@ -226,8 +221,6 @@ class Enricher:
                 "uid": proc.ruid,
                 "user": self.users.name(proc.ruid),
             }
-        elif cls is Fork:
-            info = {"comm": proc.comm, "ppid": proc.ppid}
         else:
             info = {"comm": proc.comm, "ppid": proc.ppid}
         return proc, info
