@@ -430,8 +430,9 @@ def test_odd_argv_is_escaped_in_text(watch: Callable[..., Any], reaper: list[Any
 
 
 def test_exec_of_a_process_gone_before_the_read(watch: Callable[..., Any], reaper: list[Any]) -> None:
-    w: JsonWatcher = watch(as_json=True)
-    my_comm = Path("/proc/self/comm").read_text().rstrip("\n")
+    """Async capture: the argv is lost, and the process is never named after
+    what it was before its exec (our own name)."""
+    w: JsonWatcher = watch("--capture", "async", as_json=True)
     argv = [f"gone-{nonce()}", "x"]
     w.pause()
     try:
@@ -445,13 +446,39 @@ def test_exec_of_a_process_gone_before_the_read(watch: Callable[..., Any], reape
     exec_ev = one(life, "exec")
     assert exec_ev["cmdline"] is None, exec_ev
     assert exec_ev.get("missing") in ("gone", "superseded"), exec_ev
-    # its name: the one it had (inherited from us), or its program's
-    assert exec_ev["comm"] in (my_comm, "true"), exec_ev
+    # unknown, never the name it had before the exec (ours, inherited at fork)
+    assert exec_ev["comm"] is None, exec_ev
     exit_ev = one(life, "exit")
     assert argv_is_own_or_null(exit_ev, [a.encode() for a in argv]), exit_ev
     assert exit_ev["cmdline"] is None, "the exit repeats an argv that was never read"
-    assert exit_ev["comm"] in (my_comm, "true"), exit_ev
+    assert exit_ev["comm"] is None, exit_ev
     assert exit_ev["status"] == 0
+
+
+def test_sync_capture_reads_the_argv_while_the_main_process_is_stopped(
+    watch: Callable[..., Any], reaper: list[Any]
+) -> None:
+    """The per-CPU readers read the exec while it is held: even with the main
+    process frozen until the program has exited and been reaped, its argv,
+    name, exe and cwd are there, joined to the right exec."""
+    w: JsonWatcher = watch(as_json=True)
+    assert "argv capture: sync, " in w.stderr() and "realtime" in w.stderr(), w.stderr()
+    argv = [f"held-{nonce()}", "x y"]
+    w.pause()
+    try:
+        p = subprocess.Popen(argv, executable="/bin/true", cwd="/tmp")
+        reaper.append(p)
+        assert p.wait(TIMEOUT) == 0
+    finally:
+        w.resume()
+    w.wait_exit(p.pid)
+    life = the_life(w.events, p.pid, os.getpid())
+    exec_ev = one(life, "exec")
+    assert exec_ev["cmdline"] == argv, exec_ev
+    assert exec_ev["comm"] == "true" and exec_ev["exe"] == os.path.realpath("/bin/true"), exec_ev
+    assert exec_ev["cwd"] == "/tmp"
+    exit_ev = one(life, "exit")
+    assert exit_ev["cmdline"] == argv and exit_ev["comm"] == "true", exit_ev
 
 
 def _pid_reuse(w: JsonWatcher, reaper: list[Any], backlog_pairs: int = 0) -> tuple[int, list[bytes], list[bytes]]:
@@ -516,8 +543,9 @@ def _check_reuse(w: JsonWatcher, pid: int, a_argv: list[bytes], b_argv: list[byt
     assert one(life_b, "exit")["signal"] == 15
 
 
-def test_pid_reuse_never_mixes_argv(watch: Callable[..., Any], reaper: list[Any]) -> None:
-    w: JsonWatcher = watch(as_json=True)
+@pytest.mark.parametrize("capture", ["sync", "async"])
+def test_pid_reuse_never_mixes_argv(watch: Callable[..., Any], reaper: list[Any], capture: str) -> None:
+    w: JsonWatcher = watch("--capture", capture, as_json=True)
     pid, a_argv, b_argv = _pid_reuse(w, reaper)
     _check_reuse(w, pid, a_argv, b_argv)
 
@@ -526,7 +554,7 @@ def test_pid_reuse_behind_a_backlog_never_mixes_argv(watch: Callable[..., Any], 
     """Same, with more than two batches (MAX_BATCH events each) queued between
     A's exec and B's fork: validate_snapshots only sees the batch and what
     peek() drains, so the fork that proves the reuse must still be found."""
-    w: JsonWatcher = watch(as_json=True)
+    w: JsonWatcher = watch("--capture", "async", as_json=True)
     pid, a_argv, b_argv = _pid_reuse(w, reaper, backlog_pairs=3 * MAX_BATCH_EVENTS)
     lost = [ev for ev in w.events if ev["event"] == "lost"]
     assert not lost, f"events lost, the test is void: {lost}"

@@ -717,7 +717,7 @@ class TestUpdate:
         assert proc.argv is None
         assert proc.argv_source is None
         assert proc.exe is None
-        assert proc.comm == "bash"  # nothing better is known
+        assert proc.comm is None  # unknown, never the name it had before the exec
 
     def test_exec_of_an_unknown_gone_process(self, procfs: ProcFS) -> None:
         table = ProcessTable(procfs, seed=False)
@@ -931,7 +931,7 @@ class TestEnricher:
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
         assert infos[1]["cmdline"] is None
         assert infos[1]["missing"] == "gone"
-        assert infos[1]["comm"] == "sh"  # the last name known for this process
+        assert infos[1]["comm"] is None  # unknown: not the name it had before the exec
         assert infos[2]["cmdline"] is None  # not the parent's argv inherited at fork
         assert (enricher.execs, enricher.argv_captured) == (1, 0)
 

@@ -38,6 +38,7 @@ import pytest
 
 import procevents
 from procevents import wire
+from procevents.capture import online_cpus
 from procevents.events import event_mask
 
 STRACE = shutil.which("strace")
@@ -46,6 +47,8 @@ TIMEOUT = 10.0
 LISTEN = wire.PROC_CN_MCAST_LISTEN
 IGNORE = wire.PROC_CN_MCAST_IGNORE
 EXEC_EXIT_MASK = event_mask(frozenset({"exec", "exit"}))
+#: Capture readers the CLI starts by default (one per online CPU).
+CPUS = len(online_cpus())
 
 pytestmark = pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace)")
 
@@ -216,35 +219,51 @@ def describe(items: Sequence[Request | Marker]) -> str:
 
 
 def assert_ignored_once(
-    items: Sequence[Request | Marker], *, mask: int | None = None, ignore_before_marker: bool | None = None
+    items: Sequence[Request | Marker],
+    *,
+    mask: int | None = None,
+    ignore_before_marker: bool | None = None,
+    readers: int = 0,
 ) -> None:
-    """The request sequence rule; ``mask``: the filter LISTEN expected (None: none).
+    """The request sequence rule, for every socket that subscribed.
 
-    ``ignore_before_marker``: True if IGNORE must precede the script's marker
-    (sent by close/with/GC), False if it must follow it (atexit).
+    ``mask``: the filter LISTEN expected on the main socket (None: none).
+    ``readers``: how many capture readers (their own sockets, in forked
+    processes) must have subscribed beside the main socket.
+    ``ignore_before_marker``: True if the main socket's IGNORE must precede
+    the script's marker (sent by close/with/GC), False if it must follow it
+    (atexit).
     """
     requests = [item for item in items if isinstance(item, Request)]
     seen = "requests sent:\n" + describe(items)
     assert requests, seen
-    first = requests[0]
-    assert (first.op, first.mask) == (LISTEN, None), f"first request is not LISTEN (all events)\n{seen}"
-    assert [r for r in requests if r.op == LISTEN and r.mask is None] == [first], seen
-    masked = [r for r in requests if r.op == LISTEN and r.mask is not None]
-    if mask is None:
-        assert not masked, seen
-    else:
-        assert [r.mask for r in masked] == [mask], seen
-        assert requests.index(masked[0]) == 1, seen
-    ignores = [r for r in requests if r.op == IGNORE]
-    assert len(ignores) == 1, f"expected exactly one IGNORE, got {len(ignores)}\n{seen}"
-    assert requests[-1] is ignores[0], f"IGNORE is not the last request\n{seen}"
-    assert len(requests) == 2 + len(masked), seen
-    assert len({(r.pid, r.fd) for r in requests}) == 1, f"requests went to different sockets\n{seen}"
+    sockets: dict[tuple[int, int], list[Request]] = {}
+    for r in requests:
+        sockets.setdefault((r.pid, r.fd), []).append(r)
+    assert len(sockets) == 1 + readers, f"expected {1 + readers} subscribed sockets, got {len(sockets)}\n{seen}"
+    with_mask = [sent for sent in sockets.values() if any(r.mask is not None for r in sent)]
+    assert len(with_mask) == (mask is not None), f"expected a filter on the main socket only\n{seen}"
+    for sent in sockets.values():
+        first = sent[0]
+        assert (first.op, first.mask) == (LISTEN, None), f"first request is not LISTEN (all events)\n{seen}"
+        assert [r for r in sent if r.op == LISTEN and r.mask is None] == [first], seen
+        masked = [r for r in sent if r.op == LISTEN and r.mask is not None]
+        if masked:
+            assert [r.mask for r in masked] == [mask], seen
+            assert sent.index(masked[0]) == 1, seen
+        ignores = [r for r in sent if r.op == IGNORE]
+        assert len(ignores) == 1, f"expected exactly one IGNORE, got {len(ignores)}\n{seen}"
+        assert sent[-1] is ignores[0], f"IGNORE is not the last request\n{seen}"
+        assert len(sent) == 2 + len(masked), seen
     assert all(r.result == r.length for r in requests), f"a request failed or was short\n{seen}"
     if ignore_before_marker is not None:
         markers = [i for i, item in enumerate(items) if isinstance(item, Marker)]
         assert len(markers) == 1, seen
-        where = items.index(ignores[0])
+        # The main socket is the one of the process that wrote the marker.
+        marker = items[markers[0]]
+        mains = [sent for (pid, _fd), sent in sockets.items() if pid == marker.pid]
+        assert len(mains) == 1, seen
+        where = items.index(mains[0][-1])
         if ignore_before_marker:
             assert where < markers[0], f"IGNORE was sent only after the marker\n{seen}"
         else:
@@ -753,7 +772,7 @@ def test_cli_broken_pipe(traced: Start) -> None:
     assert t.out is not None and len(t.out.lines) == 1
     assert rc == 0, t.err.text()
     assert "Traceback" not in t.err.text()
-    assert_ignored_once(t.requests())
+    assert_ignored_once(t.requests(), readers=CPUS)
 
 
 @pytest.mark.parametrize(
@@ -778,7 +797,7 @@ def test_cli_ends_by_itself(traced: Start, tmp_path: Path, args: list[str], mask
         time.sleep(0.05)
     assert t.wait() == 0, t.err.text()
     assert "events received" in t.err.text()
-    assert_ignored_once(t.requests(), mask=mask)
+    assert_ignored_once(t.requests(), mask=mask, readers=0 if "--no-enrich" in args else CPUS)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
@@ -790,7 +809,7 @@ def test_cli_signal(traced: Start, sig: signal.Signals) -> None:
     assert t.wait() == 0, t.err.text()
     assert "Traceback" not in t.err.text()
     assert re.search(r"^procevents: \d+ events received.*, \d+ events lost$", t.err.text(), re.M), t.err.text()
-    assert_ignored_once(t.requests())
+    assert_ignored_once(t.requests(), readers=CPUS)
 
 
 def test_cli_python_m_signal_with_filter(traced: Start) -> None:
@@ -816,7 +835,7 @@ def test_cli_trace_ends(traced: Start, command: list[str], expected: int) -> Non
     t = traced([*_cli(), "trace", "-q", "--", *command], stdout=subprocess.DEVNULL)
     assert t.wait() == expected, t.err.text()
     assert "Traceback" not in t.err.text()
-    assert_ignored_once(t.requests())
+    assert_ignored_once(t.requests(), readers=CPUS)
 
 
 def test_cli_trace_sigterm_is_forwarded(traced: Start) -> None:
@@ -834,7 +853,7 @@ def test_cli_trace_sigterm_is_forwarded(traced: Start) -> None:
     time.sleep(0.2)
     os.kill(tracee, signal.SIGTERM)
     assert t.wait() == 128 + signal.SIGTERM, t.err.text()
-    assert_ignored_once(t.requests())
+    assert_ignored_once(t.requests(), readers=CPUS)
 
 
 def test_cli_trace_unwritable_output(traced: Start, tmp_path: Path) -> None:
@@ -842,7 +861,7 @@ def test_cli_trace_unwritable_output(traced: Start, tmp_path: Path) -> None:
         [*_cli(), "trace", "-o", str(tmp_path / "missing" / "out.txt"), "--", "true"], stdout=subprocess.DEVNULL
     )
     assert t.wait() == 2, t.err.text()
-    assert_ignored_once(t.requests())
+    assert_ignored_once(t.requests(), readers=CPUS)
 
 
 def _comm(pid: int) -> str:

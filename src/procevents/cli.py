@@ -177,11 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     stop = parser.add_argument_group("stopping")
     stop.add_argument("-D", "--duration", metavar="SECONDS", type=_positive_float, help="stop after SECONDS")
     stop.add_argument("-n", "--count", metavar="N", type=_positive_int, help="stop after N events")
-    tune = parser.add_argument_group("tuning")
+    tune = parser.add_argument_group("capture and tuning")
     tune.add_argument(
         "--no-enrich", action="store_true",
         help="no /proc reads: bare kernel events, the fastest stream (no -u/-c/--tree)",
     )
+    _add_capture_options(tune)
     _add_tuning_options(tune)
     tune.add_argument(
         "--no-kernel-filter", action="store_true",
@@ -213,8 +214,46 @@ def _add_output_options(group: argparse._ArgumentGroup) -> None:
 def _add_tuning_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--buffer", metavar="SIZE", type=_size, default=None,
-        help="socket receive buffer to request, e.g. 64M (default 32M; the kernel doubles it)",
+        help="socket receive buffer to request, e.g. 64M (default 64M; the kernel doubles it)",
     )
+
+
+def _add_capture_options(group: argparse._ArgumentGroup, *, threads: bool = True) -> None:
+    group.add_argument(
+        "--capture", choices=("sync", "async"), default="sync",
+        help="sync (default): one realtime reader per CPU reads each exec's argv while the process is "
+        "held, so even a 30 us program is named; async: read /proc after the event, as forkstat does "
+        "(no helper processes; short-lived programs lose their argv)",
+    )
+    group.add_argument(
+        "--env", action="store_true",
+        help="capture each exec's environment (JSON key env, at most 32 KiB per process)",
+    )
+    if threads:
+        group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
+
+
+def _make_capture(args: argparse.Namespace, enrich: bool = True) -> Any:
+    """The per-CPU readers asked for (not started yet), or None."""
+    if not enrich or args.capture != "sync":
+        return None
+    from .capture import ENV_LIMIT, ExecCapture
+
+    return ExecCapture(env_limit=ENV_LIMIT if args.env else 0)
+
+
+def _make_enricher(args: argparse.Namespace, **table_options: Any) -> Enricher:
+    from .capture import ENV_LIMIT
+    from .enrich import Enricher
+
+    capture = _make_capture(args)
+    env_limit = ENV_LIMIT if args.env else 0
+    if table_options:
+        from .procfs import ProcFS
+        from .tree import ProcessTable
+
+        return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit)
+    return Enricher(capture=capture, env_limit=env_limit)
 
 
 def build_trace_parser() -> argparse.ArgumentParser:
@@ -230,7 +269,8 @@ def build_trace_parser() -> argparse.ArgumentParser:
     out.add_argument("--flat", action="store_true", help="one text line per event instead of the tree")
     _add_output_options(out)
     out.add_argument("--slowest", metavar="N", type=int, default=5, help="list the N slowest processes (default 5)")
-    tune = parser.add_argument_group("tuning")
+    tune = parser.add_argument_group("capture and tuning")
+    _add_capture_options(tune)
     _add_tuning_options(tune)
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
@@ -329,13 +369,21 @@ def _run_pipeline(
         def stop() -> bool:
             return stopper.requested or (outer_stop is not None and outer_stop())
 
+    capture = enricher.capture if enricher is not None else None
     try:
         try:
             if stopper is not None:
                 stopper.install()
+            if capture is not None and not capture.started:
+                capture.start()
             if conn.closed:
                 conn.open()
             if not quiet:
+                # "listening" last: it tells a reader of stderr that we are ready.
+                if capture is not None:
+                    _stderr(capture.describe())
+                elif enricher is not None:
+                    _stderr("argv capture: async (--capture async)")
                 _stderr(_describe_subscription(conn))
             try:
                 pipeline.run(duration=duration, stop=stop)
@@ -359,6 +407,8 @@ def _run_pipeline(
             status = 1
     finally:
         conn.close()
+        if capture is not None:
+            capture.close()
         if stopper is not None:
             stopper.uninstall()
         try:
@@ -406,13 +456,12 @@ class _StopOnSignal:
 
 def run_watch(args: argparse.Namespace) -> int:
     from .connector import DEFAULT_RCVBUF, Connector
-    from .enrich import Enricher
-    from .filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter
+    from .filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
     from .pipeline import JsonSink, TextSink, TreeSink
 
     enrich = not args.no_enrich
-    if not enrich and (args.user is not None or args.command is not None or args.tree):
-        raise UsageError("-u, -c and --tree need enrichment; drop --no-enrich")
+    if not enrich and (args.user is not None or args.command is not None or args.tree or args.env):
+        raise UsageError("-u, -c, --tree and --env need enrichment; drop --no-enrich")
     if args.tree and args.json:
         raise UsageError("choose one of --tree and --json")
     # The table and the pid follower need every fork and exit, so with
@@ -423,8 +472,10 @@ def run_watch(args: argparse.Namespace) -> int:
         rcvbuf=args.buffer or DEFAULT_RCVBUF,
         kernel_filter=not args.no_kernel_filter,
     )
-    enricher = Enricher() if enrich else None
+    enricher = _make_enricher(args) if enrich else None
     filters: list[Filter] = []
+    if args.no_threads:
+        filters.append(no_threads)
     roots: set[int] | None = None
     if args.pid:
         roots = set(args.pid)
@@ -514,11 +565,8 @@ def run_trace(args: argparse.Namespace) -> int:
     import time
 
     from .connector import DEFAULT_RCVBUF, Connector, ConnectorError
-    from .enrich import Enricher
-    from .filters import DescendantFilter
+    from .filters import DescendantFilter, no_threads
     from .pipeline import JsonSink, TextSink, TreeSink
-    from .procfs import ProcFS
-    from .tree import ProcessTable
 
     command = list(args.command)
     if command[:1] == ["--"]:
@@ -543,26 +591,36 @@ def run_trace(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     try:
         conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        enricher = _make_enricher(args, seed=False)
+        capture = enricher.capture
         try:
             conn.open()  # subscribe first, so no event of CMD is missed
         except ConnectorError as exc:
             _stderr(f"error: {exc.strerror or exc}")
             return 1
-        enricher = Enricher(ProcessTable(ProcFS(), seed=False))
         try:
+            if capture is not None:
+                capture.start()  # before CMD: every exec of it is read while held
             output = _open_output(args.output)
-        except UsageError:
+        except BaseException:
             conn.close()
+            if capture is not None:
+                capture.close()
             raise
         try:
             child = subprocess.Popen(command)
         except OSError as exc:
             conn.close()
+            if capture is not None:
+                capture.close()
             output.close()
             _stderr(f"error: cannot run {command[0]}: {exc.strerror or exc}")
             return 127 if isinstance(exc, FileNotFoundError) else 126
+        enricher.launched[child.pid] = command
         report = TraceReport(child.pid)
-        follow = DescendantFilter({child.pid})
+        filters: list[Filter] = [DescendantFilter({child.pid})]
+        if args.no_threads:
+            filters.append(no_threads)
         sink: Sink
         if args.json:
             sink = JsonSink(output)
@@ -590,7 +648,7 @@ def run_trace(args: argparse.Namespace) -> int:
                     _stderr(line)
 
         status = _run_pipeline(
-            conn, sink, output, enricher=enricher, filters=[follow], count=None, duration=None,
+            conn, sink, output, enricher=enricher, filters=filters, count=None, duration=None,
             quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False,
         )
         if status:

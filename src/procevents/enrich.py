@@ -9,14 +9,18 @@ what is known (:meth:`Enricher.apply` lists the keys per event type).
 
 from __future__ import annotations
 
+import os
 import pwd
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .events import Event, Exec, Exit, Fork, Lost
 from .procfs import ProcFS
 from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots, same_start
+
+if TYPE_CHECKING:
+    from .capture import ExecCapture
 
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0
@@ -55,6 +59,7 @@ def _supersede(snapshot: ExecSnapshot) -> None:
     snapshot.cwd = None
     snapshot.owner = None
     snapshot.comm = None
+    snapshot.env = None
     snapshot.missing = "superseded"
 
 
@@ -120,10 +125,24 @@ def _start_before(
 class Enricher:
     """Feeds a :class:`ProcessTable` and describes each event's process."""
 
-    def __init__(self, table: ProcessTable | None = None, procfs: ProcFS | None = None) -> None:
+    def __init__(
+        self,
+        table: ProcessTable | None = None,
+        procfs: ProcFS | None = None,
+        *,
+        capture: ExecCapture | None = None,
+        env_limit: int = 0,
+    ) -> None:
         self.procfs = procfs or (table.procfs if table is not None else ProcFS())
         self.table = table or ProcessTable(self.procfs)
         self.users = Users()
+        #: Per-CPU readers that read each exec while it is held (None: async).
+        self.capture = capture
+        #: Read the environment of each exec, up to this many bytes (0: no).
+        self.env_limit = env_limit
+        #: pid -> the argv we started it with (``trace``): the truth for its
+        #: first exec should no reader have it.
+        self.launched: dict[int, list[str]] = {}
         #: Exec events seen / those whose argv was captured.
         self.execs = 0
         self.argv_captured = 0
@@ -142,14 +161,38 @@ class Enricher:
         exec_indexes = [i for i, event in enumerate(batch) if type(event) is Exec]
         if not exec_indexes:
             return {}
-        newest_first = exec_indexes[::-1]
-        snapshots = read_exec_snapshots(self.procfs, [batch[i].tgid for i in newest_first], self.table.boot_offset_ns)
-        snapshots.reverse()
-        later, complete = drain_more()
-        validate_snapshots(
-            batch, exec_indexes, snapshots, later, complete=complete, known_start=self._known_start
-        )
-        return dict(zip(exec_indexes, snapshots, strict=True))
+        found: dict[int, ExecSnapshot] = {}
+        capture = self.capture
+        if capture is not None:
+            for i in exec_indexes:
+                snapshot = capture.take(batch[i])  # type: ignore[arg-type]
+                if snapshot is not None:
+                    found[i] = snapshot
+        # Execs no reader had: read now, newest first (the oldest ones are
+        # the likeliest to be gone already).
+        newest_first = [i for i in reversed(exec_indexes) if i not in found]
+        if newest_first:
+            snapshots = read_exec_snapshots(
+                self.procfs, [batch[i].tgid for i in newest_first], self.table.boot_offset_ns, self.env_limit
+            )
+            found.update(zip(newest_first, snapshots, strict=True))
+        if self.launched:
+            self._use_launched(batch, exec_indexes, found)
+        # A snapshot read after its process was released may describe another.
+        unheld = [i for i in exec_indexes if not found[i].held]
+        if unheld:
+            later, complete = drain_more()
+            validate_snapshots(
+                batch, unheld, [found[i] for i in unheld], later, complete=complete, known_start=self._known_start
+            )
+        return found
+
+    def _use_launched(self, batch: Sequence[Event], exec_indexes: list[int], found: dict[int, ExecSnapshot]) -> None:
+        for i in exec_indexes:
+            argv = self.launched.pop(batch[i].tgid, None)
+            if argv is not None and found[i].argv is None:
+                comm = os.path.basename(argv[0])[:15] if argv else None
+                found[i] = ExecSnapshot(list(argv), comm, None, None, None, held=True)
 
     def _known_start(self, pid: int) -> int | None:
         proc = self.table.get(pid)
@@ -208,11 +251,21 @@ class Enricher:
             }
             if captured:
                 self.argv_captured += 1
+                if snapshot.argv_truncated:  # type: ignore[union-attr]
+                    info["cmdline_truncated"] = True
             elif snapshot is not None and snapshot.missing:
                 info["missing"] = snapshot.missing
+            if self.env_limit:
+                info["env"] = None if snapshot is None else snapshot.env
+                if snapshot is not None and snapshot.env_truncated:
+                    info["env_truncated"] = True
         elif cls is Exit:
             assert isinstance(event, Exit)
-            start = proc.start_ns
+            if event.process_pid != event.process_tgid:
+                # A thread: its own lifetime, not its process's.
+                start = self.table.thread_starts.pop(event.process_pid, None)
+            else:
+                start = proc.start_ns
             info = {
                 "comm": proc.comm,
                 "cmdline": proc.argv,
@@ -221,6 +274,10 @@ class Enricher:
                 "uid": proc.ruid,
                 "user": self.users.name(proc.ruid),
             }
+            if event.process_pid != event.process_tgid:
+                info["thread"] = True
         else:
             info = {"comm": proc.comm, "ppid": proc.ppid}
+            if cls is Fork and event.is_thread:
+                info["thread"] = True
         return proc, info

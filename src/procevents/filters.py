@@ -89,3 +89,8 @@ class CommandFilter:
         if proc.exe is not None and search(proc.exe):
             return True
         return bool(proc.argv) and search(proc.argv[0]) is not None  # type: ignore[index]
+
+
+def no_threads(event: Event, proc: Proc | None = None) -> bool:
+    """``--no-threads``: drop events about a thread other than its process's leader."""
+    return not event.is_thread

@@ -293,3 +293,79 @@ class ProcFS:
     def boottime_offset_ns(self) -> int:
         """CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended)."""
         return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+
+
+@dataclass(slots=True)
+class RawExec:
+    """What an exec's /proc directory held, undecoded: the capture readers'
+    unit, as little work as possible while the process is held."""
+
+    missing: Unavailable | None
+    cmdline: bytes = b""
+    stat: bytes = b""
+    exe: bytes = b""
+    cwd: bytes = b""
+    owner: tuple[int, int] | None = None
+    environ: bytes | None = None
+    argv_truncated: bool = False
+    env_truncated: bool = False
+
+
+def _read_bounded(name: bytes, dir_fd: int, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of a file; also whether there was more."""
+    fd = os.open(name, _O_RDONLY, dir_fd=dir_fd)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(fd, min(_BUFSIZE, limit - size))
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
+            size += len(chunk)
+            if len(chunk) < 4096:
+                return b"".join(chunks), False
+        return b"".join(chunks), bool(os.read(fd, 1))
+    finally:
+        os.close(fd)
+
+
+def read_exec_raw(pid: int, *, argv_limit: int, env_limit: int = 0, root: str = "/proc") -> RawExec:
+    """argv first, then stat, exe, cwd, owner (and environ), pinned to ``pid``
+    by its directory so that every read is of the same process.  A read that
+    fails after the argv leaves its field empty."""
+    try:
+        dir_fd = os.open(f"{root}/{pid}", _O_DIR)
+    except OSError as exc:
+        return RawExec(_classify(exc))
+    try:
+        try:
+            cmdline, argv_truncated = _read_bounded(b"cmdline", dir_fd, argv_limit)
+        except OSError as exc:
+            return RawExec(_classify(exc))
+        raw = RawExec(None if cmdline else EMPTY, cmdline, argv_truncated=argv_truncated)
+        try:
+            raw.stat = _read_bounded(b"stat", dir_fd, 4096)[0]
+        except OSError:
+            pass
+        try:
+            raw.exe = os.readlink(b"exe", dir_fd=dir_fd)
+        except OSError:
+            pass
+        try:
+            raw.cwd = os.readlink(b"cwd", dir_fd=dir_fd)
+        except OSError:
+            pass
+        try:
+            st = os.fstat(dir_fd)
+            raw.owner = (st.st_uid, st.st_gid)
+        except OSError:
+            pass
+        if env_limit:
+            try:
+                raw.environ, raw.env_truncated = _read_bounded(b"environ", dir_fd, env_limit)
+            except OSError:
+                pass
+        return raw
+    finally:
+        os.close(dir_fd)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
-from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable
+from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
 
 #: Beyond this many tracked processes the oldest entries are forgotten.
 MAX_TRACKED = 1 << 18
@@ -57,6 +57,13 @@ class ExecSnapshot:
     #: Why argv is None: "gone" (exited first), "superseded" (the pid
     #: exec'd again or was reused before the read), "denied", or None.
     missing: str | None = None
+    #: The environment (``--env``), as "KEY=VALUE" strings; None if not read.
+    env: list[str] | None = None
+    argv_truncated: bool = False
+    env_truncated: bool = False
+    #: Read while the exec'ing process was held by a realtime reader on its
+    #: CPU: it cannot describe another program (no pid-reuse check needed).
+    held: bool = False
 
 
 class ProcessTable:
@@ -65,6 +72,9 @@ class ProcessTable:
     def __init__(self, procfs: ProcFS | None = None, *, seed: bool = True) -> None:
         self.procfs = procfs or ProcFS()
         self.procs: dict[int, Proc] = {}
+        #: tid -> start (CLOCK_MONOTONIC ns) of threads seen created; the
+        #: enricher takes an entry at the thread's exit.
+        self.thread_starts: dict[int, int] = {}
         self.boot_offset_ns = self.procfs.boottime_offset_ns()
         if seed:
             self.seed()
@@ -157,6 +167,10 @@ class ProcessTable:
         if cls is Fork:
             assert isinstance(event, Fork)
             if event.child_pid != event.child_tgid:
+                starts = self.thread_starts
+                if len(starts) >= MAX_TRACKED:
+                    del starts[next(iter(starts))]
+                starts[event.child_pid] = event.timestamp_ns
                 return self._lookup(event.child_tgid)
             parent = self._lookup(event.parent_tgid)
             child = Proc(pid=event.child_tgid, ppid=event.parent_tgid, start_ns=event.timestamp_ns)
@@ -183,16 +197,20 @@ class ProcessTable:
                 proc = Proc(pid=event.tgid, ppid=0)
                 self._add(proc)
             proc.execs += 1
-            if snapshot is not None:
-                proc.argv = snapshot.argv
-                proc.argv_source = "exec" if snapshot.argv is not None else None
-                if snapshot.comm is not None:
-                    proc.comm = snapshot.comm
-                proc.exe = snapshot.exe
-                if snapshot.cwd is not None:
-                    proc.cwd = snapshot.cwd
-                if snapshot.owner is not None:
-                    proc.euid, proc.egid = snapshot.owner
+            # What the process was before the exec no longer describes it:
+            # a name or argv that could not be read is unknown, never the old one.
+            if snapshot is None:
+                proc.argv = proc.comm = proc.exe = None
+                proc.argv_source = None
+                return proc
+            proc.argv = snapshot.argv
+            proc.argv_source = "exec" if snapshot.argv is not None else None
+            proc.comm = snapshot.comm
+            proc.exe = snapshot.exe
+            if snapshot.cwd is not None:
+                proc.cwd = snapshot.cwd
+            if snapshot.owner is not None:
+                proc.euid, proc.egid = snapshot.owner
             return proc
         proc = self._lookup(event.tgid)
         if proc is None or event.pid != event.tgid:
@@ -245,7 +263,7 @@ def same_start(a: int | None, b: int | None) -> bool:
 
 
 def read_exec_snapshots(
-    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None
+    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0
 ) -> list[ExecSnapshot]:
     """Read argv first for every pid (in the order given), then the rest.
 
@@ -270,6 +288,7 @@ def read_exec_snapshots(
             exe: str | Unavailable
             cwd: str | Unavailable
             owner: tuple[int, int] | Unavailable
+            environ: bytes | Unavailable = Unavailable.GONE
             if argv is Unavailable.EMPTY:
                 # A zombie: its comm (the exec'd program's) is all that is left.
                 exe = cwd = owner = Unavailable.GONE
@@ -277,6 +296,8 @@ def read_exec_snapshots(
                 exe = handle.exe()
                 cwd = handle.cwd()
                 owner = handle.owner()
+                if env_limit:
+                    environ = handle.read("environ")
         comm = start_ns = None
         if isinstance(stat, Stat):
             comm = stat.comm
@@ -284,6 +305,10 @@ def read_exec_snapshots(
         missing = None
         if not isinstance(argv, list):
             missing = "gone" if argv is not Unavailable.DENIED else "denied"
+        env = None
+        if isinstance(environ, bytes):
+            parsed = parse_cmdline(environ[:env_limit])
+            env = parsed if isinstance(parsed, list) else []
         snapshots.append(
             ExecSnapshot(
                 argv if isinstance(argv, list) else None,
@@ -293,6 +318,8 @@ def read_exec_snapshots(
                 owner if isinstance(owner, tuple) else None,
                 start_ns,
                 missing,
+                env=env,
+                env_truncated=isinstance(environ, bytes) and len(environ) > env_limit,
             )
         )
     return snapshots

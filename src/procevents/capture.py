@@ -1,0 +1,612 @@
+"""Synchronous exec capture: one exec-only reader per CPU, pinned, realtime.
+
+The kernel sends an EXEC event from the exec'ing task itself, after its new
+memory is installed and before it returns to user space.  A reader woken on
+that same CPU at SCHED_FIFO priority preempts the task right there, and so
+reads its argv (and name, start time, exe, cwd) while it is held, however
+short its life.  A classic BPF socket filter gives each reader exactly its
+own CPU's execs, so no reader is woken for nothing.
+
+Readers are forked processes, not threads: a thread would first have to take
+the GIL, and meanwhile the held process runs on.  Each reader has its own
+connector socket, so it sends its own LISTEN and IGNORE; it sends IGNORE on
+every way out, and ends by itself when the process that started it goes
+away (its lifeline pipe closes), even after a kill -9.
+
+Each result is framed on a pipe to the main process and joined to the EXEC
+event of the main stream exactly, by (cpu, seq): the kernel numbers one
+datagram per event and every listener gets the same numbers.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import gc
+import os
+import select
+import signal
+import socket
+import struct
+import time
+from typing import Final
+
+from . import wire
+from .events import Exec
+from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cmdline, parse_stat, read_exec_raw
+from .tree import ExecSnapshot
+
+#: SCHED_FIFO priority of the readers: above every normal task, far below
+#: the kernel's own realtime threads.
+DEFAULT_PRIORITY: Final = 10
+#: argv beyond this is cut (and marked so): bounded work per event.
+ARGV_LIMIT: Final = 256 * 1024
+#: Default bound on a captured environment (``--env``).
+ENV_LIMIT: Final = 32 * 1024
+#: How long the main process waits for a capture its reader has not sent yet.
+WAIT_SECONDS: Final = 0.25
+#: Captures kept for events the main stream has not shown yet, per CPU.
+MAX_PENDING: Final = 65536
+
+_SO_ATTACH_FILTER: Final = 26
+_READER_RCVBUF: Final = 8 * 1024 * 1024
+_PIPE_SIZE: Final = 1024 * 1024
+_F_SETPIPE_SZ: Final = 1031
+_U32: Final = 0xFFFFFFFF
+
+# Frame kinds on a reader's pipe.
+_CAPTURE: Final = 0
+_READY: Final = 1
+_FAILED: Final = 2
+_FLAG_REALTIME: Final = 1  # on _READY
+_FLAG_ARGV_CUT: Final = 1
+_FLAG_ENV: Final = 2
+_FLAG_ENV_CUT: Final = 4
+_FLAG_OWNER: Final = 8
+_MISSING_CODES: Final = {None: 0, GONE: 1, Unavailable.DENIED: 2, EMPTY: 3}
+_MISSING_NAMES: Final = (None, "gone", "denied", "gone")  # a zombie has exited
+# length, kind, missing, flags, cpu, seq, pid, euid, egid,
+# then the lengths of cmdline, stat, exe, cwd, environ.
+_FRAME: Final = struct.Struct("<IBBHIIiIIIHHHI")
+
+# Fields of an event datagram the reader needs (offsets: kernel-interface.md).
+_SEQ_OFFSET: Final = 24
+_TGID_OFFSET: Final = 56
+_U32_AT: Final = struct.Struct("<I")
+_I32_AT: Final = struct.Struct("<i")
+_READER_SIGNALS: Final = tuple(
+    sig
+    for sig in (
+        signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
+        signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF,
+    )
+)
+
+
+def exec_filter(cpu: int) -> bytes:
+    """Classic BPF: accept EXEC events generated on ``cpu``, and acks.
+
+    BPF_LD|BPF_W|BPF_ABS loads in network byte order, so the little-endian
+    fields are compared byte-swapped."""
+
+    def swapped(value: int) -> int:
+        return int.from_bytes(value.to_bytes(4, "little"), "big")
+
+    ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
+    program = [
+        (ld_w_abs, 0, 0, 36),  # what
+        (jeq_k, 2, 0, swapped(0x00000002)),  # EXEC -> check the cpu
+        (jeq_k, 3, 0, 0),  # NONE (an ack) -> accept
+        (ret_k, 0, 0, 0),  # anything else: drop
+        (ld_w_abs, 0, 0, 40),  # cpu
+        (jeq_k, 0, 1, swapped(cpu)),
+        (ret_k, 0, 0, 0xFFFF),  # accept the whole datagram
+        (ret_k, 0, 0, 0),
+    ]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
+def _attach_filter(sock: socket.socket, program: bytes) -> None:
+    # struct sock_fprog {unsigned short len; struct sock_filter *filter;}:
+    # the kernel copies the program during the call.
+    code = array.array("B", program)
+    address, _ = code.buffer_info()
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("@HP", len(program) // 8, address))
+
+
+def encode_frame(kind: int, cpu: int, seq: int, pid: int, raw: RawExec | None = None, *, flags: int = 0) -> bytes:
+    """One reader -> main frame (pure)."""
+    if raw is None:
+        return _FRAME.pack(_FRAME.size, kind, 0, flags, cpu, seq, pid, 0, 0, 0, 0, 0, 0, 0)
+    environ = raw.environ
+    if raw.argv_truncated:
+        flags |= _FLAG_ARGV_CUT
+    if environ is not None:
+        flags |= _FLAG_ENV
+        if raw.env_truncated:
+            flags |= _FLAG_ENV_CUT
+    euid = egid = 0
+    if raw.owner is not None:
+        flags |= _FLAG_OWNER
+        euid, egid = raw.owner
+    env = environ or b""
+    size = _FRAME.size + len(raw.cmdline) + len(raw.stat) + len(raw.exe) + len(raw.cwd) + len(env)
+    head = _FRAME.pack(
+        size, kind, _MISSING_CODES[raw.missing], flags, cpu, seq, pid, euid, egid,
+        len(raw.cmdline), len(raw.stat), len(raw.exe), len(raw.cwd), len(env),
+    )
+    return b"".join((head, raw.cmdline, raw.stat, raw.exe, raw.cwd, env))
+
+
+class Frame:
+    """A decoded frame; ``snapshot()`` turns a capture into an ExecSnapshot."""
+
+    __slots__ = ("cmdline", "cpu", "cwd", "environ", "exe", "flags", "kind", "missing", "owner", "pid", "seq", "stat")
+
+    def __init__(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
+        (_size, self.kind, missing, self.flags, self.cpu, self.seq, self.pid, euid, egid,
+         n_cmd, n_stat, n_exe, n_cwd, n_env) = _FRAME.unpack_from(data, offset)
+        self.missing = _MISSING_NAMES[missing] if missing < len(_MISSING_NAMES) else "gone"
+        self.owner = (euid, egid) if self.flags & _FLAG_OWNER else None
+        at = offset + _FRAME.size
+        self.cmdline = bytes(data[at : at + n_cmd])
+        at += n_cmd
+        self.stat = bytes(data[at : at + n_stat])
+        at += n_stat
+        self.exe = bytes(data[at : at + n_exe])
+        at += n_exe
+        self.cwd = bytes(data[at : at + n_cwd])
+        at += n_cwd
+        self.environ = bytes(data[at : at + n_env]) if self.flags & _FLAG_ENV else None
+
+    def snapshot(self, boot_offset_ns: int) -> ExecSnapshot:
+        argv = parse_cmdline(self.cmdline) if self.cmdline else None
+        comm = start_ns = None
+        if self.stat:
+            try:
+                stat = parse_stat(self.stat)
+            except (ValueError, IndexError):
+                pass
+            else:
+                comm = stat.comm
+                start_ns = stat.start_boottime_ns - boot_offset_ns
+        env = None
+        if self.environ is not None:
+            parsed = parse_cmdline(self.environ)
+            env = parsed if isinstance(parsed, list) else []
+        return ExecSnapshot(
+            argv=argv if isinstance(argv, list) else None,
+            comm=comm,
+            exe=os.fsdecode(self.exe) if self.exe else None,
+            cwd=os.fsdecode(self.cwd) if self.cwd else None,
+            owner=self.owner,
+            start_ns=start_ns,
+            missing=None if isinstance(argv, list) else (self.missing or "gone"),
+            env=env,
+            argv_truncated=bool(self.flags & _FLAG_ARGV_CUT),
+            env_truncated=bool(self.flags & _FLAG_ENV_CUT),
+            held=True,
+        )
+
+
+def split_frames(buffer: bytearray) -> list[Frame]:
+    """Complete frames at the front of ``buffer`` (removed from it)."""
+    frames = []
+    at = 0
+    size = len(buffer)
+    while size - at >= _FRAME.size:
+        length = _U32_AT.unpack_from(buffer, at)[0]
+        if size - at < length:
+            break
+        frames.append(Frame(buffer, at))
+        at += length
+    if at:
+        del buffer[:at]
+    return frames
+
+
+def seq_after(a: int, b: int) -> bool:
+    """Is per-CPU sequence number ``a`` later than ``b`` (u32, wrapping)?"""
+    return 0 < ((a - b) & _U32) < 0x80000000
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    raise _Stop
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_limit: int) -> None:
+    """Body of one reader process: never returns normally (the caller _exits)."""
+    for sig in _READER_SIGNALS:
+        signal.signal(sig, _raise_stop)
+    # Terminal signals are for the main process, which then stops us
+    # through the lifeline; SIGPIPE becomes EPIPE.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    flags = 0
+    sock: socket.socket | None = None
+    subscribed = False
+    try:
+        os.sched_setaffinity(0, {cpu})
+        if priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+                flags |= _FLAG_REALTIME
+            except OSError:
+                pass  # no CAP_SYS_NICE or RLIMIT_RTPRIO: pinned at normal priority
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, 33, _READER_RCVBUF)  # SO_RCVBUFFORCE
+        except OSError:
+            pass
+        try:
+            sock.setsockopt(270, 5, 1)  # SOL_NETLINK, NETLINK_NO_ENOBUFS
+        except OSError:
+            pass
+        _attach_filter(sock, exec_filter(cpu))
+        sock.bind((0, wire.CN_IDX_PROC))
+        ack_seq = (os.getpid() << 8 | cpu) & 0x7FFFFFFF
+        sock.send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=ack_seq, ack=ack_seq))
+        subscribed = True
+        _await_ack(sock, (ack_seq + 1) & _U32, lifeline_fd)
+        _write_all(out_fd, encode_frame(_READY, cpu, 0, os.getpid(), flags=flags))
+        _read_execs(sock, cpu, out_fd, lifeline_fd, env_limit)
+    except _Stop:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            message = f"cpu {cpu}: {exc.strerror or exc}".encode()
+            try:
+                _write_all(out_fd, encode_frame(_FAILED, cpu, 0, os.getpid(), RawExec(None, message)))
+            except OSError:
+                pass
+    finally:
+        # Exactly one IGNORE for our one LISTEN, whatever ended the loop.
+        for sig in _READER_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        if sock is not None:
+            if subscribed:
+                try:
+                    sock.send(wire.encode_request(wire.PROC_CN_MCAST_IGNORE))
+                except OSError:
+                    pass
+            sock.close()
+
+
+def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
+    deadline = time.monotonic() + 2.0
+    buf = bytearray(wire.EVENT_SIZE * 4)
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OSError(errno.ETIMEDOUT, "no ack from the proc connector")
+        ready, _, _ = select.select([sock.fileno(), lifeline_fd], [], [], left)
+        if lifeline_fd in ready:
+            raise _Stop
+        if ready:
+            size = sock.recv_into(buf)
+            is_ack = size >= wire.EVENT_SIZE and _U32_AT.unpack_from(buf, 36)[0] == 0
+            if is_ack and _U32_AT.unpack_from(buf, 28)[0] == want_ack:
+                err = _U32_AT.unpack_from(buf, 52)[0]
+                if err:
+                    raise OSError(err, os.strerror(err))
+                return
+
+
+def _read_execs(sock: socket.socket, cpu: int, out_fd: int, lifeline_fd: int, env_limit: int) -> None:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    poller.register(lifeline_fd, select.POLLIN)
+    sock.setblocking(False)
+    recv_into = sock.recv_into
+    buf = bytearray(16384)
+    seq_at = _U32_AT.unpack_from
+    tgid_at = _I32_AT.unpack_from
+    read = read_exec_raw
+    while True:
+        for fd, _mask in poller.poll():
+            if fd == lifeline_fd:
+                return  # the main process closed it or is gone
+        while True:
+            try:
+                size = recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    continue
+                raise
+            if size < wire.EVENT_SIZE or seq_at(buf, 36)[0] != 2:
+                continue  # an ack: nothing to read
+            tgid = tgid_at(buf, _TGID_OFFSET)[0]
+            raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit)
+            _write_all(out_fd, encode_frame(_CAPTURE, cpu, seq_at(buf, _SEQ_OFFSET)[0], tgid, raw))
+
+
+def online_cpus() -> list[int]:
+    """CPUs that can run tasks, hence generate events."""
+    try:
+        with open("/sys/devices/system/cpu/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+    cpus: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+class _Reader:
+    __slots__ = ("buffer", "cpu", "done_seq", "fd", "pending", "pid")
+
+    def __init__(self, cpu: int, pid: int, fd: int) -> None:
+        self.cpu = cpu
+        self.pid = pid
+        self.fd = fd
+        self.buffer = bytearray()
+        #: seq -> capture, in the order read (seq order).
+        self.pending: dict[int, Frame] = {}
+        #: seq of the newest capture read; None before the first.
+        self.done_seq: int | None = None
+
+
+class ExecCapture:
+    """The per-CPU readers, seen from the main process.
+
+    ``start()`` forks them and waits until each one is subscribed;
+    ``take(exec_event)`` returns that exec's snapshot (or None when no
+    reader has it); ``close()`` stops them and waits for them.
+    """
+
+    def __init__(
+        self, *, priority: int = DEFAULT_PRIORITY, env_limit: int = 0, cpus: list[int] | None = None,
+        wait: float = WAIT_SECONDS, boot_offset_ns: int | None = None,
+    ) -> None:
+        self.priority = priority
+        self.env_limit = env_limit
+        self.wanted_cpus = online_cpus() if cpus is None else list(cpus)
+        self.wait = wait
+        if boot_offset_ns is None:
+            boot_offset_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+        self.boot_offset_ns = boot_offset_ns
+        self.readers: dict[int, _Reader] = {}
+        #: True when every reader runs at SCHED_FIFO (the process is held).
+        self.realtime = False
+        #: Why some or all readers are missing or not realtime ("" if none).
+        self.problems: list[str] = []
+        self.captured = 0
+        self.missed = 0
+        self._lifeline: int | None = None
+        self._closed = False
+        self._owner = os.getpid()
+
+    # -- lifecycle -----------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._lifeline is not None or self._closed
+
+    def start(self, timeout: float = 3.0) -> ExecCapture:
+        """Fork the readers and wait until each is subscribed (at most once)."""
+        if self.started:
+            return self
+        lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
+        self._lifeline = lifeline_w
+        realtime_all = True
+        try:
+            for cpu in self.wanted_cpus:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                try:
+                    import fcntl
+
+                    fcntl.fcntl(out_r, _F_SETPIPE_SZ, _PIPE_SIZE)
+                except OSError:
+                    pass
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover - the reader process
+                    status = 0
+                    try:
+                        # A collection would touch, and so copy, every inherited page.
+                        gc.disable()
+                        keep = sorted((out_w, lifeline_r))
+                        os.closerange(3, keep[0])
+                        os.closerange(keep[0] + 1, keep[1])
+                        os.closerange(keep[1] + 1, 1 << 20)
+                        _reader_main(cpu, out_w, lifeline_r, self.priority, self.env_limit)
+                    except BaseException:
+                        status = 1
+                    finally:
+                        os._exit(status)
+                os.close(out_w)
+                os.set_blocking(out_r, False)
+                self.readers[cpu] = _Reader(cpu, pid, out_r)
+        finally:
+            os.close(lifeline_r)
+        # Wait for every reader's READY (or FAILED) frame.
+        deadline = time.monotonic() + timeout
+        waiting = dict(self.readers)
+        while waiting:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([r.fd for r in waiting.values()], [], [], max(0.0, left))
+            if not ready:
+                break
+            for reader in [r for r in waiting.values() if r.fd in ready]:
+                for frame in self._read(reader):
+                    if frame.kind == _READY:
+                        waiting.pop(reader.cpu, None)
+                        realtime_all = realtime_all and bool(frame.flags & _FLAG_REALTIME)
+                    elif frame.kind == _FAILED:
+                        waiting.pop(reader.cpu, None)
+                        self.problems.append(frame.cmdline.decode("utf-8", "replace"))
+                        self._drop(reader)
+                if reader.fd < 0:
+                    waiting.pop(reader.cpu, None)
+        for reader in waiting.values():
+            self.problems.append(f"cpu {reader.cpu}: reader not ready in {timeout:g} s")
+            self._drop(reader)
+        self.realtime = bool(self.readers) and realtime_all
+        if self.readers and not realtime_all:
+            self.problems.append("no CAP_SYS_NICE or RLIMIT_RTPRIO: readers at normal priority")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return bool(self.readers)
+
+    def describe(self) -> str:
+        """For the startup notice."""
+        if not self.readers:
+            return "argv capture: async (" + ("; ".join(self.problems) or "no reader") + ")"
+        cpus = sorted(self.readers)
+        how = "realtime" if self.realtime else "normal-priority"
+        text = f"argv capture: sync, {len(cpus)} {how} reader{'s' if len(cpus) != 1 else ''} on cpu {_ranges(cpus)}"
+        if self.problems:
+            text += " (" + "; ".join(self.problems) + ")"
+        return text
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every reader (they send IGNORE) and reap it."""
+        if os.getpid() != self._owner:
+            return  # a forked child must not stop its parent's readers
+        self._closed = True
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        readers = list(self.readers.values())
+        self.readers.clear()
+        for reader in readers:
+            _close_fd(reader)
+        deadline = time.monotonic() + timeout
+        for reader in readers:
+            _reap(reader.pid, deadline)
+
+    def __enter__(self) -> ExecCapture:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- joining ---------------------------------------------------------
+
+    def take(self, event: Exec) -> ExecSnapshot | None:
+        """The snapshot of exactly this exec, waiting briefly for its reader."""
+        reader = self.readers.get(event.cpu)
+        if reader is None:
+            return None
+        seq = event.seq
+        frame = reader.pending.pop(seq, None)
+        if frame is None:
+            deadline = 0.0
+            while True:
+                self._collect(reader)
+                frame = reader.pending.pop(seq, None)
+                if frame is not None or reader.fd < 0:
+                    break
+                if reader.done_seq is not None and seq_after(reader.done_seq, seq):
+                    break  # the reader is past it: it never saw this exec
+                now = time.monotonic()
+                if not deadline:
+                    deadline = now + self.wait
+                elif now >= deadline:
+                    break
+                select.select([reader.fd], [], [], deadline - now)
+        self._forget_before(reader, seq)
+        if frame is None:
+            self.missed += 1
+            return None
+        self.captured += 1
+        snapshot = frame.snapshot(self.boot_offset_ns)
+        snapshot.held = self.realtime
+        return snapshot
+
+    def _forget_before(self, reader: _Reader, seq: int) -> None:
+        # Captures of execs the main stream never showed (it lost them).
+        pending = reader.pending
+        while pending:
+            oldest = next(iter(pending))
+            if not seq_after(seq, oldest):
+                break
+            del pending[oldest]
+
+    def _collect(self, reader: _Reader) -> None:
+        for frame in self._read(reader):
+            if frame.kind != _CAPTURE:
+                continue
+            reader.pending[frame.seq] = frame
+            reader.done_seq = frame.seq
+            if len(reader.pending) > MAX_PENDING:
+                del reader.pending[next(iter(reader.pending))]
+
+    def _read(self, reader: _Reader) -> list[Frame]:
+        if reader.fd < 0:
+            return []
+        while True:
+            try:
+                chunk = os.read(reader.fd, _PIPE_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:  # the reader ended
+                _close_fd(reader)
+                break
+            reader.buffer += chunk
+        return split_frames(reader.buffer)
+
+    def _drop(self, reader: _Reader) -> None:
+        self.readers.pop(reader.cpu, None)
+        _close_fd(reader)
+        _reap(reader.pid, time.monotonic() + 2.0)
+
+
+def _close_fd(reader: _Reader) -> None:
+    if reader.fd >= 0:
+        os.close(reader.fd)
+        reader.fd = -1
+
+
+def _reap(pid: int, deadline: float) -> None:
+    """Wait for a reader; SIGTERM (it still sends IGNORE) if it lingers."""
+    termed = False
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            if termed:
+                return
+            termed = True
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + 1.0
+        time.sleep(0.002)
+
+
+def _ranges(numbers: list[int]) -> str:
+    parts = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(parts)
