@@ -218,17 +218,18 @@ def _add_tuning_options(group: argparse._ArgumentGroup) -> None:
     )
 
 
-def _add_capture_options(group: argparse._ArgumentGroup, *, threads: bool = True) -> None:
+def _add_capture_options(group: argparse._ArgumentGroup, *, env: bool = True, threads: bool = True) -> None:
     group.add_argument(
         "--capture", choices=("sync", "async"), default="sync",
         help="sync (default): one realtime reader per CPU reads each exec's argv while the process is "
         "held, so even a 30 us program is named; async: read /proc after the event, as forkstat does "
         "(no helper processes; short-lived programs lose their argv)",
     )
-    group.add_argument(
-        "--env", action="store_true",
-        help="capture each exec's environment (JSON key env, at most 32 KiB per process)",
-    )
+    if env:
+        group.add_argument(
+            "--env", action="store_true",
+            help="capture each exec's environment (JSON key env, at most 32 KiB per process)",
+        )
     if threads:
         group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
 
@@ -239,7 +240,7 @@ def _make_capture(args: argparse.Namespace, enrich: bool = True) -> Any:
         return None
     from .capture import ENV_LIMIT, ExecCapture
 
-    return ExecCapture(env_limit=ENV_LIMIT if args.env else 0)
+    return ExecCapture(env_limit=ENV_LIMIT if getattr(args, "env", False) else 0)
 
 
 def _make_enricher(args: argparse.Namespace, **table_options: Any) -> Enricher:
@@ -247,7 +248,7 @@ def _make_enricher(args: argparse.Namespace, **table_options: Any) -> Enricher:
     from .enrich import Enricher
 
     capture = _make_capture(args)
-    env_limit = ENV_LIMIT if args.env else 0
+    env_limit = ENV_LIMIT if getattr(args, "env", False) else 0
     if table_options:
         from .procfs import ProcFS
         from .tree import ProcessTable

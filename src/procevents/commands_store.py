@@ -21,9 +21,11 @@ from .cli import (
     EVENT_TYPES_HELP,
     PROG,
     UsageError,
+    _add_capture_options,
     _add_output_options,
     _add_tuning_options,
     _event_list,
+    _make_enricher,
     _open_output,
     _Parser,
     _pid,
@@ -279,7 +281,8 @@ def build_record_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-D", "--duration", metavar="SECONDS", type=_positive_float, help="stop after SECONDS")
     parser.add_argument("-q", "--quiet", action="store_true", help="no startup notice or summary on stderr")
-    group = parser.add_argument_group("metrics and tuning")
+    group = parser.add_argument_group("capture, metrics and tuning")
+    _add_capture_options(group, threads=False)
     _add_metrics_option(group)
     _add_tuning_options(group)
     return parser
@@ -313,7 +316,6 @@ class _StoreOutput:
 def run_record(args: argparse.Namespace) -> int:
     from . import __version__
     from .connector import DEFAULT_RCVBUF, Connector
-    from .enrich import Enricher
     from .filters import DescendantFilter
     from .store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
 
@@ -328,7 +330,7 @@ def run_record(args: argparse.Namespace) -> int:
         if args.retain is not None:
             writer.prune()
         conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
-        enricher = Enricher()
+        enricher = _make_enricher(args)
         filters: list[Filter] = []
         if roots is not None:
             filters.append(DescendantFilter(enricher.table.descendants(roots)))
@@ -824,7 +826,8 @@ def build_top_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-D", "--duration", metavar="SECONDS", type=_positive_float, help="stop after SECONDS")
     parser.add_argument("-q", "--quiet", action="store_true", help="no startup notice or summary on stderr")
-    tune = parser.add_argument_group("tuning")
+    tune = parser.add_argument_group("capture and tuning")
+    _add_capture_options(tune, env=False, threads=False)
     _add_tuning_options(tune)
     return parser
 
@@ -843,14 +846,13 @@ def run_top(args: argparse.Namespace) -> int:
         return 1
 
     from .connector import DEFAULT_RCVBUF, Connector
-    from .enrich import Enricher
     from .filters import DescendantFilter
     from .pipeline import Output
     from .top import TopModel, render
 
     roots = _check_pids(args.pid)
     conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
-    enricher = Enricher()
+    enricher = _make_enricher(args)
     filters: list[Filter] = []
     if roots is not None:
         filters.append(DescendantFilter(enricher.table.descendants(roots)))
