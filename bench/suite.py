@@ -1,17 +1,27 @@
 #!/usr/bin/env python3
-"""Benchmark suite: procevents beside forkstat and extrace, on the same load, at the same time.
+"""Benchmark suite: procevents beside forkstat and forkstat -r, on the same load, at the same time.
 
-One command, one table per load shape:
+One command, one report per load shape:
 
-  .venv/bin/python bench/suite.py                      # N=100,000, 3 runs, all shapes and tools
-  .venv/bin/python bench/suite.py --quick              # N=20,000, 1 run
-  .venv/bin/python bench/suite.py --shapes exec --tools procevents,forkstat --runs 5
+  .venv/bin/python bench/suite.py                      # N=100,000, 3 rounds, shapes exec,mixed
+  .venv/bin/python bench/suite.py --quick              # N=20,000, 1 round
+  .venv/bin/python bench/suite.py --n 20000 --runs 3 --shapes exec,mixed
   .venv/bin/python bench/suite.py --long               # procevents' RSS across 1,000,000 events
 
-Each run starts every selected subscriber together -- ``procevents --json``
-(enrichment on), ``procevents --json --no-enrich``, ``forkstat`` and
-``extrace`` -- waits until each one shows a warm-up process, then generates
-one load while they all watch:
+Tools: ``procevents --json`` (synchronous exec capture, the default: one
+realtime reader process per CPU), ``procevents --json --capture async``,
+``forkstat``, ``forkstat -r`` (realtime), and on request ``procevents
+--no-enrich`` and ``extrace``.  A round runs one load per *setup*:
+
+* head-to-head: each procevents mode with every selected peer (forkstat,
+  forkstat -r, extrace), all subscribed together.  The two procevents modes
+  never share a run: the sync readers hold every exec'ing process for a
+  moment, which helps every other tool that reads /proc in the same run.
+* alone: no monitor at all, then each tool by itself: the load's own rate
+  and the slowdown each monitor causes, and each tool's argv capture with
+  no one else's help.
+
+The setups of a round run in an order rotated by one each round.  Loads:
 
 * fork   bench/burst.c: N children, fork() + _exit(0) + waitpid()
 * exec   bench/burst.c: N children, vfork() + execve(bench/tiny.c, {"tiny", "burst-<i>"})
@@ -26,8 +36,12 @@ same tracepoint record, which holds every fork/exec/exit on the host during
 the load, is also the time line onto which the text lines of forkstat and
 extrace (which carry no kernel timestamp) are placed, by kind, pid and the
 time each line was written (their output files' sizes are sampled every
-20 ms); procevents' JSON has the event's own timestamp_ns.  See
-bench/README.md for the columns.
+20 ms); procevents' JSON has the event's own timestamp_ns.
+
+A tool's CPU and memory are those of its whole process tree (procevents'
+main process and its reader children): utime+stime summed from
+/proc/PID/stat, Pss and Private_* summed from /proc/PID/smaps_rollup.
+See bench/README.md for the columns.
 """
 
 from __future__ import annotations
@@ -107,18 +121,56 @@ class ToolSpec:
     kinds: tuple[str, ...]
     #: exec events can carry the command line
     argv: bool
+    #: "procevents", "forkstat" or "extrace": how it is started, checked and parsed
+    family: str
     #: extrace reports the exit only of a process whose exec it reported
     exits_of_execs_only: bool = False
 
 
 TOOLS: dict[str, ToolSpec] = {
-    "procevents": ToolSpec("procevents", "procevents --json", KINDS, argv=True),
-    "procevents-no-enrich": ToolSpec("procevents-no-enrich", "procevents --json --no-enrich", KINDS, argv=False),
-    "forkstat": ToolSpec("forkstat", "forkstat -l -e fork,exec,exit", KINDS, argv=True),
-    "extrace": ToolSpec("extrace", "extrace -f -t (exec+exit)", ("exec", "exit"), argv=True,
+    "procevents": ToolSpec("procevents", "procevents --json (sync)", KINDS, argv=True, family="procevents"),
+    "procevents-async": ToolSpec("procevents-async", "procevents --json --capture async", KINDS, argv=True,
+                                 family="procevents"),
+    "procevents-no-enrich": ToolSpec("procevents-no-enrich", "procevents --json --no-enrich", KINDS, argv=False,
+                                     family="procevents"),
+    "forkstat": ToolSpec("forkstat", "forkstat -l -e fork,exec,exit", KINDS, argv=True, family="forkstat"),
+    "forkstat-r": ToolSpec("forkstat-r", "forkstat -r -l -e fork,exec,exit", KINDS, argv=True, family="forkstat"),
+    "extrace": ToolSpec("extrace", "extrace -f -t (exec+exit)", ("exec", "exit"), argv=True, family="extrace",
                         exits_of_execs_only=True),
 }
-PEERS = {"forkstat": "forkstat", "extrace": "extrace"}  # tool -> Debian package
+DEFAULT_TOOLS = ("procevents", "procevents-async", "forkstat", "forkstat-r")
+#: tool -> (program, Debian package)
+PEERS = {"forkstat": ("forkstat", "forkstat"), "forkstat-r": ("forkstat", "forkstat"),
+         "extrace": ("extrace", "extrace")}
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What runs beside one load: nothing, one tool, or a head-to-head group."""
+
+    key: str
+    label: str
+    tools: tuple[str, ...]
+    head_to_head: bool = False
+
+
+def make_setups(names: Sequence[str], alone: bool) -> list[Setup]:
+    """Head-to-head groups: each procevents mode with every peer (never two
+    procevents modes in one run: the sync readers hold each exec'ing process,
+    which helps every /proc reader beside them).  Then, with ``alone``, no
+    monitor and each tool by itself."""
+    modes = [n for n in names if TOOLS[n].family == "procevents"]
+    peers = [n for n in names if TOOLS[n].family != "procevents"]
+    setups: list[Setup] = []
+    groups = [(m, *peers) for m in modes] if peers else []
+    if not modes and len(peers) > 1:
+        groups = [tuple(peers)]
+    for tools in groups:
+        setups.append(Setup("+".join(tools), " + ".join(tools), tools, head_to_head=True))
+    if alone or not setups:
+        setups.append(Setup("none", "no monitor", ()))
+        setups.extend(Setup(n, f"{n} alone", (n,)) for n in names)
+    return setups
 
 
 @dataclass(slots=True)

@@ -5,9 +5,11 @@ CN_IDX_PROC)::
 
     import procevents
 
-    with procevents.listen(events={"exec", "exit"}) as stream:
-        for event in stream:
-            print(event.name, event.pid)
+    with procevents.watch(events="exec,exit") as records:
+        for record in records:
+            print(record.event.name, record.pid, record.comm, record.cmdline)
+
+``listen()`` gives the bare kernel events instead.
 
 Names are imported on first use (PEP 562), so ``procevents --help`` does
 not pay for the socket and event modules.
@@ -42,6 +44,9 @@ _EXPORTS = {
     "Sid": "events",
     "Uid": "events",
     "Unknown": "events",
+    "Record": "records",
+    "Watch": "records",
+    "watch": "records",
     "DecodeError": "wire",
     "decode": "wire",
     "decode_all": "wire",
@@ -64,14 +69,17 @@ __all__ = [
     "Gid",
     "Lost",
     "Ptrace",
+    "Record",
     "Sid",
     "Terminated",
     "Uid",
     "Unknown",
+    "Watch",
     "alisten",
     "decode",
     "decode_all",
     "listen",
+    "watch",
 ]
 
 if TYPE_CHECKING:
@@ -100,6 +108,7 @@ if TYPE_CHECKING:
         Uid,
         Unknown,
     )
+    from .records import Record, Watch, watch
     from .wire import DecodeError, decode, decode_all
 
 

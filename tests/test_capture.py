@@ -1,0 +1,457 @@
+"""Synchronous exec capture: the pure frame codec and filter from bytes, then
+the per-CPU readers against the real kernel (argv of very short-lived
+processes, trace, threads, fallbacks, the Python API, IGNORE per socket).
+
+Kernel tests need root.  No wall-clock assertions: shares and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_helpers import burst_tools
+from test_enrich_kernel import CLI, TIMEOUT, JsonWatcher, nonce, one, reaper, watch
+from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, parse_trace
+
+import procevents
+from procevents import capture, wire
+from procevents.capture import Frame, encode_frame, exec_filter, online_cpus, seq_after, split_frames
+from procevents.procfs import GONE, RawExec
+
+__all__ = ["reaper", "watch"]  # fixtures, imported to be used here
+
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (realtime readers, other users' processes)")
+
+
+# -- pure: frames, the socket filter, sequence numbers ---------------------------------------
+
+
+def test_frame_round_trip() -> None:
+    stat = b"4242 (my prog) R 1 4242 4242 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
+    raw = RawExec(None, b"prog\0a b\0\xff\0", stat, b"/usr/bin/prog", b"/tmp", (1000, 100), b"A=1\0B=2\0")
+    data = encode_frame(0, 1, 77, 4242, raw)
+    frame = Frame(data)
+    assert (frame.kind, frame.cpu, frame.seq, frame.pid, frame.owner) == (0, 1, 77, 4242, (1000, 100))
+    snap = frame.snapshot(boot_offset_ns=0)
+    assert snap.argv == ["prog", "a b", "\udcff"]
+    assert snap.comm == "my prog"
+    assert snap.start_ns == 12345 * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    assert (snap.exe, snap.cwd, snap.env) == ("/usr/bin/prog", "/tmp", ["A=1", "B=2"])
+    assert snap.missing is None and not snap.argv_truncated and not snap.env_truncated
+
+
+def test_frame_of_a_gone_process_and_of_a_cut_argv() -> None:
+    gone = Frame(encode_frame(0, 0, 5, 9, RawExec(GONE))).snapshot(0)
+    assert (gone.argv, gone.comm, gone.exe, gone.missing, gone.env) == (None, None, None, "gone", None)
+    cut = Frame(encode_frame(0, 0, 6, 9, RawExec(None, b"x\0", argv_truncated=True))).snapshot(0)
+    assert cut.argv == ["x"] and cut.argv_truncated
+
+
+def test_split_frames_keeps_a_partial_frame() -> None:
+    frames = [encode_frame(0, 0, seq, 100 + seq, RawExec(None, f"p{seq}\0".encode())) for seq in range(3)]
+    data = b"".join(frames)
+    buffer = bytearray(data[:-5])
+    got = split_frames(buffer)
+    assert [f.seq for f in got] == [0, 1]
+    assert bytes(buffer) == frames[2][:-5]
+    buffer += data[-5:]
+    assert [f.cmdline for f in split_frames(buffer)] == [b"p2\0"]
+    assert buffer == bytearray()
+
+
+def test_seq_after_wraps() -> None:
+    assert seq_after(5, 4) and not seq_after(4, 5) and not seq_after(4, 4)
+    assert seq_after(2, 0xFFFFFFFE)  # past the wrap
+    assert not seq_after(0xFFFFFFFE, 2)
+
+
+def _run_filter(program: bytes, packet: bytes) -> int:
+    """A tiny classic-BPF interpreter for the instructions exec_filter uses."""
+    insns = [struct.unpack_from("=HBBI", program, i) for i in range(0, len(program), 8)]
+    acc = pc = 0
+    while True:
+        code, jt, jf, k = insns[pc]
+        if code == 0x20:  # ld [k], network byte order
+            acc = int.from_bytes(packet[k : k + 4], "big")
+            pc += 1
+        elif code == 0x15:  # jeq #k
+            pc += 1 + (jt if acc == k else jf)
+        elif code == 0x06:  # ret #k
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+
+
+@pytest.mark.parametrize("cpu", [0, 1, 3, 255])
+def test_exec_filter_takes_only_its_cpus_execs_and_acks(cpu: int) -> None:
+    program = exec_filter(cpu)
+
+    def packet(what: int, on_cpu: int) -> bytes:
+        data = bytearray(wire.EVENT_SIZE)
+        struct.pack_into("<II", data, 36, what, on_cpu)  # proc_event.what, .cpu (little-endian)
+        return bytes(data)
+
+    assert _run_filter(program, packet(2, cpu)) > 0
+    assert _run_filter(program, packet(2, cpu + 1)) == 0
+    for what in (1, 0x80000000, 0x4, 0x200):  # fork, exit, uid, comm
+        assert _run_filter(program, packet(what, cpu)) == 0
+    assert _run_filter(program, bytes(76)) > 0  # what == NONE: an ack
+
+
+# -- the readers against the real kernel -------------------------------------------------------
+
+
+def _tiny_storm(n: int, prefix: str) -> tuple[list[tuple[int, int, int]], Path]:
+    burst, tiny = burst_tools()
+    pidfile = Path(f"/tmp/procevents-capture-{nonce()}.pids")
+    done = subprocess.run(
+        [str(burst), "-o", str(pidfile), "-m", "exec", "-n", str(n), "-p", "2", "-t", str(tiny), "-a", prefix],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    children = []
+    for line in pidfile.read_text().splitlines():
+        if line.startswith(("#", "W")):
+            continue
+        pid, start, end = map(int, line.split())
+        children.append((pid, start, end))
+    pidfile.unlink()
+    return children, tiny
+
+
+@needs_root
+def test_argv_of_a_storm_of_30us_programs(watch: Callable[..., Any]) -> None:
+    """Each child of the storm lives a few microseconds after its exec; the
+    realtime reader on its CPU reads its argv while it is held."""
+    w: JsonWatcher = watch("-e", "exec", as_json=True)
+    prefix = f"cap{nonce()}-"
+    n = 2000
+    children, _tiny = _tiny_storm(n, prefix)
+    last_pid = children[-1][0]
+    w.wait_for(lambda: any(ev["pid"] == last_pid for ev in w.events), "the storm's last exec")
+    w.stop()
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for ev in w.events:
+        by_pid.setdefault(ev["pid"], []).append(ev)
+    right = wrong = 0
+    for index, (pid, start, end) in enumerate(children):
+        execs = [ev for ev in by_pid.get(pid, []) if start <= ev["timestamp_ns"] <= end]
+        assert len(execs) == 1, f"child {index} (pid {pid}): {execs}"
+        if execs[0]["cmdline"] == ["tiny", f"{prefix}{index}"]:
+            right += 1
+            assert execs[0]["comm"] == "tiny", execs[0]
+        elif execs[0]["cmdline"] is not None or execs[0]["comm"] not in (None, "tiny"):
+            wrong += 1  # another process's argv or name: never acceptable
+    assert wrong == 0
+    assert right / n >= 0.995, f"argv of {right} of {n} execs"
+    assert "0 events lost" in w.stderr()
+
+
+@needs_root
+def test_100_runs_of_true_are_all_named_true(watch: Callable[..., Any]) -> None:
+    w: JsonWatcher = watch("-e", "exec", as_json=True)
+    pids = []
+    for _ in range(100):
+        p = subprocess.Popen(["/bin/true"])
+        p.wait()
+        pids.append(p.pid)
+    w.wait_for(lambda: any(ev["pid"] == pids[-1] for ev in w.events), "the last exec")
+    mine = [ev for ev in w.events if ev["pid"] in set(pids)]
+    assert len(mine) == 100
+    assert all(ev["cmdline"] == ["/bin/true"] and ev["comm"] == "true" for ev in mine), [
+        ev for ev in mine if ev["cmdline"] != ["/bin/true"] or ev["comm"] != "true"
+    ][:3]
+
+
+@needs_root
+@pytest.mark.parametrize("attempt", range(3))
+def test_trace_shows_the_argv_of_every_process(attempt: int) -> None:
+    busy = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"])  # background activity
+    try:
+        done = subprocess.run(
+            [*CLI, "trace", "--json", "--", "sh", "-c", 'ls / >/dev/null; sh -c "exit 3"; exit 5'],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )
+    finally:
+        busy.kill()
+        busy.wait()
+    assert done.returncode == 5, done.stderr
+    execs = [ev for ev in map(json.loads, done.stdout.splitlines()) if ev["event"] == "exec"]
+    assert [ev["cmdline"] for ev in execs] == [
+        ["sh", "-c", 'ls / >/dev/null; sh -c "exit 3"; exit 5'], ["ls", "/"], ["sh", "-c", "exit 3"],
+    ], execs
+    assert [ev["comm"] for ev in execs] == ["sh", "ls", "sh"]
+    exits = [ev for ev in map(json.loads, done.stdout.splitlines()) if ev["event"] == "exit"]
+    assert all(ev["comm"] in ("sh", "ls") and ev["cmdline"] for ev in exits), exits
+
+
+@needs_root
+def test_trace_names_its_command_even_in_async_mode() -> None:
+    """The root's argv is the one trace started it with."""
+    done = subprocess.run(
+        [*CLI, "trace", "--capture", "async", "--json", "--", "/bin/true", "root-argv"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    execs = [ev for ev in map(json.loads, done.stdout.splitlines()) if ev["event"] == "exec"]
+    assert [ev["cmdline"] for ev in execs] == [["/bin/true", "root-argv"]]
+    assert execs[0]["comm"] == "true"
+
+
+THREADED = textwrap.dedent("""
+    import os, sys, threading
+    release_thread, release_main = int(sys.argv[1]), int(sys.argv[2])
+    t = threading.Thread(target=os.read, args=(release_thread, 1))
+    t.start()
+    print(threading.get_native_id(), t.native_id, flush=True)
+    t.join()
+    os.read(release_main, 1)
+""")
+
+
+def _run_threaded(w: JsonWatcher, reaper: list[Any]) -> tuple[int, int]:
+    """A process whose thread ends while the process lives on; (pid, tid)."""
+    thread_r, thread_w = os.pipe()
+    main_r, main_w = os.pipe()
+    p = subprocess.Popen(
+        [sys.executable, "-c", THREADED, str(thread_r), str(main_r)],
+        pass_fds=(thread_r, main_r), stdout=subprocess.PIPE, text=True,
+    )
+    reaper.append(p)
+    assert p.stdout is not None
+    _main_tid, tid = map(int, p.stdout.readline().split())
+    os.write(thread_w, b"x")  # the child joins the thread before it reads main_r
+    os.write(main_w, b"x")
+    assert p.wait(TIMEOUT) == 0
+    for fd in (thread_r, thread_w, main_r, main_w):
+        os.close(fd)
+    w.wait_exit(p.pid)
+    return p.pid, tid
+
+
+@needs_root
+def test_a_threads_exit_has_the_threads_own_lifetime(watch: Callable[..., Any], reaper: list[Any]) -> None:
+    w: JsonWatcher = watch(as_json=True)
+    pid, tid = _run_threaded(w, reaper)
+    thread_fork = one([ev for ev in w.of(pid, "fork") if ev["child_pid"] == tid], "fork")
+    thread_exit = one([ev for ev in w.of(pid, "exit") if ev["pid"] == tid], "exit")
+    process_exit = one([ev for ev in w.of(pid, "exit") if ev["pid"] == pid], "exit")
+    assert thread_exit["thread"] is True and thread_fork["thread"] is True
+    assert "thread" not in process_exit
+    assert thread_exit["duration"] == (thread_exit["timestamp_ns"] - thread_fork["timestamp_ns"]) / 1e9
+    assert thread_exit["duration"] < process_exit["duration"]
+
+
+@needs_root
+def test_no_threads_hides_thread_events(watch: Callable[..., Any], reaper: list[Any]) -> None:
+    w: JsonWatcher = watch("--no-threads", as_json=True)
+    pid, tid = _run_threaded(w, reaper)
+    assert w.of(pid, "exit") and w.of(pid, "exec")
+    assert not [ev for ev in w.events if ev["pid"] == tid], "a thread event was shown"
+    assert not [ev for ev in w.events if ev.get("thread")]
+
+
+@needs_root
+def test_env_is_captured(watch: Callable[..., Any], reaper: list[Any]) -> None:
+    w: JsonWatcher = watch("--env", "-e", "exec", as_json=True)
+    tag = nonce()
+    p = subprocess.Popen(["/bin/true"], env={"PROCEVENTS_TAG": tag, "X": "a=b"})
+    reaper.append(p)
+    p.wait()
+    w.wait_for(lambda: bool(w.of(p.pid, "exec")), "the exec")
+    ev = one(w.of(p.pid), "exec")
+    assert ev["env"] == [f"PROCEVENTS_TAG={tag}", "X=a=b"], ev
+
+
+@needs_root
+def test_env_is_bounded(watch: Callable[..., Any], reaper: list[Any]) -> None:
+    w: JsonWatcher = watch("--env", "-e", "exec", as_json=True)
+    p = subprocess.Popen(["/bin/true"], env={"BIG": "y" * (capture.ENV_LIMIT * 2)})
+    reaper.append(p)
+    p.wait()
+    w.wait_for(lambda: bool(w.of(p.pid, "exec")), "the exec")
+    ev = one(w.of(p.pid), "exec")
+    assert ev["env_truncated"] is True
+    # NUL-separated, the last item cut: at most ENV_LIMIT bytes in all
+    assert sum(len(item) for item in ev["env"]) + len(ev["env"]) - 1 <= capture.ENV_LIMIT
+
+
+@needs_root
+def test_env_needs_enrichment() -> None:
+    done = subprocess.run([*CLI, "--no-enrich", "--env"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 2 and "need enrichment" in done.stderr and "Traceback" not in done.stderr
+
+
+# -- fallbacks ---------------------------------------------------------------------------------
+
+
+@needs_root
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_without_cap_sys_nice_readers_run_at_normal_priority(tmp_path: Path, reaper: list[Any]) -> None:
+    out = tmp_path / "out.jsonl"
+    err = tmp_path / "err.txt"
+    drop = ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"]
+    with open(err, "wb") as err_file:
+        p = subprocess.Popen([*drop, *CLI, "--json", "-e", "exec", "-o", str(out)], stderr=err_file)
+    reaper.append(p)
+    deadline = time.monotonic() + TIMEOUT
+    while b"listening" not in err.read_bytes():
+        assert p.poll() is None and time.monotonic() < deadline, err.read_text()
+        time.sleep(0.02)
+    text = err.read_text()
+    assert "normal-priority readers" in text and "no CAP_SYS_NICE or RLIMIT_RTPRIO" in text, text
+    sleeper = subprocess.Popen(["sleep", "0.3", nonce()])
+    reaper.append(sleeper)
+    sleeper.wait()
+    deadline = time.monotonic() + TIMEOUT
+    while not any(json.loads(line)["pid"] == sleeper.pid for line in out.read_text().splitlines()):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(TIMEOUT) == 0
+    ev = next(json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["pid"] == sleeper.pid)
+    assert ev["cmdline"] == sleeper.args and ev["comm"] == "sleep"
+
+
+@needs_root
+def test_as_nobody(tmp_path: Path) -> None:
+    """An unprivileged user (kernel 6.6+) gets normal-priority readers."""
+    import pwd
+
+    try:
+        pwd.getpwuid(65534)
+    except KeyError:
+        pytest.skip("no user 65534")
+    done = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *CLI, "-D", "0.5"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    if "permission denied" in done.stderr:
+        pytest.skip("this kernel needs CAP_NET_ADMIN to subscribe")
+    assert done.returncode == 0, done.stderr
+    assert "normal-priority readers" in done.stderr, done.stderr
+
+
+@needs_root
+def test_async_mode_has_no_readers(tmp_path: Path) -> None:
+    done = subprocess.run([*CLI, "--capture", "async", "-D", "0.3"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert "argv capture: async" in done.stderr
+
+
+# -- IGNORE for every socket, and no reader outlives procevents ----------------------------------
+
+
+def _state(pid: int) -> str:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return "gone"
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                data = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(data[data.rindex(b")") + 2 :].split()[1]) == pid:
+                found.append(int(name))
+    return found
+
+
+@needs_root
+@pytest.mark.skipif(STRACE is None, reason="needs strace")
+def test_readers_unsubscribe_and_end_when_the_main_process_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the main process: its own socket cannot say IGNORE, but
+    every reader notices (its lifeline pipe closes), sends IGNORE and ends."""
+    t = Traced([*CLI, "--json"], tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        t.err.wait_for(lambda line: line.startswith(b"procevents: listening"))
+        main = t.tracee()
+        readers = _children(main)
+        assert len(readers) == len(online_cpus()), readers
+        os.kill(main, signal.SIGKILL)
+        t.wait()
+    finally:
+        t.cleanup()
+    requests = [r for r in parse_trace(t.trace) if hasattr(r, "op")]
+    for reader in readers:
+        ops = [r.op for r in requests if r.pid == reader]  # type: ignore[union-attr]
+        assert ops == [LISTEN, IGNORE], (reader, ops)
+        assert _state(reader) in ("gone", "Z"), f"reader {reader} outlived procevents"
+
+
+@needs_root
+def test_no_reader_outlives_a_clean_exit() -> None:
+    p = subprocess.Popen([*CLI, "-D", "0.5"], stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    line = p.stderr.readline()
+    while "listening" not in line:
+        line = p.stderr.readline()
+        assert line, "procevents ended before listening"
+    readers = _children(p.pid)
+    assert len(readers) == len(online_cpus())
+    assert p.wait(TIMEOUT) == 0
+    p.stderr.close()
+    assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]
+
+
+# -- the enriched Python API --------------------------------------------------------------------
+
+
+@needs_root
+def test_watch_api_gives_the_json_fields() -> None:
+    with procevents.watch(events="exec,exit", env=True) as records:
+        p = subprocess.Popen(["/bin/sh", "-c", "exit 3", nonce()], env={"K": "v"})
+        p.wait()
+        got: dict[str, procevents.Record] = {}
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 2:
+            assert time.monotonic() < deadline
+            for record in records.read_batch(0.2):
+                if record.pid == p.pid:
+                    got[record.event.name] = record
+    exec_rec, exit_rec = got["exec"], got["exit"]
+    assert isinstance(exec_rec.event, procevents.Exec)
+    assert exec_rec.cmdline == p.args and exec_rec["comm"] == "sh" and exec_rec.env == ["K=v"]
+    assert exec_rec.user == "root" and exec_rec.exe == os.path.realpath("/bin/sh")
+    assert exit_rec.status == 3 and exit_rec.cmdline == p.args and exit_rec.duration > 0
+    assert set(exec_rec) >= {"event", "time", "pid", "tgid", "cmdline", "exe", "cwd", "ppid", "uid", "user", "comm"}
+
+
+@needs_root
+def test_watch_api_asyncio() -> None:
+    import asyncio
+
+    async def main() -> list[str]:
+        async with procevents.watch(events="exec") as records:
+            p = subprocess.Popen(["/bin/true", "from-asyncio"])
+            async for record in records:
+                if record.pid == p.pid:
+                    p.wait()
+                    return list(record.cmdline)
+        return []
+
+    assert asyncio.run(main()) == ["/bin/true", "from-asyncio"]
+
+
+def test_watch_api_rejects_a_bad_mode() -> None:
+    with pytest.raises(ValueError, match="capture"):
+        procevents.watch(capture="fast")
