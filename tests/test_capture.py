@@ -313,7 +313,7 @@ def test_without_cap_sys_nice_readers_run_at_normal_priority(tmp_path: Path, rea
         time.sleep(0.02)
     text = err.read_text()
     assert "normal-priority readers" in text and "no CAP_SYS_NICE or RLIMIT_RTPRIO" in text, text
-    sleeper = subprocess.Popen(["sleep", "0.3", nonce()])
+    sleeper = subprocess.Popen(["sleep", "0.3"])
     reaper.append(sleeper)
     sleeper.wait()
     deadline = time.monotonic() + TIMEOUT

@@ -41,6 +41,8 @@ examples:
   procevents -c '^sleep$' -u root    root's sleep processes
   procevents --json -o events.jsonl  write JSON Lines to a file
   procevents --no-enrich -e exec     the bare, fastest stream
+  procevents --json --env -e exec    every exec with its environment
+  procevents --capture async         no helper processes (see "argv capture" below)
 
 event types: {EVENT_TYPES_HELP}
 
@@ -48,11 +50,20 @@ JSON keys: event, time (ISO 8601 UTC), timestamp_ns (CLOCK_MONOTONIC), cpu,
 seq, pid, tgid, then the linux/cn_proc.h names per type (parent_pid,
 child_tgid, ruid, euid, comm, exit_code, ...); exit adds status, signal and
 core_dumped; lost has count.  With enrichment (the default) exec adds
-cmdline, exe, cwd, ppid, uid, user, comm; fork adds comm, ppid; exit adds
-comm, cmdline, duration (seconds), ppid, uid, user.  cmdline is null when
-the process was gone before it could be read.  Text from other processes
-that is not valid UTF-8 is shown with U+FFFD and kept exactly, base64, in
-<key>_b64.
+cmdline, exe, cwd, ppid, uid, user, comm (and env with --env); fork adds
+comm, ppid; exit adds comm, cmdline, duration (seconds), ppid, uid, user;
+a thread's fork and exit add thread: true, and its exit's duration is the
+thread's own.  cmdline and comm are null when they could not be read
+(missing says why): a process is never named after what it ran before its
+exec.  Text from other processes that is not valid UTF-8 is shown with
+U+FFFD and kept exactly, base64, in <key>_b64.
+
+argv capture: by default (--capture sync) one reader process per CPU, pinned
+to it at realtime priority (SCHED_FIFO 10) and woken only by that CPU's
+execs, reads each exec's argv, name, exe and cwd while the exec'ing process
+is held, so a program that lives 30 us is named too.  Without CAP_SYS_NICE
+(or an RLIMIT_RTPRIO) the readers run at normal priority and the startup
+notice says so; --capture async reads /proc after the event instead.
 
 At exit a summary goes to stderr: events received per type and events lost.
 Ctrl-C, SIGTERM and SIGHUP end it cleanly; the kernel is always told to stop
