@@ -455,3 +455,24 @@ def test_watch_api_asyncio() -> None:
 def test_watch_api_rejects_a_bad_mode() -> None:
     with pytest.raises(ValueError, match="capture"):
         procevents.watch(capture="fast")
+
+
+@needs_root
+def test_a_dropped_watch_stops_its_readers() -> None:
+    records = procevents.watch()
+    records.open()
+    assert records.capture is not None
+    readers = [reader.pid for reader in records.capture.readers.values()]
+    assert len(readers) == len(online_cpus())
+    del records
+    import gc
+
+    gc.collect()
+    deadline = time.monotonic() + TIMEOUT
+    for pid in readers:
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            assert time.monotonic() < deadline, f"reader {pid} still running after its Watch was dropped"
+            time.sleep(0.01)

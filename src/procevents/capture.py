@@ -29,6 +29,7 @@ import signal
 import socket
 import struct
 import time
+import weakref
 from typing import Final
 
 from . import wire
@@ -391,6 +392,7 @@ class ExecCapture:
         self.captured = 0
         self.missed = 0
         self._lifeline: int | None = None
+        self._finalizer: weakref.finalize[[int], ExecCapture] | None = None
         self._closed = False
         self._owner = os.getpid()
 
@@ -406,6 +408,8 @@ class ExecCapture:
             return self
         lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
         self._lifeline = lifeline_w
+        # Dropped without close(): the readers still end (and unsubscribe).
+        self._finalizer = weakref.finalize(self, _close_quietly, lifeline_w)
         realtime_all = True
         try:
             for cpu in self.wanted_cpus:
@@ -484,6 +488,8 @@ class ExecCapture:
             return  # a forked child must not stop its parent's readers
         self._closed = True
         if self._lifeline is not None:
+            if self._finalizer is not None:
+                self._finalizer.detach()
             os.close(self._lifeline)
             self._lifeline = None
         readers = list(self.readers.values())
@@ -569,6 +575,13 @@ class ExecCapture:
         self.readers.pop(reader.cpu, None)
         _close_fd(reader)
         _reap(reader.pid, time.monotonic() + 2.0)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _close_fd(reader: _Reader) -> None:
