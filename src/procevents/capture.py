@@ -426,6 +426,12 @@ class ExecCapture:
                     try:
                         # A collection would touch, and so copy, every inherited page.
                         gc.disable()
+                        # Hold no one's terminal or pipe: a reader that
+                        # outlived us must not keep `| head` waiting.
+                        devnull = os.open(os.devnull, os.O_RDWR)
+                        os.dup2(devnull, 0)
+                        os.dup2(devnull, 1)
+                        os.close(devnull)
                         keep = sorted((out_w, lifeline_r))
                         os.closerange(3, keep[0])
                         os.closerange(keep[0] + 1, keep[1])
