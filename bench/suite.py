@@ -73,6 +73,7 @@ from typing import Any
 from burst import (
     BURST_FLAGS,
     LISTENING,
+    NETLINK_CONNECTOR,
     SUMMARY_RE,
     TINY_FLAGS,
     BenchError,
@@ -228,23 +229,30 @@ class SizeSampler:
 
 
 class Running:
-    """One subscriber process of a run."""
+    """One subscriber of a run, with its process tree (procevents: the main
+    process and its per-CPU reader children)."""
 
     def __init__(self, spec: ToolSpec, cmd: list[str], workdir: Path) -> None:
         self.spec = spec
         self.out = workdir / f"{spec.name}.out"
         self.err = workdir / f"{spec.name}.err"
         stdout: Any = subprocess.DEVNULL
-        if spec.name == "forkstat":
+        if spec.family == "forkstat":
             stdout = self.out.open("wb")
         with self.err.open("wb") as err:
             self.proc: subprocess.Popen[bytes] = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
         if stdout is not subprocess.DEVNULL:
             stdout.close()
-        self.cpu_before = 0.0
-        self.cpu_after = 0.0
-        self.hwm_kib = 0
+        #: (pid, start time in clock ticks) of the tree, main process first
+        self.tree: list[tuple[int, int]] = []
+        self.cpu_before: dict[int, float] = {}
+        self.cpu_after: dict[int, float] = {}
+        self.pss_kib: dict[int, int] = {}
+        self.uss_kib: dict[int, int] = {}
+        self.hwm_kib = 0  # VmHWM summed over the tree
+        self.notes: list[str] = []
+        self.leftover: list[str] = []
         self.exit_status: int | None = None
         self.empty_at: float | None = None
         self.size_at_empty = -1
@@ -269,22 +277,202 @@ class Running:
             return ""
 
     def ready(self) -> bool:
-        """Subscribed?  procevents says so; forkstat prints its heading after
-        LISTEN; extrace sends LISTEN right after bind, so a bound socket will do."""
-        if self.spec.name.startswith("procevents"):
+        """Subscribed?  procevents says so (after its readers are subscribed);
+        forkstat prints its heading after LISTEN; extrace sends LISTEN right
+        after bind, so a bound socket will do."""
+        if self.spec.family == "procevents":
             return LISTENING in self.err_text()
-        if self.spec.name == "forkstat":
+        if self.spec.family == "forkstat":
             return self.text().startswith("Time")
         return queue_bytes(self.pid) is not None
 
     def shows(self, pid: int) -> bool:
         """Is there an exec or exit line about ``pid`` in the output?"""
         text = self.text()
-        if self.spec.name.startswith("procevents"):
+        if self.spec.family == "procevents":
             return f'"pid":{pid},' in text
-        if self.spec.name == "forkstat":
+        if self.spec.family == "forkstat":
             return re.search(rf"^\S+ (?:exec|exit) +{pid} ", text, re.MULTILINE) is not None
         return re.search(rf"^{pid}[+-] ", text, re.MULTILINE) is not None
+
+    @property
+    def helpers(self) -> list[int]:
+        """The tree's processes other than the main one (procevents' readers)."""
+        return [pid for pid, _ in self.tree[1:]]
+
+    def measure_before(self) -> None:
+        """Note the tree and its CPU times, just before the load."""
+        self.tree = [(pid, start) for pid in process_tree(self.pid) if (start := proc_start(pid)) is not None]
+        self.cpu_before = {pid: cpu_seconds(pid) for pid, _ in self.tree}
+
+    def measure_after(self) -> None:
+        """CPU times, PSS/USS and VmHWM of the tree noted before the load,
+        once the tool has caught up."""
+        for pid, start in self.tree:
+            if proc_start(pid) != start:
+                self.notes.append(f"{self.spec.name}: process {pid} of its tree exited during the run")
+                continue
+            self.cpu_after[pid] = cpu_seconds(pid)
+            mem = smaps_kib(pid)
+            self.pss_kib[pid] = mem.get("Pss", 0)
+            self.uss_kib[pid] = mem.get("Private_Clean", 0) + mem.get("Private_Dirty", 0)
+            self.hwm_kib += status_kib(pid, "VmHWM")
+        now = set(process_tree(self.pid))
+        new = now - {pid for pid, _ in self.tree}
+        if new:
+            self.notes.append(f"{self.spec.name}: {len(new)} process(es) joined its tree during the run "
+                              f"(not counted): {sorted(new)}")
+
+    def cpu_s(self, pids: Iterable[int] | None = None) -> float:
+        wanted = self.cpu_after if pids is None else pids
+        return sum(self.cpu_after[p] - self.cpu_before[p] for p in wanted if p in self.cpu_after)
+
+    def stop(self) -> None:
+        """Stop the tool and check that its whole tree ended (stop_tree)."""
+        self.exit_status, self.leftover = stop_tree(self.proc, self.tree or None)
+
+
+def stop_tree(proc: subprocess.Popen[bytes], tree: list[tuple[int, int]] | None = None,
+              timeout: float = 30.0) -> tuple[int, list[str]]:
+    """SIGTERM the main process (stop_process); then every other process of
+    its tree (``tree``: (pid, start time) pairs, else read now) must end by
+    itself within 3 s: procevents' readers follow their lifeline pipe.  One
+    that does not is described, and killed by its pid.  Returns (exit status
+    of the main process, descriptions)."""
+    if tree is None:
+        tree = [(p, s) for p in process_tree(proc.pid) if (s := proc_start(p)) is not None]
+    status = stop_process(proc, timeout)
+    deadline = time.monotonic() + 3.0
+    rest = [(pid, start) for pid, start in tree if pid != proc.pid]
+    while rest:
+        rest = [(pid, start) for pid, start in rest if proc_start(pid) == start and proc_state(pid) != "Z"]
+        if not rest or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    leftover = []
+    for pid, _start in rest:
+        leftover.append(f"pid {pid} ({proc_comm(pid)}, state {proc_state(pid)}, parent {proc_ppid(pid)}) still "
+                        f"running 3 s after its main process {proc.pid} exited (status {status}); killed")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return status, leftover
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields 3.. of /proc/PID/stat (after the comm), or None when gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def proc_start(pid: int) -> int | None:
+    """Start time (clock ticks since boot) of a live process: with the pid, it
+    names the process even if the pid is handed out again."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])  # field 22 of stat(5)
+
+
+def proc_state(pid: int) -> str | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[0]
+
+
+def proc_ppid(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[1])
+
+
+def proc_comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def children_of(pid: int) -> list[int]:
+    """Children of ``pid``: /proc/PID/task/*/children, else a scan of /proc/*/stat."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return []  # gone
+    kids: list[int] = []
+    if tasks and (tasks[0] / "children").exists():  # CONFIG_PROC_CHILDREN
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                kids.extend(int(c) for c in (task / "children").read_text().split())
+        return kids
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return kids
+
+
+def other_subscribers(exclude: set[int]) -> str:
+    """Processes outside ``exclude`` holding a connector socket bound to the
+    proc events group (Groups bit 1 in /proc/net/netlink): other
+    subscribers on the host, which slow every fork/exec/exit too."""
+    inodes = set()
+    for line in Path("/proc/net/netlink").read_text().splitlines()[1:]:
+        cols = line.split()
+        # sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+        if len(cols) >= 10 and int(cols[1]) == NETLINK_CONNECTOR and int(cols[3], 16) & 1:
+            inodes.add(int(cols[9]))
+    found: Counter[str] = Counter()
+    if inodes:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) in exclude:
+                continue
+            try:
+                fds = os.listdir(entry / "fd")
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(entry / "fd" / fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    found[proc_comm(int(entry.name))] += 1
+                    break
+    if not found:
+        return "none"
+    return ", ".join(f"{n} {comm}" for comm, n in sorted(found.items()))
+
+
+def online_cpus() -> list[int]:
+    """/sys/devices/system/cpu/online: procevents starts one reader per CPU listed there."""
+    cpus: list[int] = []
+    for part in Path("/sys/devices/system/cpu/online").read_text().strip().split(","):
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants, ``pid`` first."""
+    tree = [pid]
+    for p in tree:
+        tree.extend(children_of(p))
+    return tree
+
+
+def smaps_kib(pid: int) -> dict[str, int]:
+    """The kiB fields of /proc/PID/smaps_rollup (Rss, Pss, Private_Clean, ...)."""
+    out: dict[str, int] = {}
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return out
+    for line in text.splitlines()[1:]:
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            out[key] = int(parts[0])
+    return out
 
 
 def queue_bytes(pid: int) -> int | None:
@@ -298,28 +486,33 @@ def queue_bytes(pid: int) -> int | None:
 
 def tool_command(name: str, out: Path, procevents: list[str]) -> list[str]:
     if name == "procevents":
-        return [*procevents, "--json", "-o", str(out)]
+        return [*procevents, "--json", "-o", str(out)]  # --capture sync is the default
+    if name == "procevents-async":
+        return [*procevents, "--json", "--capture", "async", "-o", str(out)]
     if name == "procevents-no-enrich":
         return [*procevents, "--json", "--no-enrich", "-o", str(out)]
     if name == "forkstat":
         # -l: line-buffered stdout, so the output can be followed (and a
         # terminal sees the same); full command lines are the default
         return ["forkstat", "-l", "-e", "fork,exec,exit"]
+    if name == "forkstat-r":
+        # -r: SCHED_FIFO (priority 99, seen with chrt -p)
+        return ["forkstat", "-r", "-l", "-e", "fork,exec,exit"]
     return ["extrace", "-f", "-t", "-o", str(out)]
 
 
-def ensure_peer(name: str) -> str | None:
-    """Path of the peer tool, installing its Debian package if we are root."""
-    found = shutil.which(name)
+def ensure_peer(program: str, package: str) -> str | None:
+    """Path of a peer tool, installing its Debian package if we are root."""
+    found = shutil.which(program)
     if found or os.geteuid() != 0 or not shutil.which("apt-get"):
         return found
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    print(f"suite: {name} is missing: apt-get install -y {PEERS[name]}", file=sys.stderr)
-    cmd = ["apt-get", "install", "-y", "--no-install-recommends", PEERS[name]]
+    print(f"suite: {program} is missing: apt-get install -y {package}", file=sys.stderr)
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", package]
     if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         subprocess.run(["apt-get", "update"], env=env, stdout=subprocess.DEVNULL)
         subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL)
-    return shutil.which(name)
+    return shutil.which(program)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
@@ -455,8 +648,12 @@ class Reference:
     extra: list[int | str | None] = field(default_factory=list)
     lost: int = 0  # events the ring buffer dropped
     index: dict[tuple[int, int], list[int]] = field(default_factory=dict)
-    #: how long before a line was written its event may be (see align)
+    #: how long before a line was written its event may be (see align):
+    #: MAX_LAG_NS, or less for a pid forked more than once during the load
+    pid_lag: dict[int, int] = field(default_factory=dict)
+    #: the smallest of those, and (pid, ns between its two forks) that set it
     max_lag: int = MAX_LAG_NS
+    shortest: tuple[int, int] | None = None
 
     def add(self, kind: int, pid: int, ts: int, extra: int | str | None) -> None:
         self.index.setdefault((kind, pid), []).append(len(self.kinds))
@@ -467,13 +664,22 @@ class Reference:
 
     def finish(self) -> None:
         """The same pid forks again only after the pid allocator went all the
-        way round: within half the shortest such time, an event of a given kind
-        and pid is unique."""
+        way round: within half the shortest time between two forks of that
+        pid, an event of a given kind and pid is unique."""
         ts = self.ts
-        gaps = [ts[b] - ts[a] for (kind, _), idx in self.index.items() if kind == ord("f")
-                for a, b in pairwise(idx)]
-        if gaps:
-            self.max_lag = max(0, min(MAX_LAG_NS, min(gaps) // 2 - AHEAD_NS))
+        for (kind, pid), idx in self.index.items():
+            if kind != ord("f") or len(idx) < 2:
+                continue
+            gap = min(ts[b] - ts[a] for a, b in pairwise(idx))
+            lag = max(0, min(MAX_LAG_NS, gap // 2 - AHEAD_NS))
+            if lag < MAX_LAG_NS:
+                self.pid_lag[pid] = lag
+            if self.shortest is None or gap < self.shortest[1]:
+                self.shortest = (pid, gap)
+                self.max_lag = min(self.max_lag, lag)
+
+    def lag_limit(self, pid: int) -> int:
+        return self.pid_lag.get(pid, MAX_LAG_NS)
 
 
 KIND_CODE = {"fork": ord("f"), "exec": ord("e"), "exit": ord("x")}
@@ -580,16 +786,16 @@ def align(lines: Sequence[tuple[int, int, int]], ref: Reference) -> list[int]:
     ``written`` (from the sampled file size), so its event is the last one of
     the same kind and pid at or before then (give or take AHEAD_NS: the
     tracepoint may fire after the connector sent the event), if that is at
-    most ``ref.max_lag`` earlier: the same pid comes back only after the pid
-    allocator went round, which takes more than twice that, so the match is
-    unique.  forkstat and
+    most ``ref.lag_limit(pid)`` earlier: the same pid comes back only after
+    the pid allocator went round, which takes more than twice that, so the
+    match is unique.  forkstat and
     extrace keep the kernel's default socket buffer (about 256 events): they
     never hold an event long before printing it (the lags are reported).
     Returns the index in ``ref`` of each line's event, or -1.
     """
     index = ref.index
     ts = ref.ts
-    max_lag = ref.max_lag
+    limit = ref.lag_limit
     out: list[int] = []
     for kind, pid, written in lines:
         idx = index.get((kind, pid))
@@ -597,7 +803,7 @@ def align(lines: Sequence[tuple[int, int, int]], ref: Reference) -> list[int]:
             out.append(-1)
             continue
         j = bisect_right(idx, written + AHEAD_NS, key=ts.__getitem__) - 1
-        out.append(idx[j] if j >= 0 and written - ts[idx[j]] <= max_lag else -1)
+        out.append(idx[j] if j >= 0 and written - ts[idx[j]] <= limit(pid) else -1)
     return out
 
 
@@ -704,10 +910,12 @@ def mixed_argv(filename: str) -> str | re.Pattern[str]:
     return re.compile(rf"(?:\S*/)?{re.escape(base)}(?: .*)?")
 
 
-def tree_truth(ref: Reference, parent: int, root: int) -> Truth:
-    """The descendants of ``root`` (forked by ``parent``), from the tracepoints."""
+def tree_truth(ref: Reference, parent: int, root: int) -> tuple[Truth, int]:
+    """The descendants of ``root`` (forked by ``parent``), from the tracepoints,
+    and the ns from the fork of ``root`` to its exit."""
     alive: dict[int, Life | None] = {}  # pid -> its life (None: the root)
     lives: list[Life] = []
+    span = [0, 0]
     f_code, e_code = KIND_CODE["fork"], KIND_CODE["exec"]
     for i in range(len(ref.kinds)):
         kind, pid, ts = ref.kinds[i], ref.pids[i], ref.ts[i]
@@ -715,6 +923,7 @@ def tree_truth(ref: Reference, parent: int, root: int) -> Truth:
             parent_pid = ref.extra[i]
             if pid == root and parent_pid == parent and not alive:
                 alive[pid] = None
+                span[0] = ts
             elif parent_pid in alive:
                 child = Life(len(lives), pid, ts, 1 << 62)
                 lives.append(child)
@@ -729,11 +938,13 @@ def tree_truth(ref: Reference, parent: int, root: int) -> Truth:
                 del alive[pid]
                 if life is not None:
                     life.end = ts
-                elif not alive:
-                    break  # make exited and everything below it too
+                else:
+                    span[1] = ts
+                    if not alive:
+                        break  # make exited and everything below it too
     if not lives:
         raise BenchError(f"no descendants of make (pid {root}) in the tracepoint record")
-    return Truth(lives)
+    return Truth(lives), span[1] - span[0] if span[1] > span[0] else 0
 
 
 # -- analysis ------------------------------------------------------------------------
@@ -747,12 +958,18 @@ class ToolResult:
     extra: int
     exec_received: int
     exec_real_argv: int
-    cpu_s: float
-    hwm_kib: int
+    cpu_s: float  # the whole tree
+    helper_cpu_s: float  # the processes other than the main one (procevents' readers)
+    pss_kib: int  # the whole tree
+    helper_pss_kib: list[int]  # each helper process
+    helper_uss_kib: list[int]
+    hwm_kib: int  # VmHWM summed over the tree
     exit_status: int | None
     reported_lost: str
     unmatched_lines: int  # text lines that found no tracepoint event (outside the window, background)
     unparsed: int
+    leftover: list[str]  # processes of its tree still running after it was stopped
+    capture: str  # procevents' "argv capture: ..." notice
 
     @property
     def total_expected(self) -> int:
@@ -764,14 +981,19 @@ class ToolResult:
 
     def metrics(self) -> dict[str, float | None]:
         exp, got = self.total_expected, self.total_received
+        helpers = len(self.helper_pss_kib)
         return {
             "lost": 100 * (exp - got) / exp if exp else None,
-            "cpu": 1e6 * self.cpu_s / got if got else None,
-            "rss": self.hwm_kib / 1024,
             "argv": 100 * self.exec_real_argv / self.exec_received
             if self.spec.argv and self.exec_received else None,
             "argv_all": 100 * self.exec_real_argv / self.expected["exec"]
             if self.spec.argv and self.expected.get("exec") else None,
+            "cpu": 1e6 * self.cpu_s / got if got else None,
+            "helper_cpu": 1e6 * self.helper_cpu_s / got if got and helpers else None,
+            "pss": self.pss_kib / 1024 if self.pss_kib else None,
+            "helper_pss": sum(self.helper_pss_kib) / helpers / 1024 if helpers else None,
+            "helper_uss": sum(self.helper_uss_kib) / helpers / 1024 if helpers else None,
+            "rss": self.hwm_kib / 1024 if self.hwm_kib else None,
         }
 
 
@@ -821,29 +1043,39 @@ def analyse(spec: ToolSpec, output: ToolOutput, truth: Truth, ref: Reference) ->
 
 
 def alignment_check(spec: ToolSpec, output: ToolOutput, truth: Truth, ref: Reference) -> str:
-    """Place procevents' events the way the forkstat and extrace lines are
-    placed -- kind, pid and a time by which the line was written, here the
-    event's timestamp plus 0 to 200 ms (pseudo-random) -- and compare with
-    placing them by their timestamps: all of them, and with every third chunk
-    of 2,000 left out (loss as an overflowing socket makes it)."""
+    """Place procevents' events (any mode: only kind, pid and timestamp are
+    used) the way the forkstat and extrace lines are placed -- kind, pid and
+    a time by which the line was written, here the event's timestamp plus 0
+    to 200 ms (pseudo-random) -- and compare with placing them by their
+    timestamps: all of them, and with every third chunk of 2,000 left out
+    (loss as an overflowing socket makes it)."""
     events = [e for e in output.events if e.ts is not None]
-    lag = min(200_000_000, ref.max_lag)
     lossy = [e for j, e in enumerate(events) if (j // 2000) % 3 != 1]
     verdicts = []
     for what, subset in (("all", events), ("chunks left out", lossy)):
         by_ts = analyse(spec, ToolOutput([ToolEvent(e.kind, e.pid, e.ts) for e in subset]), truth, ref)[0]
-        bare = [ToolEvent(e.kind, e.pid, None, written=(e.ts or 0) + j * 2_654_435_761 % lag)
+        bare = [ToolEvent(e.kind, e.pid, None,
+                          written=(e.ts or 0) + j * 2_654_435_761 % (min(200_000_000, ref.lag_limit(e.pid)) + 1))
                 for j, e in enumerate(subset)]
         by_align = analyse(spec, ToolOutput(bare), truth, ref)[0]
         if by_ts == by_align:
             verdicts.append(f"{what}: same counts ({sum(by_ts.values()):,})")
         else:
             verdicts.append(f"{what}: MISMATCH " + ", ".join(f"{k} {by_align[k]:,} vs {by_ts[k]:,}" for k in by_ts))
-    return ("alignment self-check, procevents --no-enrich's events placed as forkstat's and extrace's lines are "
+    return (f"alignment self-check, {spec.name}'s events placed as forkstat's and extrace's lines are "
             "(kind, pid, written 0-200 ms later) vs by their timestamps: " + "; ".join(verdicts))
 
 
-def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], max_lag: int) -> str:
+def lag_limits(ref: Reference) -> str:
+    text = f"{MAX_LAG_NS / 1e6:.0f} ms"
+    if ref.pid_lag and ref.shortest is not None:
+        pid, gap = ref.shortest
+        text += (f", less for {len(ref.pid_lag):,} pids forked again sooner; least {ref.max_lag / 1e6:.0f} ms: "
+                 f"pid {pid} forked twice {gap / 1e6:.1f} ms apart")
+    return text
+
+
+def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], ref: Reference) -> str:
     """How long after its event each line was written, and lines written
     during the load that found no event (written too late to be placed)."""
     lags = sorted(e.written - e.ts for e in events if e.ts is not None)
@@ -852,7 +1084,7 @@ def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], ma
         return f"{name}: no line placed on the tracepoint record"
     early = sum(1 for w in unplaced if w < window[0] + 1_000_000_000)
     return (f"{name}: lines written {lags[len(lags) // 2] / 1e6:.0f} ms (median), {lags[-1] / 1e6:.0f} ms (max) "
-            f"after their event (limit {max_lag / 1e6:.0f} ms); {len(unplaced):,} lines written during the load "
+            f"after their event (limit {lag_limits(ref)}); {len(unplaced):,} lines written during the load "
             f"not placed" + (f" ({early:,} in its first second: events from before the recording started?)"
                              if early else ""))
 
@@ -863,13 +1095,20 @@ def lag_note(name: str, events: Sequence[ToolEvent], window: tuple[int, int], ma
 @dataclass
 class RunResult:
     shape: str
-    index: int
+    index: int  # the round
+    setup: Setup
     load: float
-    gen_s: float
+    others: str  # other subscribers on the host at the start
+    gen_s: float  # burst: starting gun to last worker; make: its fork to its exit (tracepoints)
+    processes: int  # generated processes (make's tree without make)
     expected_desc: str
     tools: dict[str, ToolResult]
     truth_check: str
     notes: list[str]
+
+    @property
+    def rate(self) -> float | None:
+        return self.processes / self.gen_s if self.gen_s > 0 else None
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, tools: Sequence[Running]) -> None:
@@ -942,21 +1181,22 @@ def write_makefile(directory: Path, targets: int) -> None:
     (directory / "Makefile").write_text(f"all: {names}\nt%:\n\t{MIXED_RECIPE}\n")
 
 
-def run_once(shape: str, index: int, args: argparse.Namespace, names: Sequence[str], bins: dict[str, Path],
+def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bins: dict[str, Path],
              trace: TraceInstance, workdir: Path) -> RunResult:
-    rundir = workdir / f"{shape}-{index}"
+    rundir = workdir / f"{shape}-{index}-{setup.key}"
     rundir.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     procevents = procevents_command(args.procevents)
     tools: list[Running] = []
     sampler: SizeSampler | None = None
+    me = os.getpid()
     try:
-        for name in names:
+        for name in setup.tools:
             spec = TOOLS[name]
             tools.append(Running(spec, tool_command(name, rundir / f"{name}.out", procevents), rundir))
         wait_until(lambda: all(t.ready() for t in tools), 20, "every tool to subscribe", tools)
         # a warm-up process every tool must show: they are all listening and writing
-        for k in range(5):
+        for k in range(5 if tools else 0):
             warm = spawn_tiny(bins["tiny"], f"warmup-{k}")
 
             def shown(pid: int = warm) -> bool:
@@ -972,12 +1212,12 @@ def run_once(shape: str, index: int, args: argparse.Namespace, names: Sequence[s
 
         load = os.getloadavg()[0]
         for t in tools:
-            t.cpu_before = cpu_seconds(t.pid)
-        sampler = SizeSampler([t.out for t in tools if not t.spec.name.startswith("procevents")])
+            t.measure_before()
+        others = other_subscribers({me, *(pid for t in tools for pid, _ in t.tree)})
+        sampler = SizeSampler([t.out for t in tools if t.spec.family != "procevents"])
         trace.start()
         window_start = time.monotonic_ns()
         t0 = time.monotonic()
-        me = os.getpid()
         if shape in ("fork", "exec"):
             pidfile = rundir / "pids.txt"
             cmd = [str(bins["burst"]), "-o", str(pidfile), "-m", shape, "-n", str(args.n), "-p", str(args.workers),
@@ -1000,20 +1240,20 @@ def run_once(shape: str, index: int, args: argparse.Namespace, names: Sequence[s
             if status != 0:
                 raise BenchError(f"make failed (status {status}): {make_err.strip()[-300:]}")
         gen_s = time.monotonic() - t0
-        waited = settle(tools, args.grace, args.drain_limit)
-        sampler.stop()
-        notes.append(f"all tools caught up {waited:.1f} s after the load")
-        for t in tools:
-            t.cpu_after = cpu_seconds(t.pid)
-            t.hwm_kib = status_kib(t.pid, "VmHWM")
+        if tools:
+            waited = settle(tools, args.grace, args.drain_limit)
+            sampler.stop()
+            notes.append(f"all tools caught up {waited:.1f} s after the load")
+            for t in tools:
+                t.measure_after()
     finally:
         for t in tools:
-            t.exit_status = stop_process(t.proc)
+            t.stop()
         if sampler is not None:
             sampler.stop()
 
-    ref = trace.read()
-    if args.keep:
+    ref = trace.read() if tools or shape == "mixed" else Reference()
+    if args.keep and (tools or shape == "mixed"):
         with (rundir / "tracepoints.tsv").open("w") as f:
             for kind, pid, ts, extra in zip(ref.kinds, ref.pids, ref.ts, ref.extra, strict=True):
                 f.write(f"{CODE_KIND[kind]}\t{pid}\t{ts}\t{'' if extra is None else extra}\n")
@@ -1021,51 +1261,73 @@ def run_once(shape: str, index: int, args: argparse.Namespace, names: Sequence[s
         notes.append(f"the tracepoint buffer dropped {ref.lost:,} events: alignment and ground truth may be short")
     if shape in ("fork", "exec"):
         truth, burst_s, _workers = burst_truth(rundir / "pids.txt", shape == "exec")
-        truth.set_limits(ref)
         gen_s = burst_s
-        f_code = KIND_CODE["fork"]
-        seen = len({life.id for kind, pid, ts in zip(ref.kinds, ref.pids, ref.ts, strict=True)
-                    if kind == f_code and (life := truth.find(pid, ts)) is not None})
-        truth_check = f"tracepoints saw {seen:,} of the {len(truth.lives):,} forks burst recorded"
+        if tools:
+            truth.set_limits(ref)
+            f_code = KIND_CODE["fork"]
+            seen = len({life.id for kind, pid, ts in zip(ref.kinds, ref.pids, ref.ts, strict=True)
+                        if kind == f_code and (life := truth.find(pid, ts)) is not None})
+            truth_check = f"tracepoints saw {seen:,} of the {len(truth.lives):,} forks burst recorded"
+        else:
+            truth_check = "- (not read: no tool to check)"
         if len(truth.lives) != args.n:
             notes.append(f"burst created {len(truth.lives):,} of {args.n:,} children")
     else:
-        truth = tree_truth(ref, me, root)
+        truth, span = tree_truth(ref, me, root)
+        if span:
+            gen_s = span / 1e9
+        else:
+            notes.append("make's fork or exit is not in the tracepoint record: load time is the wall time")
         truth.set_limits(ref)
         truth_check = (f"make tree from tracepoints: {len(truth.lives):,} processes, "
                        f"{sum(lf.execs for lf in truth.lives):,} execs")
 
     results: dict[str, ToolResult] = {}
+    checked = False
     for t in tools:
         name = t.spec.name
-        if name.startswith("procevents"):
+        if t.spec.family == "procevents":
             output = parse_procevents(t.out, t.err_text())
         else:
-            output = parse_forkstat(t.out) if name == "forkstat" else parse_extrace(t.out, t.err_text())
+            output = parse_forkstat(t.out) if t.spec.family == "forkstat" else parse_extrace(t.out, t.err_text())
             assert sampler is not None
             sampler.stamp(t.out, output.events)
         received, extra, exec_got, exec_real, unmatched = analyse(t.spec, output, truth, ref)
-        if not name.startswith("procevents"):
-            notes.append(lag_note(name, output.events, (window_start, window_end), ref.max_lag))
+        if t.spec.family != "procevents":
+            notes.append(lag_note(name, output.events, (window_start, window_end), ref))
             if args.keep:
                 with (rundir / f"{name}.placed.tsv").open("w") as f:
                     f.write("kind\tpid\tline_end_offset\twritten_by_ns\tevent_ts_ns\n")
                     for e in output.events:
                         f.write(f"{e.kind}\t{e.pid}\t{e.end}\t{e.written}\t{'' if e.ts is None else e.ts}\n")
+        capture = ""
+        if t.spec.family == "procevents":
+            capture = next((ln.removeprefix("procevents: ").strip() for ln in t.err_text().splitlines()
+                            if "argv capture:" in ln), "no 'argv capture' notice")
+            want = f"sync, {len(online_cpus())} realtime readers" if name == "procevents" else "async"
+            if t.spec.argv and want not in capture:
+                notes.append(f"{name}: UNEXPECTED capture mode: {capture!r} (expected {want!r})")
+            if name == "procevents" and len(t.helpers) != len(online_cpus()):
+                notes.append(f"{name}: {len(t.helpers)} reader processes, {len(online_cpus())} CPUs online")
+        helpers = [p for p in t.helpers if p in t.cpu_after]
         results[name] = ToolResult(
             spec=t.spec, expected=truth.expected(t.spec), received=received, extra=extra,
-            exec_received=exec_got, exec_real_argv=exec_real, cpu_s=t.cpu_after - t.cpu_before,
-            hwm_kib=t.hwm_kib, exit_status=t.exit_status, reported_lost=output.reported_lost,
-            unmatched_lines=unmatched, unparsed=output.unparsed)
+            exec_received=exec_got, exec_real_argv=exec_real, cpu_s=t.cpu_s(), helper_cpu_s=t.cpu_s(helpers),
+            pss_kib=sum(t.pss_kib.values()), helper_pss_kib=[t.pss_kib[p] for p in helpers],
+            helper_uss_kib=[t.uss_kib[p] for p in helpers], hwm_kib=t.hwm_kib,
+            exit_status=t.exit_status, reported_lost=output.reported_lost,
+            unmatched_lines=unmatched, unparsed=output.unparsed, leftover=t.leftover, capture=capture)
+        notes.extend(t.notes)
         if t.exit_status not in (0, None) and not (name == "extrace" and t.exit_status == -signal.SIGTERM):
             notes.append(f"{name} exit status {t.exit_status}: {t.err_text().strip()[-200:]}")
-        if name == "procevents-no-enrich":
+        if t.spec.family == "procevents" and not checked and any(u.spec.family != "procevents" for u in tools):
             notes.append(alignment_check(t.spec, output, truth, ref))
+            checked = True
     exp = truth.expected(TOOLS["procevents"])
     desc = f"{sum(exp.values()):,} events (" + ", ".join(f"{k} {v:,}" for k, v in exp.items()) + ")"
     if not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
-    return RunResult(shape, index, load, gen_s, desc, results, truth_check, notes)
+    return RunResult(shape, index, setup, load, others, gen_s, len(truth.lives), desc, results, truth_check, notes)
 
 
 def mixed_targets(n: int) -> int:
@@ -1093,10 +1355,11 @@ def interpreter_time(runs: int) -> list[float]:
     return out
 
 
-def first_event_time(cmd: list[str], timeout: float = 10.0) -> tuple[float, float | None]:
+def first_event_time(cmd: list[str], timeout: float = 10.0) -> tuple[float, float | None, list[str]]:
     """Start ``procevents --json`` while /bin/true is spawned every ~2 ms;
     seconds from the start until (its first line about one of those
-    processes, its 'listening' notice)."""
+    processes, its 'listening' notice), and processes of its tree still
+    running after it was stopped."""
     spawned: set[int] = set()
     lock = threading.Lock()
     stop = threading.Event()
@@ -1153,13 +1416,13 @@ def first_event_time(cmd: list[str], timeout: float = 10.0) -> tuple[float, floa
                 found = min(hits)
     finally:
         stop.set()
-        stop_process(proc, 10)
+        _status, leftover = stop_tree(proc, None, 10)
         spawn_thread.join(5)
         for r in readers:
             r.join(5)
     if found is None:
         raise BenchError(f"procevents showed none of the spawned processes within {timeout:g} s")
-    return found - t0, (listening[0] - t0 if listening else None)
+    return found - t0, (listening[0] - t0 if listening else None), leftover
 
 
 # -- long run ---------------------------------------------------------------------------------
@@ -1235,8 +1498,20 @@ def long_run(args: argparse.Namespace, bins: dict[str, Path], workdir: Path) -> 
 # -- report -----------------------------------------------------------------------------------
 
 
-METRICS = (("lost", "events lost %", 3), ("cpu", "CPU ms / 1k events", 2), ("rss", "peak RSS MiB", 1),
-           ("argv", "real argv % of execs shown", 1), ("argv_all", "real argv % of all execs", 1))
+METRICS = (
+    ("lost", "lost %", 3),
+    ("argv", "argv % shown", 2),
+    ("argv_all", "argv % all", 2),
+    ("cpu", "CPU ms/1k", 1),
+    ("helper_cpu", "readers ms/1k", 1),
+    ("pss", "PSS MiB", 1),
+    ("helper_pss", "PSS/reader", 2),
+    ("helper_uss", "USS/reader", 2),
+    ("rss", "RSS sum MiB", 1),
+)
+#: procevents' synchronous capture: the real argv of at least this share of
+#: all generated execs (%), per shape
+ARGV_TARGET = {"exec": 99.5, "mixed": 99.9}
 
 
 def spread(values: Sequence[float | None], digits: int) -> str:
@@ -1246,56 +1521,115 @@ def spread(values: Sequence[float | None], digits: int) -> str:
     med = statistics.median(vals)
     if len(vals) == 1:
         return f"{med:.{digits}f}"
-    return f"{med:.{digits}f} [{min(vals):.{digits}f}-{max(vals):.{digits}f}]"
+    sep = " to " if min(vals) < 0 else "-"
+    return f"{med:.{digits}f} [{min(vals):.{digits}f}{sep}{max(vals):.{digits}f}]"
 
 
-def print_table(rows: list[list[str]], header: list[str]) -> None:
+def print_table(rows: list[list[str]], header: list[str], left: int = 1) -> None:
+    """Columns before ``left`` are left-justified, the others right-justified."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
     print(line)
-    print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths,
-                                                                                       strict=True))))
+    print(fmt(header))
     print(line)
     for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
-                                                                                           strict=True))))
+        print(fmt(r))
     print(line)
 
 
-def report_shape(shape: str, runs: list[RunResult], names: Sequence[str], args: argparse.Namespace) -> None:
+def report_shape(shape: str, runs: list[RunResult], setups: Sequence[Setup], args: argparse.Namespace) -> list[str]:
+    """Print one shape's tables; returns the problems seen (for the summary)."""
     what = {
         "fork": f"N={args.n:,} x fork()+_exit()",
         "exec": f"N={args.n:,} x vfork()+execve(tiny, {{tiny, burst-<i>}})",
         "mixed": f"make -j4, {mixed_targets(args.n):,} targets of '{MIXED_RECIPE}'",
     }[shape]
+    rounds = sorted({r.index for r in runs})
+    by_setup = {s.key: [r for r in runs if r.setup.key == s.key] for s in setups}
+    by_round = {(r.index, r.setup.key): r for r in runs}
+    problems: list[str] = []
     print()
-    print(f"== shape {shape}: {what}; {len(runs)} run(s); all tools at once; median [min-max] over runs")
+    print(f"== shape {shape}: {what}; {len(rounds)} round(s) of {len(setups)} setups; median [min-max] over rounds")
+    print("-- runs, in the order they ran")
     rows = []
     for r in runs:
-        rows.append([f"run {r.index}", f"{r.load:.2f}", f"{r.gen_s:.2f}", r.expected_desc, r.truth_check])
-    print_table(rows, ["run", "load avg 1m at start", "load time s", "expected (ground truth)", "cross-check"])
+        rows.append([f"{r.index}", r.setup.label, f"{r.load:.2f}", r.others, f"{r.gen_s:.2f}", f"{r.processes:,}",
+                     f"{r.rate:,.0f}" if r.rate else "-", r.expected_desc, r.truth_check])
+    print_table(rows, ["round", "setup", "load avg 1m", "other subscribers", "load s", "processes", "processes/s",
+                       "expected (ground truth)", "cross-check"], left=2)
+
+    print("-- the load's own rate (generated processes per second) beside each setup")
     rows = []
-    for name in names:
-        res = [r.tools[name] for r in runs]
-        rows.append([res[0].spec.label, *(spread([x.metrics()[key] for x in res], d) for key, _, d in METRICS)])
-    for name in ("procevents", "procevents-no-enrich"):
-        if name not in names or "forkstat" not in names:
+    for st in setups:
+        rates = [r.rate for r in by_setup[st.key]]
+        slow: list[float | None] = []
+        vs_forkstat: list[float | None] = []
+        for r in by_setup[st.key]:
+            base = by_round.get((r.index, "none"))
+            if base is not None and base.rate and r.rate:
+                slow.append(100 * (1 - r.rate / base.rate))
+            beside = by_round.get((r.index, "forkstat"))
+            if beside is not None and beside.rate and r.rate:
+                vs_forkstat.append(r.rate / beside.rate)
+        rows.append([st.label, spread(rates, 0), spread(slow, 1), spread(vs_forkstat, 3)])
+    print_table(rows, ["setup", "processes/s", "slowdown % vs no monitor (same round)",
+                       "rate / rate beside forkstat alone (same round)"])
+
+    print("-- each tool, by setup (indented: ratio of two tools' values in the same run, median [min-max])")
+    rows = []
+    for st in setups:
+        if not st.tools:
             continue
-        cells = []
-        for key, _, _ in METRICS:
-            ratios = []
-            for r in runs:
-                a, b = r.tools[name].metrics()[key], r.tools["forkstat"].metrics()[key]
-                if a is not None and b:
-                    ratios.append(a / b)
-            cells.append(spread(ratios, 3))
-        label = "procevents" if name == "procevents" else "procevents --no-enrich"
-        rows.append([f"ratio {label} / forkstat", *cells])
-    print_table(rows, ["tool", *(label for _, label, _ in METRICS)])
-    print("per run: received/expected per event kind; what each tool itself reported about loss")
+        for name in st.tools:
+            res = [r.tools[name] for r in by_setup[st.key] if name in r.tools]
+            if not res:
+                continue
+            rows.append([st.label, name,
+                         *(spread([x.metrics()[key] for x in res], d) for key, _, d in METRICS)])
+        if not st.head_to_head:
+            continue
+        for name in st.tools:
+            if TOOLS[name].family != "procevents":
+                continue
+            for peer in st.tools:
+                if TOOLS[peer].family != "forkstat":
+                    continue
+                cells = []
+                for key, _, _ in METRICS:
+                    ratios = []
+                    for r in by_setup[st.key]:
+                        if name in r.tools and peer in r.tools:
+                            a, b = r.tools[name].metrics()[key], r.tools[peer].metrics()[key]
+                            if a is not None and b:
+                                ratios.append(a / b)
+                    cells.append(spread(ratios, 3))
+                rows.append([st.label, f"  {name} / {peer}", *cells])
+    print_table(rows, ["setup", "tool", *(label for _, label, _ in METRICS)], left=2)
+
+    # what the brief asks to watch
     for r in runs:
-        for name in names:
-            t = r.tools[name]
+        for name, t in r.tools.items():
+            for left in t.leftover:
+                problems.append(f"{shape} round {r.index} [{r.setup.label}] {name}: {left}")
+            if name == "procevents" and shape in ARGV_TARGET:
+                m = t.metrics()["argv_all"]
+                if m is not None and m < ARGV_TARGET[shape]:
+                    problems.append(f"{shape} round {r.index} [{r.setup.label}] procevents (sync) real argv of all "
+                                    f"execs {m:.3f}% < {ARGV_TARGET[shape]}%")
+        problems.extend(f"{shape} round {r.index} [{r.setup.label}] {n}" for n in r.notes
+                        if "UNEXPECTED" in n or "MISMATCH" in n or "exited during" in n or "exit status" in n)
+
+    print("-- per run: received/expected per event kind; what each tool itself reported about loss")
+    for r in runs:
+        head = f"  round {r.index} [{r.setup.label}]"
+        if not r.tools:
+            print(f"{head} no monitor: {r.processes:,} processes in {r.gen_s:.2f} s")
+        for name, t in r.tools.items():
             kinds = ", ".join(f"{k} {t.received[k]:,}/{t.expected[k]:,}" for k in t.spec.kinds if t.expected[k])
             kinds = kinds or "nothing expected"
             extra = []
@@ -1306,10 +1640,19 @@ def report_shape(shape: str, runs: list[RunResult], names: Sequence[str], args: 
                 extra.append(f"{t.unparsed:,} unparsed lines")
             if t.spec.argv and t.expected.get("exec"):
                 kinds += f"; real argv {t.exec_real_argv:,}"
-            print(f"  run {r.index} {name:<21} {kinds}; CPU {t.cpu_s:.2f} s; {t.reported_lost}; "
+            mem = f"PSS {t.pss_kib / 1024:.1f} MiB"
+            if t.helper_pss_kib:
+                mem += (f" (readers: PSS {', '.join(f'{k / 1024:.2f}' for k in t.helper_pss_kib)} MiB, "
+                        f"USS {', '.join(f'{k / 1024:.2f}' for k in t.helper_uss_kib)} MiB; "
+                        f"CPU {t.helper_cpu_s:.2f} s)")
+            if t.capture:
+                extra.append(t.capture)
+            extra.extend(f"LEFT RUNNING: {x}" for x in t.leftover)
+            print(f"{head} {name}: {kinds}; CPU {t.cpu_s:.2f} s; {mem}; {t.reported_lost}; "
                   f"exit status {t.exit_status}" + ("; " + "; ".join(extra) if extra else ""))
         for note in r.notes:
-            print(f"  run {r.index} note: {note}")
+            print(f"{head} note: {note}")
+    return problems
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -1328,12 +1671,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=None, help="children per fork/exec load; mixed uses N/50 make "
                         "targets (default 100000; --quick 20000)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per shape (default 3; --quick 1)")
+    parser.add_argument("--runs", type=int, default=None, help="rounds per shape, each runs every setup once "
+                        "(default 3; --quick 1)")
     parser.add_argument("--shapes", type=lambda v: parse_list(v, ("fork", "exec", "mixed"), "--shapes"),
-                        default=["fork", "exec", "mixed"], help="comma-separated: fork,exec,mixed (default all)")
-    parser.add_argument("--tools", type=lambda v: parse_list(v, tuple(TOOLS), "--tools"), default=list(TOOLS),
-                        help=f"comma-separated: {','.join(TOOLS)} (default all)")
-    parser.add_argument("--quick", action="store_true", help="N=20000, 1 run, 5 startup samples")
+                        default=["exec", "mixed"], help="comma-separated: fork,exec,mixed (default exec,mixed)")
+    parser.add_argument("--tools", type=lambda v: parse_list(v, tuple(TOOLS), "--tools"), default=list(DEFAULT_TOOLS),
+                        help=f"comma-separated: {','.join(TOOLS)} (default {','.join(DEFAULT_TOOLS)})")
+    parser.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the load with no monitor and beside each tool alone (default: yes)")
+    parser.add_argument("--quick", action="store_true", help="N=20000, 1 round, 5 startup samples")
     parser.add_argument("--long", action="store_true",
                         help="only the long run: procevents' RSS across --long-events events")
     parser.add_argument("--long-events", type=int, default=1_000_000, help="events for --long (default 1000000)")
@@ -1385,19 +1731,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"suite.py: long run failed: {exc}", file=sys.stderr)
                 return 1
 
-        names = list(args.tools)
+        names = list(dict.fromkeys(args.tools))
         for name in list(names):
-            if name in PEERS and ensure_peer(name) is None:
-                print(f"suite.py: {name} is not installed and could not be installed: left out", file=sys.stderr)
+            if name in PEERS and ensure_peer(*PEERS[name]) is None:
+                print(f"suite.py: {PEERS[name][0]} is not installed and could not be installed: {name} left out",
+                      file=sys.stderr)
                 names.remove(name)
         if not names:
             return 1
+        setups = make_setups(names, args.alone)
         print(f"suite: {shlex.join(procevents)} ({source_version()}); kernel {os.uname().release}; "
               f"{os.cpu_count()} CPUs; pid_max {Path('/proc/sys/kernel/pid_max').read_text().strip()}; "
-              f"N={args.n:,}; runs={args.runs}; shapes={','.join(args.shapes)}; tools={','.join(names)}", flush=True)
+              f"N={args.n:,}; rounds={args.runs}; shapes={','.join(args.shapes)}; tools={','.join(names)}; "
+              f"load average {os.getloadavg()[0]:.2f}", flush=True)
+        print("tools: " + "; ".join(f"{n} = {TOOLS[n].label}" for n in names), flush=True)
+        print("setups (each round runs every one, in an order rotated by one per round): "
+              + "; ".join(st.label for st in setups), flush=True)
 
-        if args.startup_runs and any(n.startswith("procevents") for n in names):
-            report_startup(procevents, args.startup_runs)
+        problems: list[str] = []
+        if args.startup_runs and any(TOOLS[n].family == "procevents" for n in names):
+            problems.extend(report_startup(procevents, args.startup_runs))
 
         buffer_kb = min(1 << 20, max(16384, 64 * 4 * args.n // 1024 * 3 // 2))
         try:
@@ -1406,20 +1759,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"suite.py: {exc}", file=sys.stderr)
             return 1
         stack.callback(trace.close)
+        failed = 0
         for shape in args.shapes:
             runs: list[RunResult] = []
             for i in range(1, args.runs + 1):
-                try:
-                    r = run_once(shape, i, args, names, bins, trace, workdir)
-                except BenchError as exc:
-                    print(f"suite.py: shape {shape} run {i} FAILED: {exc}", file=sys.stderr)
-                    return 1
-                runs.append(r)
-                brief = ", ".join(f"{n} {r.tools[n].metrics()['lost']:.2f}%" for n in names
-                                  if r.tools[n].metrics()["lost"] is not None)
-                print(f"shape {shape} run {i}: load {r.load:.2f}, lost: {brief}", flush=True)
-            report_shape(shape, runs, names, args)
-    return 0
+                k = (i - 1) % len(setups)
+                for setup in setups[k:] + setups[:k]:
+                    try:
+                        r = run_once(shape, i, setup, args, bins, trace, workdir)
+                    except BenchError as exc:
+                        failed += 1
+                        msg = f"shape {shape} round {i} [{setup.label}] FAILED: {exc}"
+                        print(f"suite.py: {msg}", file=sys.stderr, flush=True)
+                        problems.append(msg)
+                        continue
+                    runs.append(r)
+                    brief = ", ".join(
+                        f"{n} lost {m['lost']:.2f}%" + (f" argv {m['argv_all']:.2f}%" if m["argv_all"] is not None
+                                                        else "")
+                        for n in r.tools if (m := r.tools[n].metrics())["lost"] is not None)
+                    print(f"shape {shape} round {i} [{setup.label}]: load {r.load:.2f}, "
+                          f"{r.rate or 0:,.0f} processes/s" + (f"; {brief}" if brief else ""), flush=True)
+            problems.extend(report_shape(shape, runs, setups, args))
+        print()
+        print(f"== checks: {len(problems)} problem(s)" + ("" if problems else " (procevents' processes all ended "
+                                                         "when it was stopped; sync argv capture at or above "
+                                                         + ", ".join(f"{v}% in {k}" for k, v in ARGV_TARGET.items())
+                                                         + "; no failed run)"))
+        for line in problems:
+            print(f"  {line}")
+    return 1 if failed else 0
 
 
 def source_version() -> str:
@@ -1436,27 +1805,41 @@ def source_version() -> str:
     return f"git {head}" + (f", {len(dirty)} file(s) in src/ modified or new" if dirty else ", src/ clean")
 
 
-def report_startup(procevents: list[str], runs: int) -> None:
+def report_startup(procevents: list[str], runs: int) -> list[str]:
+    """Start-up times, per capture mode; returns the problems seen (processes left running)."""
     helps = help_time(procevents, runs)
     bare = interpreter_time(runs)
-    firsts: list[float] = []
-    notices: list[float] = []
-    for _ in range(runs):
-        first, notice = first_event_time(procevents)
-        firsts.append(first)
-        if notice is not None:
-            notices.append(notice)
+    problems: list[str] = []
+    measured: dict[str, tuple[list[float], list[float]]] = {}
+    for mode in ("sync", "async"):
+        firsts: list[float] = []
+        notices: list[float] = []
+        for _ in range(runs):
+            first, notice, leftover = first_event_time([*procevents, "--capture", mode])
+            problems.extend(f"startup: procevents --json --capture {mode}: {x}" for x in leftover)
+            firsts.append(first)
+            if notice is not None:
+                notices.append(notice)
+        measured[mode] = (firsts, notices)
     print()
     print(f"== startup: median [min-max] of {runs} runs; load average {os.getloadavg()[0]:.2f}")
     rows = [
         ["procevents --help (console script, wall ms)", spread([1000 * v for v in helps], 1)],
         ["  for scale: python -c pass (same interpreter)", spread([1000 * v for v in bare], 1)],
-        ["procevents --json start -> 'listening' notice (ms)", spread([1000 * v for v in notices], 1)],
-        ["procevents --json start -> first event line (ms)", spread([1000 * v for v in firsts], 1)],
     ]
+    for mode, (firsts, notices) in measured.items():
+        rows.append([f"procevents --json --capture {mode}: start -> 'listening' notice (ms)",
+                     spread([1000 * v for v in notices], 1)])
+        rows.append([f"procevents --json --capture {mode}: start -> first event line (ms)",
+                     spread([1000 * v for v in firsts], 1)])
     print_table(rows, ["measure", "value"])
-    med = 1000 * statistics.median(firsts)
-    print(f"time to first event: median {med:.1f} ms, target < 100 ms: {'met' if med < 100 else 'NOT met'}")
+    for mode, (firsts, _) in measured.items():
+        med = 1000 * statistics.median(firsts)
+        print(f"time to first event, --capture {mode}: median {med:.1f} ms, target < 100 ms: "
+              f"{'met' if med < 100 else 'NOT met'}")
+    for line in problems:
+        print(f"  {line}")
+    return problems
 
 
 if __name__ == "__main__":
