@@ -545,6 +545,13 @@ class ExecCapture:
         snapshot.held = self.realtime
         return snapshot
 
+    def collect(self) -> None:
+        """Move every reader's finished captures into memory, so that a main
+        process that has fallen behind never leaves a reader blocked on a
+        full pipe (it would stop reading, and holding, new execs)."""
+        for reader in list(self.readers.values()):
+            self._collect(reader)
+
     def _forget_before(self, reader: _Reader, seq: int) -> None:
         # Captures of execs the main stream never showed (it lost them).
         pending = reader.pending

@@ -164,6 +164,7 @@ class Enricher:
         found: dict[int, ExecSnapshot] = {}
         capture = self.capture
         if capture is not None:
+            capture.collect()
             for i in exec_indexes:
                 snapshot = capture.take(batch[i])  # type: ignore[arg-type]
                 if snapshot is not None:
