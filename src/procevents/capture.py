@@ -33,6 +33,7 @@ import weakref
 from typing import Final
 
 from . import wire
+from .connector import NETLINK_NO_ENOBUFS, SO_RCVBUFFORCE, SOL_NETLINK
 from .events import Exec
 from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cmdline, parse_stat, read_exec_raw
 from .tree import ExecSnapshot
@@ -250,11 +251,11 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
                 pass  # no CAP_SYS_NICE or RLIMIT_RTPRIO: pinned at normal priority
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, 33, _READER_RCVBUF)  # SO_RCVBUFFORCE
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, _READER_RCVBUF)
         except OSError:
             pass
         try:
-            sock.setsockopt(270, 5, 1)  # SOL_NETLINK, NETLINK_NO_ENOBUFS
+            sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
         except OSError:
             pass
         _attach_filter(sock, exec_filter(cpu))
@@ -314,7 +315,7 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, lifeline_fd: int, en
     sock.setblocking(False)
     recv_into = sock.recv_into
     buf = bytearray(16384)
-    seq_at = _U32_AT.unpack_from
+    u32_at = _U32_AT.unpack_from
     tgid_at = _I32_AT.unpack_from
     read = read_exec_raw
     while True:
@@ -330,11 +331,11 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, lifeline_fd: int, en
                 if exc.errno == errno.ENOBUFS:
                     continue
                 raise
-            if size < wire.EVENT_SIZE or seq_at(buf, 36)[0] != 2:
+            if size < wire.EVENT_SIZE or u32_at(buf, 36)[0] != 2:  # what != EXEC
                 continue  # an ack: nothing to read
             tgid = tgid_at(buf, _TGID_OFFSET)[0]
             raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit)
-            _write_all(out_fd, encode_frame(_CAPTURE, cpu, seq_at(buf, _SEQ_OFFSET)[0], tgid, raw))
+            _write_all(out_fd, encode_frame(_CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw))
 
 
 def online_cpus() -> list[int]:

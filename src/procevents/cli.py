@@ -245,21 +245,14 @@ def _add_capture_options(group: argparse._ArgumentGroup, *, env: bool = True, th
         group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
 
 
-def _make_capture(args: argparse.Namespace, enrich: bool = True) -> Any:
-    """The per-CPU readers asked for (not started yet), or None."""
-    if not enrich or args.capture != "sync":
-        return None
-    from .capture import ENV_LIMIT, ExecCapture
-
-    return ExecCapture(env_limit=ENV_LIMIT if getattr(args, "env", False) else 0)
-
-
 def _make_enricher(args: argparse.Namespace, **table_options: Any) -> Enricher:
-    from .capture import ENV_LIMIT
+    """The enricher for a command with capture options; its per-CPU readers
+    (``--capture sync``) are created here and started by the main loop."""
+    from .capture import ENV_LIMIT, ExecCapture
     from .enrich import Enricher
 
-    capture = _make_capture(args)
     env_limit = ENV_LIMIT if getattr(args, "env", False) else 0
+    capture = ExecCapture(env_limit=env_limit) if args.capture == "sync" else None
     if table_options:
         from .procfs import ProcFS
         from .tree import ProcessTable
