@@ -3,15 +3,22 @@
 The kernel sends an EXEC event from the exec'ing task itself, after its new
 memory is installed and before it returns to user space.  A reader woken on
 that same CPU at SCHED_FIFO priority preempts the task right there, and so
-reads its argv (and name, start time, exe, cwd) while it is held, however
-short its life.  A classic BPF socket filter gives each reader exactly its
+reads its argv (and name, exe, cwd) while it is held, however short its
+life.  A classic BPF socket filter gives each reader exactly its
 own CPU's execs, so no reader is woken for nothing.
 
 Readers are forked processes, not threads: a thread would first have to take
 the GIL, and meanwhile the held process runs on.  Each reader has its own
 connector socket, so it sends its own LISTEN and IGNORE; it sends IGNORE on
 every way out, and ends by itself when the process that started it goes
-away (its lifeline pipe closes), even after a kill -9.
+away (its lifeline pipe closes, which sends it SIGIO), even after a kill -9.
+A reader sleeps in one blocking recv between two execs: one system call of
+waiting per exec, no poll.
+
+A capture is "held" when its event was sent while the reader was waiting
+(the event's timestamp is after the reader went back to recv): a reader
+that was busy or blocked meanwhile (a full pipe, a slow /proc read) read
+it late, so the main process checks it for pid reuse like an async read.
 
 Each result is framed on a pipe to the main process and joined to the EXEC
 event of the main stream exactly, by (cpu, seq): the kernel numbers one
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
 import gc
 import os
 import select
@@ -65,6 +73,8 @@ _FLAG_ARGV_CUT: Final = 1
 _FLAG_ENV: Final = 2
 _FLAG_ENV_CUT: Final = 4
 _FLAG_OWNER: Final = 8
+_FLAG_LATE: Final = 16  # read after the reader was busy: maybe not held
+_FLAG_COMM: Final = 32  # the stat field holds /proc/PID/comm (a held read)
 _MISSING_CODES: Final = {None: 0, GONE: 1, Unavailable.DENIED: 2, EMPTY: 3}
 _MISSING_NAMES: Final = (None, "gone", "denied", "gone")  # a zombie has exited
 # length, kind, missing, flags, cpu, seq, pid, euid, egid,
@@ -73,14 +83,16 @@ _FRAME: Final = struct.Struct("<IBBHIIiIIIHHHI")
 
 # Fields of an event datagram the reader needs (offsets: kernel-interface.md).
 _SEQ_OFFSET: Final = 24
+_TIMESTAMP_OFFSET: Final = 44
 _TGID_OFFSET: Final = 56
 _U32_AT: Final = struct.Struct("<I")
+_U64_AT: Final = struct.Struct("<Q")
 _I32_AT: Final = struct.Struct("<i")
 _READER_SIGNALS: Final = tuple(
     sig
     for sig in (
         signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM,
-        signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF,
+        signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGIO,
     )
 )
 
@@ -164,7 +176,9 @@ class Frame:
     def snapshot(self, boot_offset_ns: int) -> ExecSnapshot:
         argv = parse_cmdline(self.cmdline) if self.cmdline else None
         comm = start_ns = None
-        if self.stat:
+        if self.flags & _FLAG_COMM:
+            comm = self.stat.rstrip(b"\n").decode("utf-8", "surrogateescape") or None
+        elif self.stat:
             try:
                 stat = parse_stat(self.stat)
             except (ValueError, IndexError):
@@ -228,6 +242,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_limit: int) -> None:
     """Body of one reader process: never returns normally (the caller _exits)."""
+    signal.set_wakeup_fd(-1)  # the main process's, inherited: not ours to write
     for sig in _READER_SIGNALS:
         signal.signal(sig, _raise_stop)
     # Terminal signals are for the main process, which then stops us
@@ -264,8 +279,9 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         sock.send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=ack_seq, ack=ack_seq))
         subscribed = True
         _await_ack(sock, (ack_seq + 1) & _U32, lifeline_fd)
+        _watch_lifeline(lifeline_fd)
         _write_all(out_fd, encode_frame(_READY, cpu, 0, os.getpid(), flags=flags))
-        _read_execs(sock, cpu, out_fd, lifeline_fd, env_limit)
+        _read_execs(sock, cpu, out_fd, env_limit)
     except _Stop:
         pass
     except OSError as exc:
@@ -288,6 +304,18 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
             sock.close()
 
 
+def _watch_lifeline(fd: int) -> None:
+    """SIGIO (a stop signal) when the lifeline's writer closes it: the main
+    process closed it, exited or was killed."""
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC | os.O_NONBLOCK)
+    try:
+        if not os.read(fd, 1):
+            raise _Stop  # closed before we watched it
+    except BlockingIOError:
+        pass
+
+
 def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
     deadline = time.monotonic() + 2.0
     buf = bytearray(wire.EVENT_SIZE * 4)
@@ -308,34 +336,33 @@ def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
                 return
 
 
-def _read_execs(sock: socket.socket, cpu: int, out_fd: int, lifeline_fd: int, env_limit: int) -> None:
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    poller.register(lifeline_fd, select.POLLIN)
-    sock.setblocking(False)
+def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int) -> None:
+    sock.setblocking(True)
     recv_into = sock.recv_into
     buf = bytearray(16384)
     u32_at = _U32_AT.unpack_from
+    u64_at = _U64_AT.unpack_from
     tgid_at = _I32_AT.unpack_from
     read = read_exec_raw
+    clock = time.monotonic_ns
+    waiting_since = clock()
     while True:
-        for fd, _mask in poller.poll():
-            if fd == lifeline_fd:
-                return  # the main process closed it or is gone
-        while True:
-            try:
-                size = recv_into(buf)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    continue
-                raise
-            if size < wire.EVENT_SIZE or u32_at(buf, 36)[0] != 2:  # what != EXEC
-                continue  # an ack: nothing to read
-            tgid = tgid_at(buf, _TGID_OFFSET)[0]
-            raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit)
-            _write_all(out_fd, encode_frame(_CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw))
+        try:
+            size = recv_into(buf)  # a stop signal (SIGIO from the lifeline too) raises _Stop here
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                continue
+            raise
+        if size < wire.EVENT_SIZE or u32_at(buf, 36)[0] != 2:  # what != EXEC
+            continue  # an ack: nothing to read
+        # On our CPU nothing runs while we do (realtime, pinned): an exec
+        # sent after we began waiting has its process held now.
+        late = u64_at(buf, _TIMESTAMP_OFFSET)[0] < waiting_since
+        tgid = tgid_at(buf, _TGID_OFFSET)[0]
+        raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late)
+        flags = _FLAG_LATE if late else _FLAG_COMM
+        _write_all(out_fd, encode_frame(_CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw, flags=flags))
+        waiting_since = clock()
 
 
 def online_cpus() -> list[int]:
@@ -392,8 +419,13 @@ class ExecCapture:
         self.problems: list[str] = []
         self.captured = 0
         self.missed = 0
-        self._lifeline: int | None = None
-        self._finalizer: weakref.finalize[[int], ExecCapture] | None = None
+        #: Captures read after their reader was busy (not surely held).
+        self.late = 0
+        #: Write ends of the readers' lifeline pipes (one each: SIGIO goes
+        #: to a single owner per pipe).
+        self._lifelines: list[int] = []
+        self._started = False
+        self._finalizer: weakref.finalize[[list[int]], ExecCapture] | None = None
         self._closed = False
         self._owner = os.getpid()
 
@@ -401,23 +433,23 @@ class ExecCapture:
 
     @property
     def started(self) -> bool:
-        return self._lifeline is not None or self._closed
+        return self._started or self._closed
 
     def start(self, timeout: float = 3.0) -> ExecCapture:
         """Fork the readers and wait until each is subscribed (at most once)."""
         if self.started:
             return self
-        lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
-        self._lifeline = lifeline_w
+        self._started = True
         # Dropped without close(): the readers still end (and unsubscribe).
-        self._finalizer = weakref.finalize(self, _close_quietly, lifeline_w)
+        self._finalizer = weakref.finalize(self, _close_all, self._lifelines)
         realtime_all = True
+        lifeline_r = -1
         try:
             for cpu in self.wanted_cpus:
+                lifeline_r, lifeline_w = os.pipe2(os.O_CLOEXEC)
+                self._lifelines.append(lifeline_w)
                 out_r, out_w = os.pipe2(os.O_CLOEXEC)
                 try:
-                    import fcntl
-
                     fcntl.fcntl(out_r, _F_SETPIPE_SZ, _PIPE_SIZE)
                 except OSError:
                     pass
@@ -443,10 +475,13 @@ class ExecCapture:
                     finally:
                         os._exit(status)
                 os.close(out_w)
+                os.close(lifeline_r)
+                lifeline_r = -1
                 os.set_blocking(out_r, False)
                 self.readers[cpu] = _Reader(cpu, pid, out_r)
         finally:
-            os.close(lifeline_r)
+            if lifeline_r >= 0:
+                os.close(lifeline_r)
         # Wait for every reader's READY (or FAILED) frame.
         deadline = time.monotonic() + timeout
         waiting = dict(self.readers)
@@ -494,11 +529,10 @@ class ExecCapture:
         if os.getpid() != self._owner:
             return  # a forked child must not stop its parent's readers
         self._closed = True
-        if self._lifeline is not None:
-            if self._finalizer is not None:
-                self._finalizer.detach()
-            os.close(self._lifeline)
-            self._lifeline = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        _close_all(self._lifelines)
         readers = list(self.readers.values())
         self.readers.clear()
         for reader in readers:
@@ -543,7 +577,9 @@ class ExecCapture:
             return None
         self.captured += 1
         snapshot = frame.snapshot(self.boot_offset_ns)
-        snapshot.held = self.realtime
+        if frame.flags & _FLAG_LATE:
+            self.late += 1
+        snapshot.held = self.realtime and not frame.flags & _FLAG_LATE
         return snapshot
 
     def collect(self) -> None:
@@ -591,11 +627,12 @@ class ExecCapture:
         _reap(reader.pid, time.monotonic() + 2.0)
 
 
-def _close_quietly(fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
+def _close_all(fds: list[int]) -> None:
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass
 
 
 def _close_fd(reader: _Reader) -> None:

@@ -355,17 +355,27 @@ def _run_pipeline(
     observers: Sequence[Callable[..., None]] = (),
     after: Callable[[], None] | None = None,
     own_signals: bool = True,
+    tick: float | None = None,
+    linger: float | None = None,
 ) -> int:
     """Shared main loop: open, run, and close on every way out.
 
     With ``own_signals`` (the default), SIGINT, SIGTERM and SIGHUP ask the
     loop to stop between two batches, so output lines are never torn; a
     second Ctrl-C aborts the final drain.
+
+    Events gather for ``linger`` seconds (default: as suits ``output``)
+    before each read, unless /proc is read after the event (async capture),
+    where every moment counts.  ``stop`` is asked after every batch and
+    every ``tick`` seconds; with no tick an idle loop sleeps until an event
+    or a signal.
     """
     from .connector import ConnectorError, Terminated
     from .pipeline import Pipeline
 
-    pipeline = Pipeline(conn, sink, enricher=enricher, filters=filters, count=count, observers=observers)
+    pipeline = Pipeline(
+        conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output
+    )
     status = 0
     stopper = _StopOnSignal() if own_signals else None
     if stopper is not None:
@@ -383,6 +393,10 @@ def _run_pipeline(
                 capture.start()
             if conn.closed:
                 conn.open()
+            races = enricher is not None and (capture is None or not capture.active)
+            pipeline.linger = 0.0 if races else (output.linger if linger is None else linger)
+            if stopper is not None:
+                conn.wake_on(stopper.wake_fd)
             if not quiet:
                 # "listening" last: it tells a reader of stderr that we are ready.
                 if capture is not None:
@@ -391,7 +405,7 @@ def _run_pipeline(
                     _stderr("argv capture: async (--capture async)")
                 _stderr(_describe_subscription(conn))
             try:
-                pipeline.run(duration=duration, stop=stop)
+                pipeline.run(duration=duration, stop=stop, tick=tick)
             except (KeyboardInterrupt, Terminated):
                 pass
             # What the kernel queued before we stopped is still shown: an
@@ -411,6 +425,7 @@ def _run_pipeline(
             _stderr(f"error: writing output: {exc.strerror or exc}")
             status = 1
     finally:
+        conn.wake_on(None)
         conn.close()
         if capture is not None:
             capture.close()
@@ -434,15 +449,19 @@ def _run_pipeline(
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM/SIGHUP set a flag that the loop checks between batches
-    (it wakes at least every tick), so output lines are never torn; a
-    second Ctrl-C raises KeyboardInterrupt to skip the final drain."""
+    """SIGINT/SIGTERM/SIGHUP set a flag that the loop checks between batches,
+    so output lines are never torn; the signal also writes to ``wake_fd``
+    (signal.set_wakeup_fd), which ends the loop's wait at once.  A second
+    Ctrl-C raises KeyboardInterrupt to skip the final drain."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: dict[int, Any] = {}
+        self.wake_fd: int | None = None
+        self._wake_write = -1
+        self._previous_wakeup = -1
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -452,11 +471,19 @@ class _StopOnSignal:
     def install(self) -> None:
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        read_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_fd = read_fd
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if self.wake_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self.wake_fd)
+            os.close(self._wake_write)
+            self.wake_fd = None
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -654,7 +681,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
         status = _run_pipeline(
             conn, sink, output, enricher=enricher, filters=filters, count=None, duration=None,
-            quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False,
+            quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False, tick=0.2,
         )
         if status:
             return status

@@ -298,6 +298,18 @@ class _StoreOutput:
     def write(self, data: bytes) -> None:
         pass
 
+    @property
+    def flush_due_in(self) -> float | None:
+        return None if self.failed else self.writer.flush_due_in
+
+    def batch_done(self) -> None:
+        if not self.failed:
+            try:
+                self.writer.flush()
+            except OSError:
+                self.failed = True
+                raise
+
     def flush(self) -> None:
         if not self.failed:
             try:
@@ -317,6 +329,7 @@ def run_record(args: argparse.Namespace) -> int:
     from . import __version__
     from .connector import DEFAULT_RCVBUF, Connector
     from .filters import DescendantFilter
+    from .pipeline import RECORD_LINGER
     from .store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
 
     path = args.db or default_db_path()
@@ -344,10 +357,6 @@ def run_record(args: argparse.Namespace) -> int:
         raise
     output = _StoreOutput(writer)
 
-    def tick() -> bool:
-        writer.flush()
-        return False
-
     def summary() -> None:
         if not args.quiet:
             _stderr(f"{writer.events_written} events recorded to {path} ({database_bytes(path):,} bytes)")
@@ -358,7 +367,8 @@ def run_record(args: argparse.Namespace) -> int:
         return _run_pipeline(
             # Duck-typed: the loop only flushes and closes its Output.
             conn, sink, cast("Output", output), enricher=enricher, filters=filters, count=None,
-            duration=args.duration, quiet=args.quiet, stop=tick, observers=reporting.observers, after=summary,
+            duration=args.duration, quiet=args.quiet, observers=reporting.observers, after=summary,
+            linger=RECORD_LINGER,
         )
     finally:
         reporting.close()
@@ -873,7 +883,7 @@ def run_top(args: argparse.Namespace) -> int:
 
         status = _run_pipeline(
             conn, _NullSink(), output, enricher=enricher, filters=filters, count=None, duration=args.duration,
-            quiet=args.quiet, stop=refresh, observers=[model],
+            quiet=args.quiet, stop=refresh, observers=[model], tick=min(0.2, interval),
         )
         # The last frame stays (and is all a pipe or file gets): whole-run averages.
         live.update(render(model.frame(time.monotonic(), rows, overall=True), overall=True), refresh=True)

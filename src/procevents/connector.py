@@ -222,6 +222,8 @@ class Connector:
         self._last_drops_poll = 0
         self._drops_poll_due = False
         self._poller = select.poll()
+        self._wake_fd: int | None = None
+        self._wake_poller: select.poll | None = None
         self._emptied = False
         self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
 
@@ -486,9 +488,27 @@ class Connector:
         self._drain(limit=room)
         return self._pending, self._emptied
 
-    def read_batch(self, timeout: float | None = None) -> list[Event]:
+    def wake_on(self, fd: int | None) -> None:
+        """Also return from a wait in :meth:`read_batch` when ``fd`` becomes
+        readable (a pipe given to :func:`signal.set_wakeup_fd`), and empty it
+        then; None stops watching it."""
+        if self._wake_fd is not None:
+            self._poller.unregister(self._wake_fd)
+        self._wake_fd = fd
+        self._wake_poller = None
+        if fd is not None:
+            self._poller.register(fd, select.POLLIN)
+            self._wake_poller = select.poll()
+            self._wake_poller.register(fd, select.POLLIN)
+
+    def read_batch(self, timeout: float | None = None, *, linger: float = 0.0) -> list[Event]:
         """Wait up to ``timeout`` seconds (None: forever) for events, then
-        return everything queued (at most MAX_BATCH).  [] on timeout."""
+        return everything queued (at most MAX_BATCH).  [] on timeout, or
+        when the :meth:`wake_on` descriptor woke the wait.
+
+        ``linger`` seconds pass between the first event's arrival and the
+        read, so that one wakeup takes many events (the kernel queues them
+        meanwhile); only for readers that do not race the processes."""
         if self._sock is None:
             raise ValueError("connector is not open")
         if not self._pending:
@@ -497,10 +517,22 @@ class Connector:
                 # Come back in time for the drop-counter read we skipped.
                 due = _DROPS_POLL_INTERVAL_NS // 1_000_000
                 wait_ms = due if wait_ms is None else min(wait_ms, due)
-            if self._poller.poll(wait_ms):
-                self._drain()
-            elif self._drops_poll_due:
-                self._poll_drops()
+            if wait_ms == 0:
+                self._drain()  # a recv costs no more than a poll
+            else:
+                readable = False
+                for fd, _mask in self._poller.poll(wait_ms):
+                    if fd == self._wake_fd:
+                        self._clear_wake()
+                        linger = 0.0  # a signal: answer it now
+                    else:
+                        readable = True
+                if readable:
+                    if linger > 0.0:
+                        self._linger(linger)
+                    self._drain()
+                elif self._drops_poll_due:
+                    self._poll_drops()
         pending = self._pending
         if len(pending) <= MAX_BATCH:
             self._pending = []
@@ -509,6 +541,20 @@ class Connector:
         # work on each (and what it buffers) stays bounded.
         batch, self._pending = pending[:MAX_BATCH], pending[MAX_BATCH:]
         return batch
+
+    def _linger(self, seconds: float) -> None:
+        if self._wake_poller is None:
+            time.sleep(seconds)
+        elif self._wake_poller.poll(int(seconds * 1000)):
+            self._clear_wake()
+
+    def _clear_wake(self) -> None:
+        assert self._wake_fd is not None
+        try:
+            while os.read(self._wake_fd, 512):
+                pass
+        except OSError:  # BlockingIOError: emptied
+            pass
 
     def __iter__(self) -> Iterator[Event]:
         if self._sock is None:

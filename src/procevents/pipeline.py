@@ -32,6 +32,13 @@ Filter = Callable[[Event, Proc | None], bool]
 FILE_FLUSH_BYTES = 256 * 1024
 FILE_FLUSH_SECONDS = 0.2
 
+#: Seconds the main loop lets events gather after one arrives, by where they
+#: go: a terminal still shows each line within 100 ms.  Only where nothing
+#: races the processes (argv is read by the capture readers, or not at all).
+TERMINAL_LINGER = 0.05
+STREAM_LINGER = 0.25
+RECORD_LINGER = 0.5
+
 
 class Output:
     """Buffered byte output.
@@ -58,6 +65,14 @@ class Output:
     def write(self, data: bytes) -> None:
         self.pending.append(data)
         self.pending_bytes += len(data)
+
+    @property
+    def linger(self) -> float:
+        """How long events may gather before they are shown here."""
+        try:
+            return TERMINAL_LINGER if os.isatty(self.stream.fileno()) else STREAM_LINGER
+        except (OSError, ValueError, AttributeError):
+            return TERMINAL_LINGER
 
     @property
     def flush_due_in(self) -> float | None:
@@ -90,6 +105,20 @@ def _is_regular_file(stream: BinaryIO) -> bool:
         return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
     except (OSError, ValueError, AttributeError):
         return False
+
+
+class Flushed(Protocol):
+    """What the main loop flushes: an :class:`Output`, or the recorder's store."""
+
+    @property
+    def flush_due_in(self) -> float | None:
+        """Seconds until buffered data must be written; None if none is."""
+
+    def batch_done(self) -> None:
+        """End of a batch: write what is due."""
+
+    def flush(self) -> None:
+        """Write everything now."""
 
 
 class Sink(Protocol):
@@ -164,8 +193,13 @@ class Pipeline:
         summary: Summary | None = None,
         count: int | None = None,
         observers: Sequence[Callable[[Event, Proc | None, Mapping[str, Any]], None]] = (),
+        output: Flushed | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.connector = connector
+        self.output = output
+        #: Seconds to let events gather after one arrives (Connector.read_batch).
+        self.linger = linger
         self.sink = sink
         self.enricher = enricher
         self.filters = list(filters)
@@ -205,12 +239,18 @@ class Pipeline:
         if enricher is not None:
             enricher.maybe_resync()
 
-    def run(self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float = 0.2) -> None:
-        """Process batches until ``count`` events, ``duration`` seconds, or ``stop()``."""
-        output: Output | None = getattr(self.sink, "output", None)
+    def run(
+        self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float | None = None
+    ) -> None:
+        """Process batches until ``count`` events, ``duration`` seconds, or
+        ``stop()`` (asked after every batch, and at least every ``tick``
+        seconds when given; with no tick, an idle loop never wakes)."""
+        output = self.output
+        connector = self.connector
+        linger = self.linger
         deadline = None if duration is None else time.monotonic() + duration
         while not self.done:
-            timeout = tick if stop is not None else None
+            timeout = tick
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -220,7 +260,7 @@ class Pipeline:
                 due = output.flush_due_in
                 if due is not None:
                     timeout = due if timeout is None else min(timeout, due)
-            batch = self.connector.read_batch(timeout)
+            batch = connector.read_batch(timeout, linger=linger)
             if batch:
                 self.process(batch)
             if output is not None:
@@ -232,7 +272,7 @@ class Pipeline:
         """Unsubscribe, then process what is still queued (unless done)."""
         self.connector.unsubscribe()
         self.connector.poll_drops()
-        output: Output | None = getattr(self.sink, "output", None)
+        output = self.output
         while not self.done:
             batch = self.connector.read_batch(0)
             if not batch:

@@ -330,10 +330,14 @@ def _read_bounded(name: bytes, dir_fd: int, limit: int) -> tuple[bytes, bool]:
         os.close(fd)
 
 
-def read_exec_raw(pid: int, *, argv_limit: int, env_limit: int = 0, root: str = "/proc") -> RawExec:
+def read_exec_raw(
+    pid: int, *, argv_limit: int, env_limit: int = 0, comm_only: bool = False, root: str = "/proc"
+) -> RawExec:
     """argv first, then stat, exe, cwd, owner (and environ), pinned to ``pid``
     by its directory so that every read is of the same process.  A read that
-    fails after the argv leaves its field empty."""
+    fails after the argv leaves its field empty.  ``comm_only``: the ``stat``
+    field holds /proc/PID/comm instead (cheaper, for a process known to be
+    the one exec'd, whose start time is not needed)."""
     try:
         dir_fd = os.open(f"{root}/{pid}", _O_DIR)
     except OSError as exc:
@@ -345,7 +349,7 @@ def read_exec_raw(pid: int, *, argv_limit: int, env_limit: int = 0, root: str = 
             return RawExec(_classify(exc))
         raw = RawExec(None if cmdline else EMPTY, cmdline, argv_truncated=argv_truncated)
         try:
-            raw.stat = _read_bounded(b"stat", dir_fd, 4096)[0]
+            raw.stat = _read_bounded(b"comm" if comm_only else b"stat", dir_fd, 4096)[0]
         except OSError:
             pass
         try:

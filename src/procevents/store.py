@@ -462,6 +462,21 @@ class StoreWriter:
             return bool(self.dirty)
         return len(pending) >= MAX_PENDING or time.monotonic() - self.first_pending >= self.interval
 
+    @property
+    def flush_due_in(self) -> float | None:
+        """Seconds until :meth:`flush` has work to do; None while it has none
+        (an idle recorder then needs no wakeup, unless it prunes)."""
+        now = time.monotonic()
+        due: float | None = None
+        if self.pending:
+            due = max(0.0, self.first_pending + self.interval - now)
+        elif self.dirty:
+            due = 0.0
+        if self.retain_ns is not None:
+            prune = 0.0 if self._prune_more else max(0.0, self._next_prune - now)
+            due = prune if due is None else min(due, prune)
+        return due
+
     def flush(self, force: bool = False) -> None:
         """Commit if due (or ``force``), and run retention when its time has come."""
         if force or self.due:
