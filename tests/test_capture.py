@@ -28,6 +28,7 @@ from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, parse_tr
 import procevents
 from procevents import capture, wire
 from procevents.capture import Frame, encode_frame, exec_filter, online_cpus, seq_after, split_frames
+from procevents.events import Exec
 from procevents.procfs import GONE, RawExec
 
 __all__ = ["reaper", "watch"]  # fixtures, imported to be used here
@@ -70,6 +71,39 @@ def test_split_frames_keeps_a_partial_frame() -> None:
     buffer += data[-5:]
     assert [f.cmdline for f in split_frames(buffer)] == [b"p2\0"]
     assert buffer == bytearray()
+
+
+def test_a_held_frame_carries_comm_and_no_start_time() -> None:
+    """A held read takes /proc/PID/comm, not stat: the name, newline dropped."""
+    raw = RawExec(None, b"prog\0", b"my prog\n", b"/usr/bin/prog", b"/", (0, 0))
+    snap = Frame(encode_frame(0, 0, 3, 77, raw, flags=capture._FLAG_COMM)).snapshot(0)
+    assert (snap.comm, snap.start_ns, snap.argv) == ("my prog", None, ["prog"])
+
+
+def _capture_with(*frames: bytes) -> capture.ExecCapture:
+    """An ExecCapture whose cpu-0 reader already sent ``frames`` (no process)."""
+    cap = capture.ExecCapture(cpus=[])
+    reader = capture._Reader(0, -1, -1)
+    for data in frames:
+        frame = Frame(data)
+        reader.pending[frame.seq] = frame
+    cap.readers[0] = reader
+    cap.realtime = True
+    return cap
+
+
+def test_a_late_capture_is_not_trusted_as_held() -> None:
+    """A reader that was busy when the exec was sent may have read it after
+    the process ran on: the main process must check it for pid reuse."""
+    late = encode_frame(0, 0, 7, 4242, RawExec(None, b"x\0", b"4242 (x) R 1"), flags=capture._FLAG_LATE)
+    held = encode_frame(0, 0, 8, 4243, RawExec(None, b"y\0", b"y\n"), flags=capture._FLAG_COMM)
+    cap = _capture_with(late, held)
+    first = cap.take(Exec(0, 7, 1, 4242, 4242))
+    second = cap.take(Exec(0, 8, 2, 4243, 4243))
+    assert first is not None and second is not None
+    assert (first.held, first.argv, cap.late) == (False, ["x"], 1)
+    assert (second.held, second.comm) == (True, "y")
+    assert (cap.captured, cap.missed) == (2, 0)
 
 
 def test_seq_after_wraps() -> None:
