@@ -489,3 +489,13 @@ def test_a_dropped_watch_stops_its_readers() -> None:
                 break
             assert time.monotonic() < deadline, f"reader {pid} still running after its Watch was dropped"
             time.sleep(0.01)
+
+
+def test_a_reader_reads_only_what_the_output_uses() -> None:
+    """comm instead of stat when held; exe and cwd only when shown."""
+    me = os.getpid()
+    lean = capture.read_exec_raw(me, argv_limit=4096, comm_only=True, paths=False)
+    full = capture.read_exec_raw(me, argv_limit=4096)
+    assert lean.stat == Path(f"/proc/{me}/comm").read_bytes() and (lean.exe, lean.cwd) == (b"", b"")
+    assert full.stat.startswith(f"{me} (".encode()) and full.exe == os.fsencode(os.readlink(f"/proc/{me}/exe"))
+    assert lean.cmdline == full.cmdline == Path(f"/proc/{me}/cmdline").read_bytes()

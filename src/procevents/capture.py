@@ -240,7 +240,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_limit: int) -> None:
+def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_limit: int, paths: bool) -> None:
     """Body of one reader process: never returns normally (the caller _exits)."""
     signal.set_wakeup_fd(-1)  # the main process's, inherited: not ours to write
     for sig in _READER_SIGNALS:
@@ -281,7 +281,7 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         _await_ack(sock, (ack_seq + 1) & _U32, lifeline_fd)
         _watch_lifeline(lifeline_fd)
         _write_all(out_fd, encode_frame(_READY, cpu, 0, os.getpid(), flags=flags))
-        _read_execs(sock, cpu, out_fd, env_limit)
+        _read_execs(sock, cpu, out_fd, env_limit, paths)
     except _Stop:
         pass
     except OSError as exc:
@@ -336,7 +336,7 @@ def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
                 return
 
 
-def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int) -> None:
+def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, paths: bool) -> None:
     sock.setblocking(True)
     recv_into = sock.recv_into
     buf = bytearray(16384)
@@ -359,7 +359,7 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int) -> N
         # sent after we began waiting has its process held now.
         late = u64_at(buf, _TIMESTAMP_OFFSET)[0] < waiting_since
         tgid = tgid_at(buf, _TGID_OFFSET)[0]
-        raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late)
+        raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late, paths=paths)
         flags = _FLAG_LATE if late else _FLAG_COMM
         _write_all(out_fd, encode_frame(_CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw, flags=flags))
         waiting_since = clock()
@@ -403,10 +403,12 @@ class ExecCapture:
 
     def __init__(
         self, *, priority: int = DEFAULT_PRIORITY, env_limit: int = 0, cpus: list[int] | None = None,
-        wait: float = WAIT_SECONDS, boot_offset_ns: int | None = None,
+        wait: float = WAIT_SECONDS, boot_offset_ns: int | None = None, paths: bool = True,
     ) -> None:
         self.priority = priority
         self.env_limit = env_limit
+        #: Read exe and cwd too (two /proc lookups per exec).
+        self.paths = paths
         self.wanted_cpus = online_cpus() if cpus is None else list(cpus)
         self.wait = wait
         if boot_offset_ns is None:
@@ -469,7 +471,7 @@ class ExecCapture:
                         os.closerange(3, keep[0])
                         os.closerange(keep[0] + 1, keep[1])
                         os.closerange(keep[1] + 1, 1 << 20)
-                        _reader_main(cpu, out_w, lifeline_r, self.priority, self.env_limit)
+                        _reader_main(cpu, out_w, lifeline_r, self.priority, self.env_limit, self.paths)
                     except BaseException:
                         status = 1
                     finally:

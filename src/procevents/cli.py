@@ -245,14 +245,16 @@ def _add_capture_options(group: argparse._ArgumentGroup, *, env: bool = True, th
         group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
 
 
-def _make_enricher(args: argparse.Namespace, **table_options: Any) -> Enricher:
+def _make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_options: Any) -> Enricher:
     """The enricher for a command with capture options; its per-CPU readers
-    (``--capture sync``) are created here and started by the main loop."""
+    (``--capture sync``) are created here and started by the main loop.
+    ``paths``: the output or a filter uses each exec's exe and cwd (else
+    the readers spare those two /proc lookups per exec)."""
     from .capture import ENV_LIMIT, ExecCapture
     from .enrich import Enricher
 
     env_limit = ENV_LIMIT if getattr(args, "env", False) else 0
-    capture = ExecCapture(env_limit=env_limit) if args.capture == "sync" else None
+    capture = ExecCapture(env_limit=env_limit, paths=paths) if args.capture == "sync" else None
     if table_options:
         from .procfs import ProcFS
         from .tree import ProcessTable
@@ -504,7 +506,8 @@ def run_watch(args: argparse.Namespace) -> int:
         rcvbuf=args.buffer or DEFAULT_RCVBUF,
         kernel_filter=not args.no_kernel_filter,
     )
-    enricher = _make_enricher(args) if enrich else None
+    # Only JSON shows exe and cwd; -c matches exe too.
+    enricher = _make_enricher(args, paths=args.json or args.command is not None) if enrich else None
     filters: list[Filter] = []
     if args.no_threads:
         filters.append(no_threads)
@@ -623,7 +626,7 @@ def run_trace(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     try:
         conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
-        enricher = _make_enricher(args, seed=False)
+        enricher = _make_enricher(args, paths=args.json, seed=False)
         capture = enricher.capture
         try:
             conn.open()  # subscribe first, so no event of CMD is missed

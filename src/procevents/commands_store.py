@@ -862,7 +862,7 @@ def run_top(args: argparse.Namespace) -> int:
 
     roots = _check_pids(args.pid)
     conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
-    enricher = _make_enricher(args)
+    enricher = _make_enricher(args, paths=False)  # top shows neither exe nor cwd
     filters: list[Filter] = []
     if roots is not None:
         filters.append(DescendantFilter(enricher.table.descendants(roots)))

@@ -331,13 +331,14 @@ def _read_bounded(name: bytes, dir_fd: int, limit: int) -> tuple[bytes, bool]:
 
 
 def read_exec_raw(
-    pid: int, *, argv_limit: int, env_limit: int = 0, comm_only: bool = False, root: str = "/proc"
+    pid: int, *, argv_limit: int, env_limit: int = 0, comm_only: bool = False, paths: bool = True, root: str = "/proc"
 ) -> RawExec:
     """argv first, then stat, exe, cwd, owner (and environ), pinned to ``pid``
     by its directory so that every read is of the same process.  A read that
     fails after the argv leaves its field empty.  ``comm_only``: the ``stat``
     field holds /proc/PID/comm instead (cheaper, for a process known to be
-    the one exec'd, whose start time is not needed)."""
+    the one exec'd, whose start time is not needed); without ``paths``, exe
+    and cwd are left empty."""
     try:
         dir_fd = os.open(f"{root}/{pid}", _O_DIR)
     except OSError as exc:
@@ -352,14 +353,15 @@ def read_exec_raw(
             raw.stat = _read_bounded(b"comm" if comm_only else b"stat", dir_fd, 4096)[0]
         except OSError:
             pass
-        try:
-            raw.exe = os.readlink(b"exe", dir_fd=dir_fd)
-        except OSError:
-            pass
-        try:
-            raw.cwd = os.readlink(b"cwd", dir_fd=dir_fd)
-        except OSError:
-            pass
+        if paths:
+            try:
+                raw.exe = os.readlink(b"exe", dir_fd=dir_fd)
+            except OSError:
+                pass
+            try:
+                raw.cwd = os.readlink(b"cwd", dir_fd=dir_fd)
+            except OSError:
+                pass
         try:
             st = os.fstat(dir_fd)
             raw.owner = (st.st_uid, st.st_gid)
