@@ -11,11 +11,15 @@ One command, one report per load shape:
 Tools: ``procevents --json`` (synchronous exec capture, the default: one
 realtime reader process per CPU), ``procevents --json --capture async``,
 ``forkstat``, ``forkstat -r`` (realtime), and on request ``procevents
---no-enrich`` and ``extrace``.  A round runs one load per *setup*:
+--no-enrich``, ``extrace`` and (``--modes``) procevents' other output modes
+and commands: the live text view, ``--tree``, ``record`` (SQLite) and
+``trace`` (which runs the load itself: the load waits at a FIFO until every
+tool was measured, and again after it ended).  A round runs one load per
+*setup*:
 
 * head-to-head: each procevents mode with every selected peer (forkstat,
-  forkstat -r, extrace), all subscribed together.  The two procevents modes
-  never share a run: the sync readers hold every exec'ing process for a
+  forkstat -r, extrace), all subscribed together.  No two procevents modes
+  share a run: the sync readers hold every exec'ing process for a
   moment, which helps every other tool that reads /proc in the same run.
 * alone: no monitor at all, then each tool by itself: the load's own rate
   and the slowdown each monitor causes, and each tool's argv capture with
@@ -48,12 +52,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -63,7 +69,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -124,22 +130,49 @@ class ToolSpec:
     argv: bool
     #: "procevents", "forkstat" or "extrace": how it is started, checked and parsed
     family: str
-    #: extrace reports the exit only of a process whose exec it reported
+    #: extrace and procevents --tree report the exit only of a process whose exec they reported
     exits_of_execs_only: bool = False
+    #: how a procevents mode's output is read: "json" (JSON Lines), "text" (the
+    #: live text view), "tree" (--tree) or "db" (record's SQLite database)
+    output: str = ""
+    #: the argv capture mode a procevents mode must run: "sync" (one reader
+    #: per CPU), "async", or "" (none: --no-enrich)
+    capture: str = ""
+    #: procevents trace: runs the load itself, so it is started with it
+    runs_load: bool = False
+
+    @property
+    def timestamped(self) -> bool:
+        """Does each event carry its own time?  (Else its lines are placed on
+        the tracepoint record by the time they were written.)"""
+        return self.output in ("json", "text", "db")
 
 
 TOOLS: dict[str, ToolSpec] = {
-    "procevents": ToolSpec("procevents", "procevents --json (sync)", KINDS, argv=True, family="procevents"),
+    "procevents": ToolSpec("procevents", "procevents --json (sync)", KINDS, argv=True, family="procevents",
+                           output="json", capture="sync"),
     "procevents-async": ToolSpec("procevents-async", "procevents --json --capture async", KINDS, argv=True,
-                                 family="procevents"),
+                                 family="procevents", output="json", capture="async"),
     "procevents-no-enrich": ToolSpec("procevents-no-enrich", "procevents --json --no-enrich", KINDS, argv=False,
-                                     family="procevents"),
+                                     family="procevents", output="json"),
+    "procevents-text": ToolSpec("procevents-text", "procevents (live text view, sync)", KINDS, argv=True,
+                                family="procevents", output="text", capture="sync"),
+    "procevents-tree": ToolSpec("procevents-tree", "procevents --tree (sync; execs and their exits)",
+                                ("exec", "exit"), argv=True, family="procevents", exits_of_execs_only=True,
+                                output="tree", capture="sync"),
+    "procevents-record": ToolSpec("procevents-record", "procevents record --db FILE (sync, SQLite)", KINDS,
+                                  argv=True, family="procevents", output="db", capture="sync"),
+    "procevents-trace": ToolSpec("procevents-trace", "procevents trace --json -- LOAD (sync; runs the load)", KINDS,
+                                 argv=True, family="procevents", output="json", capture="sync", runs_load=True),
     "forkstat": ToolSpec("forkstat", "forkstat -l -e fork,exec,exit", KINDS, argv=True, family="forkstat"),
     "forkstat-r": ToolSpec("forkstat-r", "forkstat -r -l -e fork,exec,exit", KINDS, argv=True, family="forkstat"),
     "extrace": ToolSpec("extrace", "extrace -f -t (exec+exit)", ("exec", "exit"), argv=True, family="extrace",
                         exits_of_execs_only=True),
 }
 DEFAULT_TOOLS = ("procevents", "procevents-async", "forkstat", "forkstat-r")
+#: --modes: procevents' other output modes and commands (off by default)
+MODES = {"text": "procevents-text", "tree": "procevents-tree", "record": "procevents-record",
+         "trace": "procevents-trace"}
 #: tool -> (program, Debian package)
 PEERS = {"forkstat": ("forkstat", "forkstat"), "forkstat-r": ("forkstat", "forkstat"),
          "extrace": ("extrace", "extrace")}
@@ -228,22 +261,33 @@ class SizeSampler:
             e.written = times[i] if i < len(times) else 1 << 62
 
 
+def output_path(workdir: Path, spec: ToolSpec) -> Path:
+    return workdir / f"{spec.name}.{'db' if spec.output == 'db' else 'out'}"
+
+
 class Running:
     """One subscriber of a run, with its process tree (procevents: the main
     process and its per-CPU reader children)."""
 
     def __init__(self, spec: ToolSpec, cmd: list[str], workdir: Path) -> None:
         self.spec = spec
-        self.out = workdir / f"{spec.name}.out"
+        self.out = output_path(workdir, spec)
         self.err = workdir / f"{spec.name}.err"
+        for stale in (self.out, *self.sidecars):  # procevents appends to -o FILE, record to --db
+            stale.unlink(missing_ok=True)
         stdout: Any = subprocess.DEVNULL
         if spec.family == "forkstat":
             stdout = self.out.open("wb")
         with self.err.open("wb") as err:
+            # procevents trace: its own session, so that the load it runs can
+            # be killed whole if the run fails
             self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err)
+                cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, start_new_session=spec.runs_load)
         if stdout is not subprocess.DEVNULL:
             stdout.close()
+        #: processes below the main one that are not the tool's (procevents
+        #: trace: the shell running the load): left out of its tree
+        self.skip: set[int] = set()
         #: (pid, start time in clock ticks) of the tree, main process first
         self.tree: list[tuple[int, int]] = []
         self.cpu_before: dict[int, float] = {}
@@ -276,6 +320,21 @@ class Running:
         except FileNotFoundError:
             return ""
 
+    @property
+    def sidecars(self) -> list[Path]:
+        """record's SQLite write-ahead log and shared-memory index."""
+        if self.spec.output != "db":
+            return []
+        return [self.out.with_name(self.out.name + "-wal"), self.out.with_name(self.out.name + "-shm")]
+
+    def size(self) -> int:
+        """Bytes written so far (record: the database and its write-ahead log)."""
+        total = 0
+        for path in (self.out, *self.sidecars[:1]):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
     def ready(self) -> bool:
         """Subscribed?  procevents says so (after its readers are subscribed);
         forkstat prints its heading after LISTEN; extrace sends LISTEN right
@@ -287,11 +346,15 @@ class Running:
         return queue_bytes(self.pid) is not None
 
     def shows(self, pid: int) -> bool:
-        """Is there an exec or exit line about ``pid`` in the output?"""
+        """Is there an exec or exit line (record: row) about ``pid`` in the output?"""
+        if self.spec.output == "db":
+            return record_shows(self.out, pid)
         text = self.text()
-        if self.spec.family == "procevents":
+        if self.spec.output == "json":
             return f'"pid":{pid},' in text
-        if self.spec.family == "forkstat":
+        if self.spec.output == "tree":
+            return re.search(rf"^ *{pid} ", text, re.MULTILINE) is not None
+        if self.spec.family in ("forkstat", "procevents"):  # procevents: the live text view
             return re.search(rf"^\S+ (?:exec|exit) +{pid} ", text, re.MULTILINE) is not None
         return re.search(rf"^{pid}[+-] ", text, re.MULTILINE) is not None
 
@@ -302,7 +365,8 @@ class Running:
 
     def measure_before(self) -> None:
         """Note the tree and its CPU times, just before the load."""
-        self.tree = [(pid, start) for pid in process_tree(self.pid) if (start := proc_start(pid)) is not None]
+        self.tree = [(pid, start) for pid in process_tree(self.pid, self.skip)
+                     if (start := proc_start(pid)) is not None]
         self.cpu_before = {pid: cpu_seconds(pid) for pid, _ in self.tree}
 
     def measure_after(self) -> None:
@@ -317,7 +381,7 @@ class Running:
             self.pss_kib[pid] = mem.get("Pss", 0)
             self.uss_kib[pid] = mem.get("Private_Clean", 0) + mem.get("Private_Dirty", 0)
             self.hwm_kib += status_kib(pid, "VmHWM")
-        now = set(process_tree(self.pid))
+        now = set(process_tree(self.pid, self.skip))
         new = now - {pid for pid, _ in self.tree}
         if new:
             self.notes.append(f"{self.spec.name}: {len(new)} process(es) joined its tree during the run "
@@ -329,18 +393,19 @@ class Running:
 
     def stop(self) -> None:
         """Stop the tool and check that its whole tree ended (stop_tree)."""
-        self.exit_status, self.leftover = stop_tree(self.proc, self.tree or None)
+        self.exit_status, self.leftover = stop_tree(self.proc, self.tree or None, skip=self.skip)
 
 
 def stop_tree(proc: subprocess.Popen[bytes], tree: list[tuple[int, int]] | None = None,
-              timeout: float = 30.0) -> tuple[int, list[str]]:
+              timeout: float = 30.0, skip: Collection[int] = ()) -> tuple[int, list[str]]:
     """SIGTERM the main process (stop_process); then every other process of
-    its tree (``tree``: (pid, start time) pairs, else read now) must end by
+    its tree (``tree``: (pid, start time) pairs, else read now, without
+    ``skip`` and their descendants) must end by
     itself within 3 s: procevents' readers follow their lifeline pipe.  One
     that does not is described, and killed by its pid.  Returns (exit status
     of the main process, descriptions)."""
     if tree is None:
-        tree = [(p, s) for p in process_tree(proc.pid) if (s := proc_start(p)) is not None]
+        tree = [(p, s) for p in process_tree(proc.pid, skip) if (s := proc_start(p)) is not None]
     status = stop_process(proc, timeout)
     deadline = time.monotonic() + 3.0
     rest = [(pid, start) for pid, start in tree if pid != proc.pid]
@@ -452,11 +517,11 @@ def online_cpus() -> list[int]:
     return cpus
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants, ``pid`` first."""
+def process_tree(pid: int, skip: Collection[int] = ()) -> list[int]:
+    """``pid`` and all its descendants, ``pid`` first; not those in ``skip``, nor theirs."""
     tree = [pid]
     for p in tree:
-        tree.extend(children_of(p))
+        tree.extend(c for c in children_of(p) if c not in skip)
     return tree
 
 
@@ -491,6 +556,15 @@ def tool_command(name: str, out: Path, procevents: list[str]) -> list[str]:
         return [*procevents, "--json", "--capture", "async", "-o", str(out)]
     if name == "procevents-no-enrich":
         return [*procevents, "--json", "--no-enrich", "-o", str(out)]
+    if name == "procevents-text":
+        return [*procevents, "-o", str(out)]
+    if name == "procevents-tree":
+        return [*procevents, "--tree", "-o", str(out)]
+    if name == "procevents-record":
+        # not -q: its "listening" notice tells that it is subscribed, its summary what it lost
+        return [*procevents, "record", "--db", str(out)]
+    if name == "procevents-trace":
+        return [*procevents, "trace", "--json", "-o", str(out), "--"]  # the load follows (Gate.wrap)
     if name == "forkstat":
         # -l: line-buffered stdout, so the output can be followed (and a
         # terminal sees the same); full command lines are the default
@@ -553,9 +627,158 @@ def parse_procevents(path: Path, err: str) -> ToolOutput:
                                                 " ".join(argv) if isinstance(argv, list) else None))
             elif name == "lost":
                 lost += ev["count"]
-    summary = [ln.strip() for ln in err.splitlines() if SUMMARY_RE.search(ln)]
-    out.reported_lost = f"in-band lost {lost:,}" + (f"; stderr: {summary[-1]}" if summary else "; no summary")
+    out.reported_lost = f"in-band lost {lost:,}" + stderr_summary(err)
     return out
+
+
+TEXT_RE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) (\w+) +(\d*) +(\d*) ?(.*)$")
+TEXT_USER_RE = re.compile(r"^user \S+(?:  |$)")
+TEXT_LOST_RE = re.compile(r" (\d+) events lost")
+
+
+def local_day_start_ns(ref_ns: int) -> int:
+    """Local midnight (ns since the epoch) of the day of ``ref_ns``."""
+    tm = time.localtime(ref_ns // 1_000_000_000)
+    return int(time.mktime((tm.tm_year, tm.tm_mon, tm.tm_mday, 0, 0, 0, 0, 0, -1))) * 1_000_000_000
+
+
+def text_argv(details: str) -> str | None:
+    """The command line of a text or tree exec line (arguments shell-quoted;
+    ``[comm]``, ``?`` or nothing when procevents had no argv)."""
+    if not details or details == "?" or (details.startswith("[") and details.endswith("]")):
+        return None
+    try:
+        return " ".join(shlex.split(details))
+    except ValueError:
+        return details
+
+
+def parse_text(path: Path, err: str) -> ToolOutput:
+    """procevents' live text view: ``HH:MM:SS.mmm event PID PPID details``,
+    the time local and to the millisecond: it is turned back into
+    CLOCK_MONOTONIC (the middle of that millisecond) with this host's clock
+    offset, which is what procevents used.  A fork names the child (``child
+    N``; ``thread N in M`` is a thread); an exec's details are ``user NAME
+    ARGV`` with each argument shell-quoted, ``[comm]`` when it had no argv."""
+    out = ToolOutput()
+    lost = 0
+    ref = time.time_ns()
+    offset = ref - time.monotonic_ns()
+    day = local_day_start_ns(ref)
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        for raw in f:
+            line = raw.decode(errors="replace").rstrip("\n")
+            m = TEXT_RE.match(line)
+            if not m:
+                if line and not line.startswith("TIME "):
+                    out.unparsed += 1
+                continue
+            kind, details = m[5], m[8]
+            if kind == "lost":  # no pid, no ppid: the count may land in either column
+                lm = TEXT_LOST_RE.search(line)
+                lost += int(lm[1]) if lm else 0
+                continue
+            if kind not in KINDS or not m[6]:
+                continue
+            if details.startswith("thread "):  # a thread's fork or exit
+                continue
+            wall = day + ((int(m[1]) * 60 + int(m[2])) * 60 + int(m[3])) * 1_000_000_000 + int(m[4]) * 1_000_000
+            wall += 500_000
+            if wall - ref > 43_200_000_000_000:  # before midnight
+                wall -= 86_400_000_000_000
+            elif ref - wall > 43_200_000_000_000:
+                wall += 86_400_000_000_000
+            argv = None
+            if kind == "exec":
+                argv = text_argv(TEXT_USER_RE.sub("", details, count=1))
+            out.events.append(ToolEvent(kind, int(m[6]), wall - offset, argv))
+    out.reported_lost = f"in-band lost {lost:,}" + stderr_summary(err)
+    return out
+
+
+TREE_RE = re.compile(r"^ *(\d+) (.*)$")
+TREE_EXIT_RE = re.compile(r"^exit (?:status \d+|killed by )")
+TREE_LOST_RE = re.compile(r"^!! (\d+) events lost")
+
+
+def parse_tree(path: Path, err: str) -> ToolOutput:
+    """procevents --tree: ``<indent>PID ARGV`` per exec (each argument
+    shell-quoted; ``[comm]`` or ``?`` without argv), ``<indent>PID exit
+    status N ...`` per exit of a process whose exec it showed.  No time:
+    the lines are placed on the tracepoint record as forkstat's are."""
+    out = ToolOutput()
+    lost = 0
+    end = 0
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        for raw in f:
+            end += len(raw)
+            line = raw.decode(errors="replace").rstrip("\n")
+            m = TREE_RE.match(line)
+            if not m:
+                lm = TREE_LOST_RE.match(line)
+                if lm:
+                    lost += int(lm[1])
+                elif line:
+                    out.unparsed += 1
+                continue
+            pid, rest = int(m[1]), m[2]
+            if TREE_EXIT_RE.match(rest):
+                out.events.append(ToolEvent("exit", pid, None, end=end))
+            else:
+                out.events.append(ToolEvent("exec", pid, None, text_argv(rest), end=end))
+    out.reported_lost = f"in-band lost {lost:,}" + stderr_summary(err)
+    return out
+
+
+def db_uri(path: Path) -> str:
+    return f"{path.as_uri()}?mode=ro"
+
+
+def record_shows(path: Path, pid: int) -> bool:
+    """Has procevents record committed an exec or exit of ``pid``?  (A
+    read-only query; the recorder writes in WAL mode, so it is not blocked.)"""
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(db_uri(path), uri=True, timeout=1.0)) as conn:
+            row = conn.execute("SELECT 1 FROM events WHERE pid = ? AND event IN ('exec', 'exit') LIMIT 1",
+                               (pid,)).fetchone()
+    except sqlite3.Error:
+        return False  # not created yet
+    return row is not None
+
+
+def parse_record(path: Path, err: str) -> ToolOutput:
+    """procevents record's database, once it stopped: the ``events`` table
+    (ts is the event's CLOCK_MONOTONIC timestamp; for a fork, pid and tgid
+    are the child's; argv NUL-terminated arguments; a lost row's count in a)."""
+    out = ToolOutput()
+    lost = 0
+    try:
+        with contextlib.closing(sqlite3.connect(db_uri(path), uri=True, timeout=5.0)) as conn:
+            rows = conn.execute("SELECT event, pid, tgid, ts, argv, a FROM events "
+                                "WHERE event IN ('fork', 'exec', 'exit', 'lost') ORDER BY id").fetchall()
+    except sqlite3.Error as exc:
+        out.reported_lost = f"database not readable: {exc}" + stderr_summary(err)
+        return out
+    for event, pid, tgid, ts, blob, count in rows:
+        if event == "lost":
+            lost += count or 0
+        elif pid == tgid:
+            argv = None
+            if event == "exec" and isinstance(blob, bytes):
+                argv = " ".join(a.decode(errors="replace") for a in blob.removesuffix(b"\0").split(b"\0"))
+            out.events.append(ToolEvent(event, pid, ts, argv))
+    recorded = [ln.strip() for ln in err.splitlines() if " events recorded" in ln]
+    out.reported_lost = f"in-band lost {lost:,}" + (f"; stderr: {recorded[-1]}" if recorded else "") \
+        + stderr_summary(err).replace("; stderr: ", "; ", 1 if recorded else 0)
+    return out
+
+
+def stderr_summary(err: str) -> str:
+    """procevents' summary line at exit ("N events received (...), M events lost")."""
+    summary = [ln.strip() for ln in err.splitlines() if SUMMARY_RE.search(ln)]
+    return f"; stderr: {summary[-1]}" if summary else "; no summary"
 
 
 FORKSTAT_RE = re.compile(r"^\d\d:\d\d:\d\d (fork|exec|exit|clone) +(-?\d+) (.*)$")
@@ -1140,9 +1363,9 @@ def settle(tools: Sequence[Running], grace: float, limit: float) -> float:
             if t.empty_at is None:
                 if not queue_bytes(t.pid):
                     t.empty_at = now
-                    t.size_at_empty = t.out.stat().st_size if t.out.exists() else 0
+                    t.size_at_empty = t.size()
             elif now - t.empty_at >= grace:
-                size = t.out.stat().st_size if t.out.exists() else 0
+                size = t.size()
                 if size == t.size_at_empty or now - t.empty_at >= 5 * grace:
                     pending.remove(t)
                 else:
@@ -1181,6 +1404,96 @@ def write_makefile(directory: Path, targets: int) -> None:
     (directory / "Makefile").write_text(f"all: {names}\nt%:\n\t{MIXED_RECIPE}\n")
 
 
+def load_command(shape: str, args: argparse.Namespace, bins: dict[str, Path], rundir: Path) -> list[str]:
+    """burst (its pid file: rundir/pids.txt), or make in rundir/make."""
+    if shape in ("fork", "exec"):
+        return [str(bins["burst"]), "-o", str(rundir / "pids.txt"), "-m", shape, "-n", str(args.n), "-p",
+                str(args.workers), "-t", str(bins["tiny"]), "-a", ARGV_PREFIX]
+    mkdir = rundir / "make"
+    mkdir.mkdir(exist_ok=True)
+    write_makefile(mkdir, mixed_targets(args.n))
+    return ["make", "-r", "-R", "-s", "-j4", "-C", str(mkdir)]
+
+
+class Gate:
+    """The load as ``procevents trace`` runs it: a shell that writes its pid,
+    waits at a FIFO for the starting signal, runs the load (a child of the
+    shell, as make or burst is a child of this script otherwise), writes its
+    exit status, and waits at a second FIFO until every tool has caught up
+    and was measured.  So procevents trace is measured around the load only,
+    as the other tools are, and before it exits (it exits once its command
+    has).  The shell's own fork, exec and exit are not in the load's
+    expected events; neither are make's (as in every run)."""
+
+    SCRIPT = ('d=$1; shift; echo $$ > "$d/pid"; read _ < "$d/go"; "$@"; echo $? > "$d/status"; '
+              'read _ < "$d/done"')
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(exist_ok=True)
+        self.dir = directory
+        for name in ("go", "done", "pid", "status"):
+            (directory / name).unlink(missing_ok=True)
+        os.mkfifo(directory / "go")
+        os.mkfifo(directory / "done")
+        self._go = -1
+        self.fired = False
+        self.released = False
+
+    def wrap(self, load: list[str]) -> list[str]:
+        return ["/bin/sh", "-c", self.SCRIPT, "sh", str(self.dir), *load]
+
+    def _open(self, name: str) -> int:
+        """The FIFO opened for writing, or -1 while the shell is not (yet) opening it to read."""
+        try:
+            return os.open(self.dir / name, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                return -1
+            raise
+
+    def arm(self) -> bool:
+        """Is the shell waiting for the starting signal?  (The FIFO is then held open until fire.)"""
+        if self._go < 0:
+            self._go = self._open("go")
+        return self._go >= 0
+
+    @property
+    def shell(self) -> int:
+        return int((self.dir / "pid").read_text())
+
+    def fire(self) -> None:
+        os.write(self._go, b"go\n")
+        self.fired = True
+        self.close()
+
+    def status(self) -> int | None:
+        """The load's exit status, once it has ended."""
+        try:
+            text = (self.dir / "status").read_text()
+        except FileNotFoundError:
+            return None
+        return int(text) if text.endswith("\n") else None
+
+    def release(self) -> bool:
+        """Let the shell exit (and so procevents trace), once it waits for that."""
+        fd = self._open("done")
+        if fd < 0:
+            return False
+        try:
+            os.write(fd, b"done\n")
+        finally:
+            os.close(fd)
+        self.released = True
+        return True
+
+    def close(self) -> None:
+        """Close the starting FIFO.  Only once the shell is gone, or fired: an
+        end of file lets it start the load too."""
+        if self._go >= 0:
+            os.close(self._go)
+            self._go = -1
+
+
 def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bins: dict[str, Path],
              trace: TraceInstance, workdir: Path) -> RunResult:
     rundir = workdir / f"{shape}-{index}-{setup.key}"
@@ -1189,11 +1502,16 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
     procevents = procevents_command(args.procevents)
     tools: list[Running] = []
     sampler: SizeSampler | None = None
+    gate: Gate | None = None
+    tracer: Running | None = None
     me = os.getpid()
+    load_cmd = load_command(shape, args, bins, rundir)
+    make_parent = me  # the process that forks make
     try:
         for name in setup.tools:
             spec = TOOLS[name]
-            tools.append(Running(spec, tool_command(name, rundir / f"{name}.out", procevents), rundir))
+            if not spec.runs_load:
+                tools.append(Running(spec, tool_command(name, output_path(rundir, spec), procevents), rundir))
         wait_until(lambda: all(t.ready() for t in tools), 20, "every tool to subscribe", tools)
         # a warm-up process every tool must show: they are all listening and writing
         for k in range(5 if tools else 0):
@@ -1208,37 +1526,42 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
             except BenchError:
                 if k == 4:
                     raise
+        # procevents trace subscribes and starts its readers before it starts
+        # its command: the shell waiting at the gate means it is ready
+        for name in setup.tools:
+            spec = TOOLS[name]
+            if spec.runs_load:
+                gate = Gate(rundir / "gate")
+                cmd = [*tool_command(name, output_path(rundir, spec), procevents), *gate.wrap(load_cmd)]
+                tracer = Running(spec, cmd, rundir)
+                tools.append(tracer)
+                wait_until(gate.arm, 20, f"{name} to start the load (its shell at the gate)", tools)
+                tracer.skip = {gate.shell}
+                make_parent = gate.shell
         settle(tools, 0.3, 60)
 
         load = os.getloadavg()[0]
         for t in tools:
             t.measure_before()
         others = other_subscribers({me, *(pid for t in tools for pid, _ in t.tree)})
-        sampler = SizeSampler([t.out for t in tools if t.spec.family != "procevents"])
+        sampler = SizeSampler([t.out for t in tools if not t.spec.timestamped])
         trace.start()
         window_start = time.monotonic_ns()
         t0 = time.monotonic()
-        if shape in ("fork", "exec"):
-            pidfile = rundir / "pids.txt"
-            cmd = [str(bins["burst"]), "-o", str(pidfile), "-m", shape, "-n", str(args.n), "-p", str(args.workers),
-                   "-t", str(bins["tiny"]), "-a", ARGV_PREFIX]
-            status, gen_out, gen_err = run_load(cmd)
-            trace.stop()
-            window_end = time.monotonic_ns()
-            if status != 0:
-                raise BenchError(f"burst failed (status {status}): {gen_err.strip() or gen_out}")
-            root = 0
+        roots: list[int] = []
+        if gate is not None:
+            gate.fire()
+            wait_until(lambda: gate.status() is not None, 3600, "the load under procevents trace to end", tools)
+            status = gate.status()
+            assert tracer is not None
+            gen_err = tracer.err_text()  # the load's stderr went there
         else:
-            mkdir = rundir / "make"
-            mkdir.mkdir(exist_ok=True)
-            write_makefile(mkdir, mixed_targets(args.n))
-            roots: list[int] = []
-            status, _, make_err = run_load(["make", "-r", "-R", "-s", "-j4", "-C", str(mkdir)], roots)
-            trace.stop()
-            window_end = time.monotonic_ns()
-            root = roots[0]
-            if status != 0:
-                raise BenchError(f"make failed (status {status}): {make_err.strip()[-300:]}")
+            status, _, gen_err = run_load(load_cmd, roots)
+        trace.stop()
+        window_end = time.monotonic_ns()
+        if status != 0:
+            raise BenchError(f"{Path(load_cmd[0]).name} failed (status {status}): {gen_err.strip()[-300:]}")
+        root = roots[0] if roots else 0
         gen_s = time.monotonic() - t0
         if tools:
             waited = settle(tools, args.grace, args.drain_limit)
@@ -1246,9 +1569,21 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
             notes.append(f"all tools caught up {waited:.1f} s after the load")
             for t in tools:
                 t.measure_after()
+        if gate is not None and tracer is not None:
+            wait_until(gate.release, 20, "the shell to wait for the end (procevents trace)", tools)
+            try:
+                tracer.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"{tracer.spec.name} had not exited 60 s after its command did") from None
     finally:
         for t in tools:
             t.stop()
+        if gate is not None:
+            gate.close()
+            if tracer is not None and not gate.released:
+                # the run failed: what is left of the load (procevents is stopped)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(tracer.pid, signal.SIGKILL)
         if sampler is not None:
             sampler.stop()
 
@@ -1273,7 +1608,11 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
         if len(truth.lives) != args.n:
             notes.append(f"burst created {len(truth.lives):,} of {args.n:,} children")
     else:
-        truth, span = tree_truth(ref, me, root)
+        if gate is not None:  # make is the gate's shell's only child
+            f_code = KIND_CODE["fork"]
+            root = next((pid for kind, pid, extra in zip(ref.kinds, ref.pids, ref.extra, strict=True)
+                         if kind == f_code and extra == make_parent), 0)
+        truth, span = tree_truth(ref, make_parent, root)
         if span:
             gen_s = span / 1e9
         else:
@@ -1286,14 +1625,12 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
     checked = False
     for t in tools:
         name = t.spec.name
-        if t.spec.family == "procevents":
-            output = parse_procevents(t.out, t.err_text())
-        else:
-            output = parse_forkstat(t.out) if t.spec.family == "forkstat" else parse_extrace(t.out, t.err_text())
+        output = parse_output(t)
+        if not t.spec.timestamped:
             assert sampler is not None
             sampler.stamp(t.out, output.events)
         received, extra, exec_got, exec_real, unmatched = analyse(t.spec, output, truth, ref)
-        if t.spec.family != "procevents":
+        if not t.spec.timestamped:
             notes.append(lag_note(name, output.events, (window_start, window_end), ref))
             if args.keep:
                 with (rundir / f"{name}.placed.tsv").open("w") as f:
@@ -1301,14 +1638,14 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
                     for e in output.events:
                         f.write(f"{e.kind}\t{e.pid}\t{e.end}\t{e.written}\t{'' if e.ts is None else e.ts}\n")
         capture = ""
-        if t.spec.family == "procevents":
+        if t.spec.family == "procevents" and not t.spec.runs_load:  # trace prints no notices
             capture = next((ln.removeprefix("procevents: ").strip() for ln in t.err_text().splitlines()
                             if "argv capture:" in ln), "no 'argv capture' notice")
-            want = f"sync, {len(online_cpus())} realtime readers" if name == "procevents" else "async"
-            if t.spec.argv and want not in capture:
+            want = {"sync": f"sync, {len(online_cpus())} realtime readers", "async": "async"}.get(t.spec.capture)
+            if want is not None and want not in capture:
                 notes.append(f"{name}: UNEXPECTED capture mode: {capture!r} (expected {want!r})")
-            if name == "procevents" and len(t.helpers) != len(online_cpus()):
-                notes.append(f"{name}: {len(t.helpers)} reader processes, {len(online_cpus())} CPUs online")
+        if t.spec.capture == "sync" and len(t.helpers) != len(online_cpus()):
+            notes.append(f"{name}: {len(t.helpers)} reader processes, {len(online_cpus())} CPUs online")
         helpers = [p for p in t.helpers if p in t.cpu_after]
         results[name] = ToolResult(
             spec=t.spec, expected=truth.expected(t.spec), received=received, extra=extra,
@@ -1320,7 +1657,7 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
         notes.extend(t.notes)
         if t.exit_status not in (0, None) and not (name == "extrace" and t.exit_status == -signal.SIGTERM):
             notes.append(f"{name} exit status {t.exit_status}: {t.err_text().strip()[-200:]}")
-        if t.spec.family == "procevents" and not checked and any(u.spec.family != "procevents" for u in tools):
+        if t.spec.timestamped and not checked and any(not u.spec.timestamped for u in tools):
             notes.append(alignment_check(t.spec, output, truth, ref))
             checked = True
     exp = truth.expected(TOOLS["procevents"])
@@ -1328,6 +1665,17 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
     if not args.keep:
         shutil.rmtree(rundir, ignore_errors=True)
     return RunResult(shape, index, setup, load, others, gen_s, len(truth.lives), desc, results, truth_check, notes)
+
+
+def parse_output(t: Running) -> ToolOutput:
+    """The events in a stopped tool's output."""
+    out = {"json": parse_procevents, "text": parse_text, "tree": parse_tree, "db": parse_record}.get(t.spec.output)
+    if out is not None:
+        output = out(t.out, t.err_text())
+        if t.spec.runs_load:
+            output.reported_lost = output.reported_lost.replace("; no summary", "; no summary (trace prints none)")
+        return output
+    return parse_forkstat(t.out) if t.spec.family == "forkstat" else parse_extrace(t.out, t.err_text())
 
 
 def mixed_targets(n: int) -> int:
@@ -1677,6 +2025,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=["exec", "mixed"], help="comma-separated: fork,exec,mixed (default exec,mixed)")
     parser.add_argument("--tools", type=lambda v: parse_list(v, tuple(TOOLS), "--tools"), default=list(DEFAULT_TOOLS),
                         help=f"comma-separated: {','.join(TOOLS)} (default {','.join(DEFAULT_TOOLS)})")
+    parser.add_argument("--modes", type=lambda v: parse_list(v, (*MODES, "all"), "--modes"), default=[],
+                        help="add procevents' other output modes and commands to --tools, each head-to-head "
+                        f"with the peers: comma-separated {','.join(MODES)} (procevents-<mode>), or all")
     parser.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the load with no monitor and beside each tool alone (default: yes)")
     parser.add_argument("--quick", action="store_true", help="N=20000, 1 round, 5 startup samples")
@@ -1731,7 +2082,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"suite.py: long run failed: {exc}", file=sys.stderr)
                 return 1
 
-        names = list(dict.fromkeys(args.tools))
+        modes = list(MODES) if "all" in args.modes else args.modes
+        names = list(dict.fromkeys([*args.tools, *(MODES[m] for m in modes)]))
         for name in list(names):
             if name in PEERS and ensure_peer(*PEERS[name]) is None:
                 print(f"suite.py: {PEERS[name][0]} is not installed and could not be installed: {name} left out",

@@ -888,6 +888,16 @@ class TestValidateSnapshots:
         validate([exec_(10), fork(1, 10)], {0: s})
         assert s.argv is None and s.missing == "gone"
 
+    def test_a_name_read_without_argv_is_checked_too(self) -> None:
+        """argv already gone, but comm and cwd were read: after a re-fork of
+        the pid they may be the new process's, so they are dropped."""
+        s = ExecSnapshot(argv=None, comm="other", exe=None, cwd="/elsewhere", owner=(0, 0), missing="gone")
+        validate([exec_(10), exit_(10), fork(1, 10)], {0: s})
+        assert (s.comm, s.cwd, s.owner, s.missing) == (None, None, None, "gone")
+        kept = ExecSnapshot(argv=None, comm="tiny", exe=None, cwd="/", owner=(0, 0), missing="gone")
+        validate([exec_(10), exit_(10)], {0: kept})
+        assert (kept.comm, kept.cwd, kept.missing) == ("tiny", "/", "gone")
+
     def test_no_execs(self) -> None:
         validate_snapshots([fork(1, 2)], [], [], [exec_(2)])
 

@@ -493,7 +493,10 @@ class Connector:
         readable (a pipe given to :func:`signal.set_wakeup_fd`), and empty it
         then; None stops watching it."""
         if self._wake_fd is not None:
-            self._poller.unregister(self._wake_fd)
+            try:
+                self._poller.unregister(self._wake_fd)
+            except KeyError:
+                pass
         self._wake_fd = fd
         self._wake_poller = None
         if fd is not None:

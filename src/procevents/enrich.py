@@ -54,13 +54,14 @@ class Users:
 
 
 def _supersede(snapshot: ExecSnapshot) -> None:
+    if snapshot.argv is not None:
+        snapshot.missing = "superseded"
     snapshot.argv = None
     snapshot.exe = None
     snapshot.cwd = None
     snapshot.owner = None
     snapshot.comm = None
     snapshot.env = None
-    snapshot.missing = "superseded"
 
 
 def validate_snapshots(
@@ -92,8 +93,8 @@ def validate_snapshots(
         while position > index + 1:
             position -= 1
             _note_pid_reuse(superseded, batch[position])
-        if snapshot.argv is None:
-            continue
+        if snapshot.argv is None and snapshot.comm is None and snapshot.exe is None and snapshot.cwd is None:
+            continue  # nothing read that could be another process's
         pid = batch[index].tgid
         unverified = not complete and not same_start(
             _start_before(batch, index, pid, known_start), snapshot.start_ns
