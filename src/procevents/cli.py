@@ -11,9 +11,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+
+TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
 if TYPE_CHECKING:
+    from typing import Any, NoReturn
+
     from .connector import Connector
     from .enrich import Enricher
     from .pipeline import Filter, Output, Sink
