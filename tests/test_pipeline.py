@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import threading
 import time
@@ -51,7 +52,9 @@ def _forker(count: int) -> tuple[int, int, int]:
 
 
 def test_events_gather_during_the_linger() -> None:
-    """One wakeup, one batch: every exit of a quick burst, not just the first."""
+    """Reads are spaced out while events keep coming (10 ms after a quiet
+    spell, doubling): a burst of 10 exits comes in a few batches, not one
+    by one."""
     skip_unless_connector()
     with procevents.listen(events={"exit"}) as conn:
         pid, go, pids_fd = _forker(10)
@@ -60,16 +63,22 @@ def test_events_gather_during_the_linger() -> None:
             # events are queued before the wait: the test still holds).
             release = threading.Timer(0.2, os.write, (go, b"x"))
             release.start()
-            batch = conn.read_batch(timeout=30, linger=1.0)
+            batches: list[set[int]] = []
+            born: set[int] | None = None
+            seen: set[int] = set()
+            while (born is None or not born <= seen) and len(batches) < 50:
+                batches.append({e.tgid for e in conn.read_batch(timeout=30, linger=1.0) if type(e) is Exit})
+                seen |= batches[-1]
+                if born is None and select.select([pids_fd], [], [], 0)[0]:
+                    born = {int(p) for p in os.read(pids_fd, 4096).split()}
             release.join()
-            born = {int(p) for p in os.read(pids_fd, 4096).split()}
         finally:
             os.close(go)
             os.close(pids_fd)
             os.waitpid(pid, 0)
-    exited = {e.tgid for e in batch if type(e) is Exit}
-    assert len(born) == 10
-    assert born <= exited, f"{len(born - exited)} of 10 exits missed the first batch"
+    assert born is not None and len(born) == 10 and born <= seen
+    with_burst = [batch & born for batch in batches if batch & born]
+    assert len(with_burst) <= 4, with_burst
 
 
 def test_a_signal_ends_the_wait_at_once() -> None:

@@ -55,6 +55,8 @@ _KERNEL_FILTER_SINCE: Final = (6, 6)
 _DROPS_POLL_EVERY: Final = 8192
 #: ... and when the queue runs dry, at most this often.
 _DROPS_POLL_INTERVAL_NS: Final = 200_000_000
+#: With a linger, the spacing of reads after a quiet spell (then doubled).
+_FIRST_GAP_NS: Final = 10_000_000
 
 
 class ConnectorError(OSError):
@@ -223,6 +225,8 @@ class Connector:
         self._drops_poll_due = False
         self._poller = select.poll()
         self._wake_fd: int | None = None
+        self._last_read_ns = 0
+        self._gap_ns = _FIRST_GAP_NS
         self._wake_poller: select.poll | None = None
         self._emptied = False
         self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
@@ -509,9 +513,11 @@ class Connector:
         return everything queued (at most MAX_BATCH).  [] on timeout, or
         when the :meth:`wake_on` descriptor woke the wait.
 
-        ``linger`` seconds pass between the first event's arrival and the
-        read, so that one wakeup takes many events (the kernel queues them
-        meanwhile); only for readers that do not race the processes."""
+        ``linger``: while events keep coming, reads are spaced out up to
+        this many seconds, so that one wakeup takes many (the kernel queues
+        them meanwhile).  The spacing starts small after a quiet spell and
+        doubles with each read, so the first events are read at once.  Only
+        for readers that do not race the processes."""
         if self._sock is None:
             raise ValueError("connector is not open")
         if not self._pending:
@@ -532,7 +538,7 @@ class Connector:
                         readable = True
                 if readable:
                     if linger > 0.0:
-                        self._linger(linger)
+                        self._space_out(int(linger * 1e9))
                     self._drain()
                 elif self._drops_poll_due:
                     self._poll_drops()
@@ -544,6 +550,17 @@ class Connector:
         # work on each (and what it buffers) stays bounded.
         batch, self._pending = pending[:MAX_BATCH], pending[MAX_BATCH:]
         return batch
+
+    def _space_out(self, longest_ns: int) -> None:
+        now = time.monotonic_ns()
+        if now - self._last_read_ns >= longest_ns:
+            self._gap_ns = _FIRST_GAP_NS  # after a quiet spell: read now
+        else:
+            early = self._last_read_ns + self._gap_ns - now
+            if early > 0:
+                self._linger(early / 1e9)
+            self._gap_ns = min(longest_ns, self._gap_ns * 2)
+        self._last_read_ns = time.monotonic_ns()
 
     def _linger(self, seconds: float) -> None:
         if self._wake_poller is None:
