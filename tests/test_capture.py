@@ -27,9 +27,10 @@ from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, parse_tr
 
 import procevents
 from procevents import capture, wire
-from procevents.capture import Frame, encode_frame, exec_filter, online_cpus, seq_after, split_frames
+from procevents.capture import online_cpus
 from procevents.events import Exec
-from procevents.procfs import GONE, RawExec
+from procevents.frames import FLAG_COMM, FLAG_LATE, Frame, encode_frame, exec_filter, seq_after, split_frames
+from procevents.procfs import GONE, RawExec, read_exec_raw
 
 __all__ = ["reaper", "watch"]  # fixtures, imported to be used here
 
@@ -76,7 +77,7 @@ def test_split_frames_keeps_a_partial_frame() -> None:
 def test_a_held_frame_carries_comm_and_no_start_time() -> None:
     """A held read takes /proc/PID/comm, not stat: the name, newline dropped."""
     raw = RawExec(None, b"prog\0", b"my prog\n", b"/usr/bin/prog", b"/", (0, 0))
-    snap = Frame(encode_frame(0, 0, 3, 77, raw, flags=capture._FLAG_COMM)).snapshot(0)
+    snap = Frame(encode_frame(0, 0, 3, 77, raw, flags=FLAG_COMM)).snapshot(0)
     assert (snap.comm, snap.start_ns, snap.argv) == ("my prog", None, ["prog"])
 
 
@@ -95,8 +96,8 @@ def _capture_with(*frames: bytes) -> capture.ExecCapture:
 def test_a_late_capture_is_not_trusted_as_held() -> None:
     """A reader that was busy when the exec was sent may have read it after
     the process ran on: the main process must check it for pid reuse."""
-    late = encode_frame(0, 0, 7, 4242, RawExec(None, b"x\0", b"4242 (x) R 1"), flags=capture._FLAG_LATE)
-    held = encode_frame(0, 0, 8, 4243, RawExec(None, b"y\0", b"y\n"), flags=capture._FLAG_COMM)
+    late = encode_frame(0, 0, 7, 4242, RawExec(None, b"x\0", b"4242 (x) R 1"), flags=FLAG_LATE)
+    held = encode_frame(0, 0, 8, 4243, RawExec(None, b"y\0", b"y\n"), flags=FLAG_COMM)
     cap = _capture_with(late, held)
     first = cap.take(Exec(0, 7, 1, 4242, 4242))
     second = cap.take(Exec(0, 8, 2, 4243, 4243))
@@ -494,8 +495,8 @@ def test_a_dropped_watch_stops_its_readers() -> None:
 def test_a_reader_reads_only_what_the_output_uses() -> None:
     """comm instead of stat when held; exe and cwd only when shown."""
     me = os.getpid()
-    lean = capture.read_exec_raw(me, argv_limit=4096, comm_only=True, paths=False)
-    full = capture.read_exec_raw(me, argv_limit=4096)
+    lean = read_exec_raw(me, argv_limit=4096, comm_only=True, paths=False)
+    full = read_exec_raw(me, argv_limit=4096)
     assert lean.stat == Path(f"/proc/{me}/comm").read_bytes() and (lean.exe, lean.cwd) == (b"", b"")
     assert full.stat.startswith(f"{me} (".encode()) and full.exe == os.fsencode(os.readlink(f"/proc/{me}/exe"))
     assert lean.cmdline == full.cmdline == Path(f"/proc/{me}/cmdline").read_bytes()

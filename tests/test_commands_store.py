@@ -518,7 +518,7 @@ def test_top_without_rich_says_so(tmp_path: Path) -> None:
 def test_parse_times_and_durations() -> None:
     import datetime as dt
 
-    from procevents.commands_store import parse_duration, parse_time
+    from procevents.cli.options import parse_duration, parse_time
 
     assert parse_duration("90") == 90 and parse_duration("90s") == 90 and parse_duration("10m") == 600
     assert parse_duration("1.5h") == 5400 and parse_duration("7d") == 7 * 86400 and parse_duration("2w") == 14 * 86400

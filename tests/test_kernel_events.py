@@ -41,7 +41,6 @@ from conftest import (
 
 import procevents
 from procevents import wire
-from procevents.connector import kernel_supports_filter
 from procevents.events import (
     EVENT_BITS,
     Comm,
@@ -56,6 +55,7 @@ from procevents.events import (
     Sid,
     Uid,
 )
+from procevents.host import kernel_supports_filter
 
 pytestmark = pytest.mark.skipif(connector_available() is not None, reason=str(connector_available()))
 

@@ -154,3 +154,16 @@ def test_a_regular_file_is_written_when_due(tmp_path: Path, pending: bool) -> No
             assert due is not None and 0 <= due <= 0.2
         else:
             assert out.flush_due_in is None
+
+
+def test_choose_sink() -> None:
+    from procevents.pipeline import JsonSink, TextSink, TreeSink, choose_sink
+    from procevents.render.clock import Clock
+
+    out = Output(io.BytesIO())
+    clock = Clock()
+    json_sink = choose_sink(out, json=True, depth=lambda _proc: 0, clock=clock)
+    assert isinstance(json_sink, JsonSink) and json_sink.clock is clock
+    assert isinstance(choose_sink(out, json=False, depth=lambda _proc: 0), TreeSink)
+    text_sink = choose_sink(out, json=False, depth=None, clock=clock)
+    assert isinstance(text_sink, TextSink) and text_sink.renderer.clock is clock

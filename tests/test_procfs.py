@@ -1038,3 +1038,18 @@ class TestResyncAfterLoss:
         assert enricher.maybe_resync(now=11.1)
         assert enricher.resyncs == 2
         assert not enricher.maybe_resync(now=20.0)  # nothing asked
+
+
+# -- host facts, read through procfs like everything else ------------------------------------------
+
+
+def test_host_facts() -> None:
+    from procevents import procfs
+
+    boot = procfs.boot_id()
+    assert boot is not None and len(boot) == 36 and boot.count("-") == 4
+    assert procfs.rmem_max() == int(Path("/proc/sys/net/core/rmem_max").read_text())
+    assert procfs.pid_exists(os.getpid()) and not procfs.pid_exists(2**22 + 1)
+    assert procfs.namespace_inode("pid") == os.stat("/proc/self/ns/pid").st_ino
+    assert procfs.namespace_inode("no-such-kind") is None
+    assert procfs.boot_id(root="/nonexistent") is None and procfs.rmem_max(root="/nonexistent") == 212992

@@ -320,3 +320,23 @@ def test_details_thread_exit_and_fork() -> None:
     assert details(Fork(0, 0, TS, 1, 1, 8, 7)) == "thread 8 in 7"
     assert details(Ptrace(0, 0, TS, 1, 1, 0, 0)) == "detached"
     assert details(Ptrace(0, 0, TS, 1, 1, 9, 9)) == "traced by 9"
+
+
+# -- tree depth ------------------------------------------------------------------------------
+
+
+def test_depth_below_init_without_roots() -> None:
+    from procevents.render.tree import depth_below
+
+    assert depth_below(500, [400, 300, 1], None) == 2  # two ancestors below init
+    assert depth_below(500, [400, 2], None) == 1  # kthreadd ends it too
+    assert depth_below(500, [], None) == 0
+
+
+def test_depth_below_a_root() -> None:
+    from procevents.render.tree import depth_below
+
+    assert depth_below(300, [200, 100, 1], {300}) == 0  # a root itself
+    assert depth_below(500, [400, 300, 1], {300}) == 2
+    assert depth_below(500, [400, 300, 1], {400}) == 1
+    assert depth_below(500, [400, 1], {300}) == 2  # not below a root: all ancestors counted

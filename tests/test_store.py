@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from store_helpers import TIMEOUT, Gated, skip_unless_connector
 
 import procevents
-from procevents.cli import _ancestor_depth
-from procevents.commands_store import replay_clock, replay_depth
+from procevents.cli.replay import replay_clock, replay_depth
+from procevents.cli.runner import ancestor_depth
 from procevents.enrich import Enricher
 from procevents.events import Event, Exit, wall_clock_ns
 from procevents.pipeline import JsonSink, Output, Pipeline, TextSink, TreeSink
@@ -147,7 +147,7 @@ def session(tmp_path: Path) -> Iterator[Session]:
             elif kind == "text":
                 sinks.append(TextSink(out))
             else:
-                sinks.append(TreeSink(out, _ancestor_depth(enricher, None)))
+                sinks.append(TreeSink(out, ancestor_depth(enricher, None)))
         pipeline = Pipeline(conn, Tee(*sinks), enricher=enricher)
         s = Session(db, enricher, writer, pipeline, outputs)
         try:

@@ -27,11 +27,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "DEFAULT_RCVBUF": "connector",
-    "AsyncStream": "connector",
+    "AsyncStream": "aio",
     "Connector": "connector",
     "ConnectorError": "connector",
     "Terminated": "connector",
-    "alisten": "connector",
+    "alisten": "aio",
     "listen": "connector",
     "EVENT_NAMES": "events",
     "Ack": "events",
@@ -88,13 +88,12 @@ __all__ = [
 if TYPE_CHECKING:
     from typing import Any
 
+    from .aio import AsyncStream, alisten
     from .connector import (
         DEFAULT_RCVBUF,
-        AsyncStream,
         Connector,
         ConnectorError,
         Terminated,
-        alisten,
         listen,
     )
     from .events import (

@@ -43,7 +43,22 @@ from typing import Final
 from . import wire
 from .connector import NETLINK_NO_ENOBUFS, SO_RCVBUFFORCE, SOL_NETLINK
 from .events import Exec
-from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cmdline, parse_stat, read_exec_raw
+from .frames import (
+    CAPTURE,
+    FAILED,
+    FLAG_COMM,
+    FLAG_LATE,
+    FLAG_REALTIME,
+    READY,
+    U32,
+    U32_AT,
+    Frame,
+    encode_frame,
+    exec_filter,
+    seq_after,
+    split_frames,
+)
+from .procfs import RawExec, read_exec_raw
 from .tree import ExecSnapshot
 
 #: SCHED_FIFO priority of the readers: above every normal task, far below
@@ -62,30 +77,11 @@ _SO_ATTACH_FILTER: Final = 26
 _READER_RCVBUF: Final = 8 * 1024 * 1024
 _PIPE_SIZE: Final = 1024 * 1024
 _F_SETPIPE_SZ: Final = 1031
-_U32: Final = 0xFFFFFFFF
-
-# Frame kinds on a reader's pipe.
-_CAPTURE: Final = 0
-_READY: Final = 1
-_FAILED: Final = 2
-_FLAG_REALTIME: Final = 1  # on _READY
-_FLAG_ARGV_CUT: Final = 1
-_FLAG_ENV: Final = 2
-_FLAG_ENV_CUT: Final = 4
-_FLAG_OWNER: Final = 8
-_FLAG_LATE: Final = 16  # read after the reader was busy: maybe not held
-_FLAG_COMM: Final = 32  # the stat field holds /proc/PID/comm (a held read)
-_MISSING_CODES: Final = {None: 0, GONE: 1, Unavailable.DENIED: 2, EMPTY: 3}
-_MISSING_NAMES: Final = (None, "gone", "denied", "gone")  # a zombie has exited
-# length, kind, missing, flags, cpu, seq, pid, euid, egid,
-# then the lengths of cmdline, stat, exe, cwd, environ.
-_FRAME: Final = struct.Struct("<IBBHIIiIIIHHHI")
 
 # Fields of an event datagram the reader needs (offsets: kernel-interface.md).
 _SEQ_OFFSET: Final = 24
 _TIMESTAMP_OFFSET: Final = 44
 _TGID_OFFSET: Final = 56
-_U32_AT: Final = struct.Struct("<I")
 _U64_AT: Final = struct.Struct("<Q")
 _I32_AT: Final = struct.Struct("<i")
 _READER_SIGNALS: Final = tuple(
@@ -97,133 +93,12 @@ _READER_SIGNALS: Final = tuple(
 )
 
 
-def exec_filter(cpu: int) -> bytes:
-    """Classic BPF: accept EXEC events generated on ``cpu``, and acks.
-
-    BPF_LD|BPF_W|BPF_ABS loads in network byte order, so the little-endian
-    fields are compared byte-swapped."""
-
-    def swapped(value: int) -> int:
-        return int.from_bytes(value.to_bytes(4, "little"), "big")
-
-    ld_w_abs, jeq_k, ret_k = 0x20, 0x15, 0x06
-    program = [
-        (ld_w_abs, 0, 0, 36),  # what
-        (jeq_k, 2, 0, swapped(0x00000002)),  # EXEC -> check the cpu
-        (jeq_k, 3, 0, 0),  # NONE (an ack) -> accept
-        (ret_k, 0, 0, 0),  # anything else: drop
-        (ld_w_abs, 0, 0, 40),  # cpu
-        (jeq_k, 0, 1, swapped(cpu)),
-        (ret_k, 0, 0, 0xFFFF),  # accept the whole datagram
-        (ret_k, 0, 0, 0),
-    ]
-    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
-
-
 def _attach_filter(sock: socket.socket, program: bytes) -> None:
     # struct sock_fprog {unsigned short len; struct sock_filter *filter;}:
     # the kernel copies the program during the call.
     code = array.array("B", program)
     address, _ = code.buffer_info()
     sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("@HP", len(program) // 8, address))
-
-
-def encode_frame(kind: int, cpu: int, seq: int, pid: int, raw: RawExec | None = None, *, flags: int = 0) -> bytes:
-    """One reader -> main frame (pure)."""
-    if raw is None:
-        return _FRAME.pack(_FRAME.size, kind, 0, flags, cpu, seq, pid, 0, 0, 0, 0, 0, 0, 0)
-    environ = raw.environ
-    if raw.argv_truncated:
-        flags |= _FLAG_ARGV_CUT
-    if environ is not None:
-        flags |= _FLAG_ENV
-        if raw.env_truncated:
-            flags |= _FLAG_ENV_CUT
-    euid = egid = 0
-    if raw.owner is not None:
-        flags |= _FLAG_OWNER
-        euid, egid = raw.owner
-    env = environ or b""
-    size = _FRAME.size + len(raw.cmdline) + len(raw.stat) + len(raw.exe) + len(raw.cwd) + len(env)
-    head = _FRAME.pack(
-        size, kind, _MISSING_CODES[raw.missing], flags, cpu, seq, pid, euid, egid,
-        len(raw.cmdline), len(raw.stat), len(raw.exe), len(raw.cwd), len(env),
-    )
-    return b"".join((head, raw.cmdline, raw.stat, raw.exe, raw.cwd, env))
-
-
-class Frame:
-    """A decoded frame; ``snapshot()`` turns a capture into an ExecSnapshot."""
-
-    __slots__ = ("cmdline", "cpu", "cwd", "environ", "exe", "flags", "kind", "missing", "owner", "pid", "seq", "stat")
-
-    def __init__(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
-        (_size, self.kind, missing, self.flags, self.cpu, self.seq, self.pid, euid, egid,
-         n_cmd, n_stat, n_exe, n_cwd, n_env) = _FRAME.unpack_from(data, offset)
-        self.missing = _MISSING_NAMES[missing] if missing < len(_MISSING_NAMES) else "gone"
-        self.owner = (euid, egid) if self.flags & _FLAG_OWNER else None
-        at = offset + _FRAME.size
-        self.cmdline = bytes(data[at : at + n_cmd])
-        at += n_cmd
-        self.stat = bytes(data[at : at + n_stat])
-        at += n_stat
-        self.exe = bytes(data[at : at + n_exe])
-        at += n_exe
-        self.cwd = bytes(data[at : at + n_cwd])
-        at += n_cwd
-        self.environ = bytes(data[at : at + n_env]) if self.flags & _FLAG_ENV else None
-
-    def snapshot(self, boot_offset_ns: int) -> ExecSnapshot:
-        argv = parse_cmdline(self.cmdline) if self.cmdline else None
-        comm = start_ns = None
-        if self.flags & _FLAG_COMM:
-            comm = self.stat.rstrip(b"\n").decode("utf-8", "surrogateescape") or None
-        elif self.stat:
-            try:
-                stat = parse_stat(self.stat)
-            except (ValueError, IndexError):
-                pass
-            else:
-                comm = stat.comm
-                start_ns = stat.start_boottime_ns - boot_offset_ns
-        env = None
-        if self.environ is not None:
-            parsed = parse_cmdline(self.environ)
-            env = parsed if isinstance(parsed, list) else []
-        return ExecSnapshot(
-            argv=argv if isinstance(argv, list) else None,
-            comm=comm,
-            exe=os.fsdecode(self.exe) if self.exe else None,
-            cwd=os.fsdecode(self.cwd) if self.cwd else None,
-            owner=self.owner,
-            start_ns=start_ns,
-            missing=None if isinstance(argv, list) else (self.missing or "gone"),
-            env=env,
-            argv_truncated=bool(self.flags & _FLAG_ARGV_CUT),
-            env_truncated=bool(self.flags & _FLAG_ENV_CUT),
-            held=True,
-        )
-
-
-def split_frames(buffer: bytearray) -> list[Frame]:
-    """Complete frames at the front of ``buffer`` (removed from it)."""
-    frames = []
-    at = 0
-    size = len(buffer)
-    while size - at >= _FRAME.size:
-        length = _U32_AT.unpack_from(buffer, at)[0]
-        if size - at < length:
-            break
-        frames.append(Frame(buffer, at))
-        at += length
-    if at:
-        del buffer[:at]
-    return frames
-
-
-def seq_after(a: int, b: int) -> bool:
-    """Is per-CPU sequence number ``a`` later than ``b`` (u32, wrapping)?"""
-    return 0 < ((a - b) & _U32) < 0x80000000
 
 
 class _Stop(Exception):
@@ -261,7 +136,7 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         if priority > 0:
             try:
                 os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-                flags |= _FLAG_REALTIME
+                flags |= FLAG_REALTIME
             except OSError:
                 pass  # no CAP_SYS_NICE or RLIMIT_RTPRIO: pinned at normal priority
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
@@ -278,9 +153,9 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         ack_seq = (os.getpid() << 8 | cpu) & 0x7FFFFFFF
         sock.send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=ack_seq, ack=ack_seq))
         subscribed = True
-        _await_ack(sock, (ack_seq + 1) & _U32, lifeline_fd)
+        _await_ack(sock, (ack_seq + 1) & U32, lifeline_fd)
         _watch_lifeline(lifeline_fd)
-        _write_all(out_fd, encode_frame(_READY, cpu, 0, os.getpid(), flags=flags))
+        _write_all(out_fd, encode_frame(READY, cpu, 0, os.getpid(), flags=flags))
         _read_execs(sock, cpu, out_fd, env_limit, paths)
     except _Stop:
         pass
@@ -288,7 +163,7 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         if exc.errno != errno.EPIPE:
             message = f"cpu {cpu}: {exc.strerror or exc}".encode()
             try:
-                _write_all(out_fd, encode_frame(_FAILED, cpu, 0, os.getpid(), RawExec(None, message)))
+                _write_all(out_fd, encode_frame(FAILED, cpu, 0, os.getpid(), RawExec(None, message)))
             except OSError:
                 pass
     finally:
@@ -328,9 +203,9 @@ def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
             raise _Stop
         if ready:
             size = sock.recv_into(buf)
-            is_ack = size >= wire.EVENT_SIZE and _U32_AT.unpack_from(buf, 36)[0] == 0
-            if is_ack and _U32_AT.unpack_from(buf, 28)[0] == want_ack:
-                err = _U32_AT.unpack_from(buf, 52)[0]
+            is_ack = size >= wire.EVENT_SIZE and U32_AT.unpack_from(buf, 36)[0] == 0
+            if is_ack and U32_AT.unpack_from(buf, 28)[0] == want_ack:
+                err = U32_AT.unpack_from(buf, 52)[0]
                 if err:
                     raise OSError(err, os.strerror(err))
                 return
@@ -340,7 +215,7 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, path
     sock.setblocking(True)
     recv_into = sock.recv_into
     buf = bytearray(16384)
-    u32_at = _U32_AT.unpack_from
+    u32_at = U32_AT.unpack_from
     u64_at = _U64_AT.unpack_from
     tgid_at = _I32_AT.unpack_from
     read = read_exec_raw
@@ -360,8 +235,8 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, path
         late = u64_at(buf, _TIMESTAMP_OFFSET)[0] < waiting_since
         tgid = tgid_at(buf, _TGID_OFFSET)[0]
         raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late, paths=paths)
-        flags = _FLAG_LATE if late else _FLAG_COMM
-        _write_all(out_fd, encode_frame(_CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw, flags=flags))
+        flags = FLAG_LATE if late else FLAG_COMM
+        _write_all(out_fd, encode_frame(CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw, flags=flags))
         waiting_since = clock()
 
 
@@ -494,10 +369,10 @@ class ExecCapture:
                 break
             for reader in [r for r in waiting.values() if r.fd in ready]:
                 for frame in self._read(reader):
-                    if frame.kind == _READY:
+                    if frame.kind == READY:
                         waiting.pop(reader.cpu, None)
-                        realtime_all = realtime_all and bool(frame.flags & _FLAG_REALTIME)
-                    elif frame.kind == _FAILED:
+                        realtime_all = realtime_all and bool(frame.flags & FLAG_REALTIME)
+                    elif frame.kind == FAILED:
                         waiting.pop(reader.cpu, None)
                         self.problems.append(frame.cmdline.decode("utf-8", "replace"))
                         self._drop(reader)
@@ -579,9 +454,9 @@ class ExecCapture:
             return None
         self.captured += 1
         snapshot = frame.snapshot(self.boot_offset_ns)
-        if frame.flags & _FLAG_LATE:
+        if frame.flags & FLAG_LATE:
             self.late += 1
-        snapshot.held = self.realtime and not frame.flags & _FLAG_LATE
+        snapshot.held = self.realtime and not frame.flags & FLAG_LATE
         return snapshot
 
     def collect(self) -> None:
@@ -602,7 +477,7 @@ class ExecCapture:
 
     def _collect(self, reader: _Reader) -> None:
         for frame in self._read(reader):
-            if frame.kind != _CAPTURE:
+            if frame.kind != CAPTURE:
                 continue
             reader.pending[frame.seq] = frame
             reader.done_seq = frame.seq

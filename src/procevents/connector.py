@@ -12,9 +12,7 @@ is open, when the program has not set its own handler).
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import re
 import select
 import signal
 import socket
@@ -26,11 +24,20 @@ from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Final
 
-from . import wire
+from . import procfs, wire
 from .events import Ack, Event, Lost, event_mask, parse_event_names
+from .host import kernel_supports_filter, namespace_problem
 from .loss import LossTracker
 
-log = logging.getLogger("procevents")
+
+def _warn(message: str, *args: object) -> None:
+    try:  # imported on the rare warning: logging costs every start 15 ms
+        import logging
+
+        logging.getLogger("procevents").warning(message, *args)
+    except ImportError:  # at interpreter exit: the warning is lost
+        pass
+
 
 SOL_NETLINK: Final = 270
 NETLINK_NO_ENOBUFS: Final = 5
@@ -48,9 +55,6 @@ MAX_BATCH: Final = 4096
 #: Upper bound on datagrams one peek() reads ahead.
 PEEK_LIMIT: Final = 8192
 _RECV_SIZE: Final = 16384  # CONNECTOR_MAX_MSG_SIZE: room for any datagram
-_INIT_USER_NS_INO: Final = 0xEFFFFFFD
-_INIT_PID_NS_INO: Final = 0xEFFFFFFC
-_KERNEL_FILTER_SINCE: Final = (6, 6)
 #: Poll the drop counter at least this often during a storm (events).
 _DROPS_POLL_EVERY: Final = 8192
 #: ... and when the queue runs dry, at most this often.
@@ -64,48 +68,13 @@ class ConnectorError(OSError):
 
 
 class Terminated(SystemExit):
-    """SIGTERM or SIGHUP arrived while a connector was open.
-
-    A SystemExit (status 128 + signal) so that ``with`` blocks and
-    ``finally`` clauses run, and an uncaught one ends the program quietly.
-    """
+    """SIGTERM or SIGHUP arrived while a connector was open: a SystemExit
+    (status 128 + signal), so ``with`` and ``finally`` run and an uncaught
+    one ends the program quietly."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(128 + signum)
         self.signum = signum
-
-
-def kernel_supports_filter(release: str | None = None) -> bool:
-    """True on kernels (6.6+) that accept struct proc_input event masks."""
-    match = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
-    return match is not None and (int(match[1]), int(match[2])) >= _KERNEL_FILTER_SINCE
-
-
-def _namespace_inode(kind: str) -> int | None:
-    try:
-        link = os.readlink(f"/proc/self/ns/{kind}")
-    except OSError:
-        return None
-    try:
-        return int(link[link.index("[") + 1 : link.index("]")])
-    except ValueError:
-        return None
-
-
-def namespace_problem() -> str | None:
-    """Why the kernel would silently ignore our subscription, or None.
-
-    Events are reported relative to the initial user and pid namespaces and
-    requests from any other are dropped without an answer.
-    """
-    for kind, init in (("user", _INIT_USER_NS_INO), ("pid", _INIT_PID_NS_INO)):
-        inode = _namespace_inode(kind)
-        if inode is not None and inode != init:
-            return (
-                f"running in a non-initial {kind} namespace ({kind}:[{inode}]): the kernel "
-                "ignores proc connector subscriptions from there; run procevents on the host"
-            )
-    return None
 
 
 # Connectors open in this process, so signal handlers know when to act.
@@ -166,7 +135,7 @@ def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None
         sock.send(_IGNORE_REQUEST)
         sent.append(_IGNORE_REQUEST)
     except OSError as exc:  # nothing better to do on the way out
-        log.warning("could not send PROC_CN_MCAST_IGNORE: %s", exc)
+        _warn("could not send PROC_CN_MCAST_IGNORE: %s", exc)
 
 
 def _shutdown(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
@@ -236,6 +205,11 @@ class Connector:
     @property
     def closed(self) -> bool:
         return self._finalizer is None or not self._finalizer.alive
+
+    @property
+    def opened(self) -> bool:
+        """True once :meth:`open` has made the socket (closed or not since)."""
+        return self._sock is not None
 
     @property
     def lost(self) -> int:
@@ -333,7 +307,7 @@ class Connector:
             # Without CAP_NET_ADMIN: SO_RCVBUF, which the kernel caps at
             # net.core.rmem_max; ask for the most it will grant.
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(want, _rmem_max()))
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(want, procfs.rmem_max()))
             except OSError:
                 pass
         return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
@@ -451,7 +425,7 @@ class Connector:
         self.malformed += 1
         self.last_decode_error = exc
         if self.malformed <= 10:
-            log.warning("skipped a malformed datagram (%s): %s", exc, bytes(buf[: min(size, 96)]).hex())
+            _warn("skipped a malformed datagram (%s): %s", exc, bytes(buf[: min(size, 96)]).hex())
 
     def drops(self) -> int:
         """The socket's cumulative drop counter (SO_MEMINFO), 0 if unavailable."""
@@ -606,14 +580,6 @@ class Connector:
         return batch
 
 
-def _rmem_max() -> int:
-    try:
-        with open("/proc/sys/net/core/rmem_max", "rb") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 212992
-
-
 def listen(
     events: Iterable[str] | str | None = None,
     *,
@@ -630,75 +596,4 @@ def listen(
     return Connector(events, rcvbuf=rcvbuf, ack_timeout=ack_timeout, kernel_filter=kernel_filter).open()
 
 
-class AsyncStream:
-    """``async for event in alisten(...)``; also an async context manager.
-
-    The subscription opens on first use and is closed (IGNORE sent) when the
-    iteration ends, on ``aclose()``/``async with`` exit, or when the object
-    is garbage collected after a ``break``.
-    """
-
-    def __init__(self, connector: Connector) -> None:
-        self.connector = connector
-        self._batch: list[Event] = []
-        self._index = 0
-
-    async def __aenter__(self) -> AsyncStream:
-        if self.connector.closed and self.connector._sock is None:
-            self.connector.open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        self.connector.close()
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        if self.connector._sock is None:
-            self.connector.open()
-        elif self.connector.closed:
-            raise StopAsyncIteration
-        while self._index >= len(self._batch):
-            try:
-                self._batch = await self.connector.read_batch_async()
-            except BaseException:
-                self.connector.close()
-                raise
-            self._index = 0
-        event = self._batch[self._index]
-        self._index += 1
-        return event
-
-
-def alisten(
-    events: Iterable[str] | str | None = None,
-    *,
-    rcvbuf: int = DEFAULT_RCVBUF,
-    ack_timeout: float = 1.0,
-    kernel_filter: bool = True,
-) -> AsyncStream:
-    """Asyncio flavour of :func:`listen`: ``async for event in alisten(...)``.
-
-    The non-blocking socket is watched by the running event loop; no thread.
-    """
-    return AsyncStream(Connector(events, rcvbuf=rcvbuf, ack_timeout=ack_timeout, kernel_filter=kernel_filter))
-
-
-__all__ = [
-    "DEFAULT_RCVBUF",
-    "AsyncStream",
-    "Connector",
-    "ConnectorError",
-    "Lost",
-    "Terminated",
-    "alisten",
-    "kernel_supports_filter",
-    "listen",
-    "namespace_problem",
-]
+__all__ = ["DEFAULT_RCVBUF", "Connector", "ConnectorError", "Lost", "Terminated", "listen"]

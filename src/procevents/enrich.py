@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0
 
+
 class Users:
     """uid -> user name, cached; an unknown uid is shown as its number."""
 

@@ -271,18 +271,16 @@ class Exit(_ProcessEvent):
     @property
     def status(self) -> int | None:
         """Exit status (0-255), or None when a signal ended the task."""
-        code = self.exit_code
-        return (code >> 8) & 0xFF if code & 0x7F == 0 else None
+        return decode_wait_status(self.exit_code)[0]
 
     @property
     def signal(self) -> int | None:
         """The terminating signal, or None after a normal exit."""
-        sig = self.exit_code & 0x7F
-        return sig or None
+        return decode_wait_status(self.exit_code)[1]
 
     @property
     def core_dumped(self) -> bool:
-        return bool(self.exit_code & 0x80) and self.exit_code & 0x7F != 0
+        return decode_wait_status(self.exit_code)[2]
 
     @property
     def failed(self) -> bool:

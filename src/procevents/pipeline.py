@@ -127,9 +127,9 @@ class Sink(Protocol):
 
 
 class TextSink:
-    def __init__(self, output: Output) -> None:
+    def __init__(self, output: Output, clock: Clock | None = None) -> None:
         self.output = output
-        self.renderer = TextRenderer()
+        self.renderer = TextRenderer(clock)
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         ppid = info.get("ppid")
@@ -143,9 +143,9 @@ _TEXT_KEYS = ("comm", "exe", "cwd", "user")
 
 
 class JsonSink:
-    def __init__(self, output: Output) -> None:
+    def __init__(self, output: Output, clock: Clock | None = None) -> None:
         self.output = output
-        self.clock = Clock()
+        self.clock = clock or Clock()
         self.dumps = choose_dumps()
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
@@ -178,6 +178,17 @@ class TreeSink:
             return False
         self.output.write(line.encode("utf-8", "backslashreplace"))
         return True
+
+
+def choose_sink(
+    output: Output, *, json: bool, depth: Callable[[Proc], int] | None, clock: Clock | None = None
+) -> Sink:
+    """JSON Lines, else the tree view when given its ``depth``, else text."""
+    if json:
+        return JsonSink(output, clock)
+    if depth is not None:
+        return TreeSink(output, depth)
+    return TextSink(output, clock)
 
 
 class Pipeline:

@@ -375,3 +375,37 @@ def read_exec_raw(
         return raw
     finally:
         os.close(dir_fd)
+
+
+def boot_id(root: str = "/proc") -> str | None:
+    """This boot's random id (sys/kernel/random/boot_id), None if unreadable."""
+    try:
+        with open(f"{root}/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def namespace_inode(kind: str, root: str = "/proc") -> int | None:
+    """The inode of this process's ``kind`` namespace (``pid``, ``user``...)."""
+    try:
+        link = os.readlink(f"{root}/self/ns/{kind}")
+    except OSError:
+        return None
+    try:
+        return int(link[link.index("[") + 1 : link.index("]")])
+    except ValueError:
+        return None
+
+
+def rmem_max(root: str = "/proc") -> int:
+    """net.core.rmem_max: the largest receive buffer an unprivileged socket gets."""
+    try:
+        with open(f"{root}/sys/net/core/rmem_max", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 212992
+
+
+def pid_exists(pid: int, root: str = "/proc") -> bool:
+    return os.path.exists(f"{root}/{pid}")

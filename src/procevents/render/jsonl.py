@@ -13,7 +13,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..escape import json_text
-from ..events import Ack, Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
+from ..events import (
+    Ack,
+    Comm,
+    Coredump,
+    Event,
+    Exec,
+    Exit,
+    Fork,
+    Gid,
+    Lost,
+    Ptrace,
+    Sid,
+    Uid,
+    Unknown,
+    decode_wait_status,
+)
 from .clock import Clock
 
 
@@ -37,15 +52,11 @@ def event_fields(event: Event, clock: Clock) -> dict[str, Any]:
         out["child_tgid"] = event.child_tgid
     elif cls is Exit:
         assert isinstance(event, Exit)
-        code = event.exit_code
-        signal = code & 0x7F
-        out["exit_code"] = code
+        out["exit_code"] = event.exit_code
         out["exit_signal"] = event.exit_signal
         out["parent_pid"] = event.parent_pid
         out["parent_tgid"] = event.parent_tgid
-        out["status"] = None if signal else (code >> 8) & 0xFF
-        out["signal"] = signal or None
-        out["core_dumped"] = bool(signal and code & 0x80)
+        out["status"], out["signal"], out["core_dumped"] = decode_wait_status(event.exit_code)
     elif cls is Exec or cls is Sid:
         pass
     elif cls is Uid:

@@ -6,17 +6,32 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..escape import escape, quote_arg
-from ..events import Ack, Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, signal_name
+from ..events import (
+    Ack,
+    Comm,
+    Coredump,
+    Event,
+    Exec,
+    Exit,
+    Fork,
+    Gid,
+    Lost,
+    Ptrace,
+    Sid,
+    Uid,
+    Unknown,
+    decode_wait_status,
+    signal_name,
+)
 from .clock import Clock
 
 
 def exit_description(exit_code: int) -> str:
     """``status 3``, ``killed by SIGKILL``, ``killed by SIGSEGV (core dumped)``."""
-    sig = exit_code & 0x7F
-    if sig == 0:
-        return f"status {(exit_code >> 8) & 0xFF}"
-    core = " (core dumped)" if exit_code & 0x80 else ""
-    return f"killed by {signal_name(sig)}{core}"
+    status, sig, core_dumped = decode_wait_status(exit_code)
+    if sig is None:
+        return f"status {status}"
+    return f"killed by {signal_name(sig)}{' (core dumped)' if core_dumped else ''}"
 
 
 def format_duration(seconds: float) -> str:
@@ -105,8 +120,8 @@ class TextRenderer:
 
     header = f"{'TIME':<12} {'EVENT':<8} {'PID':>7} {'PPID':>7} DETAILS"
 
-    def __init__(self) -> None:
-        self.clock = Clock()
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
 
     def render(self, event: Event, ppid: int | None, info: Mapping[str, Any] | None = None) -> str:
         pid = "" if isinstance(event, Lost) else str(event.tgid)

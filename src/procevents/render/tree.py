@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..escape import escape
@@ -11,6 +11,23 @@ from ..tree import Proc
 from .text import exit_description, format_command, format_duration
 
 INDENT = "  "
+
+
+def depth_below(pid: int, ancestor_pids: Iterable[int], roots: set[int] | None) -> int:
+    """Indentation of ``pid`` given its ancestors' pids, nearest first: the
+    ancestors below a root (a root itself is at 0), or without roots those
+    below init and kthreadd."""
+    if roots is not None and pid in roots:
+        return 0
+    level = 0
+    for ancestor in ancestor_pids:
+        if roots is not None:
+            if ancestor in roots:
+                return level + 1
+        elif ancestor <= 2:
+            return level
+        level += 1
+    return level
 
 
 class TreeRenderer:

@@ -1,0 +1,322 @@
+"""Every option and option value shared by the subcommands, defined once
+(as pip's cmdoptions): parsers for values, the groups commands add, and the
+objects built from them (the enricher and its capture readers).
+
+Light at import time (argparse and re only): ``procevents --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Sequence
+
+TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from typing import Any, NoReturn
+
+    from ..enrich import Enricher
+
+PROG = "procevents"
+
+
+EVENT_TYPES_HELP = "fork,exec,uid,gid,sid,ptrace,comm,coredump,exit"
+
+
+class UsageError(Exception):
+    """A bad option value: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def positive_int(text: str, what: str = "a whole number") -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return value
+
+
+def pid_arg(text: str) -> int:
+    return positive_int(text, "a pid")
+
+
+def size_arg(text: str) -> int:
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    body = text.strip().lower().removesuffix("ib").removesuffix("b")
+    unit = body[-1:] if body[-1:] in units else ""
+    try:
+        value = int(float(body[: len(body) - len(unit)]) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M)") from None
+    if value <= 0 or value >= 2**31:
+        raise argparse.ArgumentTypeError(f"size out of range: {text!r}")
+    return value
+
+
+def event_list(text: str) -> frozenset[str]:
+    from ..events import parse_event_names
+
+    try:
+        return parse_event_names(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def regex_arg(text: str) -> Any:
+    import re
+
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"bad regular expression {text!r}: {exc}") from None
+
+
+def user_arg(text: str) -> int:
+    from ..enrich import Users
+
+    try:
+        return Users().uid(text)
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no such user: {text!r}") from None
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """argparse type for ``--metrics [ADDR:]PORT``."""
+    from ..metrics import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_UNITS = {
+    "": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0,
+    "ms": 0.001,
+}
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$")
+
+
+_CLOCK_TIME = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``10m``, ``2h``, ``7d``, ``1.5h``, ``90s``, ``90`` (seconds) -> seconds."""
+    match = _DURATION.match(text.lower())
+    if not match or match[2] not in _UNITS:
+        raise ValueError(f"not a duration: {text!r} (e.g. 90s, 10m, 2h, 7d)")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def parse_time(text: str, now_ns: int | None = None) -> int:
+    """A point in time as wall-clock ns since the epoch.
+
+    Relative to now: ``10m``, ``2h ago``, ``now``; absolute: ISO 8601
+    (``2026-11-21T10:40``, ``2026-11-21 10:40:01Z``; local time unless a
+    zone is given), ``HH:MM[:SS]`` (today, local time), ``@SECONDS`` (epoch).
+    """
+    import datetime as dt  # here: it costs `procevents --help` time
+
+    now = time.time_ns() if now_ns is None else now_ns
+    value = text.strip()
+    lowered = value.lower()
+    if lowered == "now":
+        return now
+    if lowered.startswith("@"):
+        try:
+            return int(float(lowered[1:]) * 1e9)
+        except ValueError:
+            raise ValueError(f"not a time: {text!r}") from None
+    relative = lowered.removesuffix("ago").strip()
+    if relative and _DURATION.match(relative) and not re.fullmatch(r"\d{4,}", relative):
+        return now - int(parse_duration(relative) * 1e9)
+    clock = _CLOCK_TIME.match(value)
+    if clock:
+        today = dt.datetime.fromtimestamp(now / 1e9).astimezone()
+        micro = int((clock[4] or "0").ljust(6, "0"))
+        try:
+            moment = today.replace(
+                hour=int(clock[1]), minute=int(clock[2]), second=int(clock[3] or 0), microsecond=micro
+            )
+        except ValueError:
+            raise ValueError(f"not a time: {text!r}") from None
+        return _ns(moment)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (e.g. 10m, '2h ago', 14:30, 2026-11-21T14:30, @1763735400)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time
+    return _ns(moment)
+
+
+def _ns(moment: dt.datetime) -> int:
+    import datetime as dt
+
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def duration_arg(text: str) -> int:
+    """A retention period -> ns."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    return int(seconds * 1e9)
+
+
+def time_arg(text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def db_help() -> str:
+    return (
+        "the database (default: /var/lib/procevents/events.db as root, else "
+        "$XDG_DATA_HOME/procevents/events.db)"
+    )
+
+
+def add_output_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("-o", "--output", metavar="FILE", help="write events to FILE (appending) instead of stdout")
+    add_quiet_option(group)
+
+
+def add_quiet_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument("-q", "--quiet", action="store_true", help="no startup notice or summary on stderr")
+
+
+def add_pid_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, help: str) -> None:
+    group.add_argument("-p", "--pid", metavar="PID", type=pid_arg, action="append", help=help)
+
+
+def add_duration_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument("-D", "--duration", metavar="SECONDS", type=positive_float, help="stop after SECONDS")
+
+
+def add_events_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument(
+        "-e", "--events", metavar="LIST", type=event_list,
+        help=f"comma-separated event types to show (default: all): {EVENT_TYPES_HELP}",
+    )
+
+
+def add_user_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, *, recorded: bool = False) -> None:
+    if recorded:  # matched against the names stored then, not resolved now
+        group.add_argument("-u", "--user", metavar="NAME|UID", help="run by this user (as recorded)")
+    else:
+        group.add_argument("-u", "--user", metavar="NAME|UID", type=user_arg, help="only processes of this user")
+
+
+def add_command_option(
+    group: argparse._ArgumentGroup | argparse.ArgumentParser,
+    help: str = "only processes whose comm, exe or argv[0] matches REGEX",
+) -> None:
+    group.add_argument("-c", "--command", metavar="REGEX", type=regex_arg, help=help)
+
+
+def add_time_range_options(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:
+    group.add_argument("--since", metavar="TIME", type=time_arg, help=f"{what} at or after TIME (e.g. 10m, 14:30)")
+    group.add_argument("--until", metavar="TIME", type=time_arg, help=f"{what} at or before TIME")
+
+
+def add_db_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument("--db", metavar="PATH", help=db_help())
+
+
+def add_tuning_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--buffer", metavar="SIZE", type=size_arg, default=None,
+        help="socket receive buffer to request, e.g. 64M (default 64M; the kernel doubles it)",
+    )
+
+
+def add_capture_options(group: argparse._ArgumentGroup, *, env: bool = True, threads: bool = True) -> None:
+    group.add_argument(
+        "--capture", choices=("sync", "async"), default="sync",
+        help="sync (default): one realtime reader per CPU reads each exec's argv while the process is "
+        "held, so even a 30 us program is named; async: read /proc after the event, as forkstat does "
+        "(no helper processes; short-lived programs lose their argv)",
+    )
+    if env:
+        group.add_argument(
+            "--env", action="store_true",
+            help="capture each exec's environment (JSON key env, at most 32 KiB per process)",
+        )
+    if threads:
+        group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
+
+
+def add_metrics_option(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--metrics", metavar="[ADDR:]PORT", type=metrics_address,
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1; "
+        "PORT 0 picks a free one; needs prometheus_client)",
+    )
+
+
+def make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_options: Any) -> Enricher:
+    """The enricher for a command with capture options; its per-CPU readers
+    (``--capture sync``) are created here and started by the main loop.
+    ``paths``: the output or a filter uses each exec's exe and cwd (else
+    the readers spare those two /proc lookups per exec)."""
+    from ..capture import ENV_LIMIT, ExecCapture
+    from ..enrich import Enricher
+
+    env_limit = ENV_LIMIT if getattr(args, "env", False) else 0
+    capture = ExecCapture(env_limit=env_limit, paths=paths) if args.capture == "sync" else None
+    if table_options:
+        from ..procfs import ProcFS
+        from ..tree import ProcessTable
+
+        return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit)
+    return Enricher(capture=capture, env_limit=env_limit)
+
+
+def check_pids(pids: Sequence[int] | None) -> set[int] | None:
+    if not pids:
+        return None
+    roots = set(pids)
+    from ..procfs import pid_exists
+
+    missing = sorted(pid for pid in roots if not pid_exists(pid))
+    if missing:
+        raise UsageError(f"no such process: {', '.join(map(str, missing))}")
+    return roots
+
+
+def version() -> str:
+    from .. import __version__
+
+    return __version__
+

@@ -1,0 +1,265 @@
+"""``procevents query``: recorded process lifetimes as a table, a tree,
+JSON Lines, or the rows of one read-only SQL statement."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .options import (
+    PROG,
+    Parser,
+    UsageError,
+    add_command_option,
+    add_db_option,
+    add_pid_option,
+    add_time_range_options,
+    add_user_option,
+)
+from .runner import finish_output, open_output, stderr, write_lines
+
+if TYPE_CHECKING:
+    from ..render.clock import Clock
+    from ..store import Lifetime, StoreReader
+
+QUERY_EPILOG = """\
+examples:
+  procevents query --since 10m --failed --tree   what failed lately, under which parents
+  procevents query --command '^gcc$' --json      every gcc run, as JSON Lines
+  procevents query --pid 1234 --tree             pid 1234 and everything it started
+  procevents query --sql "SELECT comm, count(*) FROM procs GROUP BY comm ORDER BY 2 DESC LIMIT 10"
+
+Each result is a process lifetime (fork to exit) that overlaps the time
+range.  TIME is relative (10m, '2h ago'), a clock time today (14:30), ISO
+8601 (2026-11-21T14:30, local time unless a zone is given) or @EPOCH.  With
+--tree, lines marked * match; the others are their recorded ancestors.
+
+--json keys: pid, ppid, comm, cmdline, exe, cwd, uid, user, start_time,
+end_time (ISO 8601 UTC), duration (seconds), exit_code, status, signal,
+core_dumped, execs; text that is not valid UTF-8 also has <key>_b64, as in
+the live --json stream.
+
+--sql runs one read-only statement.  Tables: procs (one row per lifetime:
+id, pid, ppid, parent, start_wall, end_wall, comm, exe, argv, cwd, uid, user,
+exit_code, duration, ...), events (one row per event: ts, wall, event, cpu,
+seq, pid, tgid, proc, ...), sessions; views lifetimes (procs with status,
+signal, core_dumped, failed, start_time, end_time) and events_named (events with
+the cn_proc.h field names).  Times are ns: wall since the epoch, ts and *_ns
+CLOCK_MONOTONIC.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} query",
+        description="Query recorded process lifetimes.",
+        epilog=QUERY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_db_option(parser)
+    sel = parser.add_argument_group("selection")
+    add_time_range_options(sel, "alive")
+    add_command_option(sel, "comm, exe or argv[0] matches REGEX")
+    add_user_option(sel, recorded=True)
+    add_pid_option(sel, "processes with this pid and their descendants (repeatable)")
+    sel.add_argument("--failed", action="store_true", help="only those that exited non-zero or by a signal")
+    out = parser.add_argument_group("output")
+    out.add_argument("--tree", action="store_true", help="under their recorded ancestors")
+    out.add_argument("--json", action="store_true", help="one JSON object per process lifetime")
+    out.add_argument("--sql", metavar="STATEMENT", help="run one read-only SQL statement instead")
+    out.add_argument("-o", "--output", metavar="FILE", help="write to FILE (appending) instead of stdout")
+    return parser
+
+
+def iso_wall(clock: Clock, wall_ns: int | None) -> str | None:
+    """Wall-clock ns as the live JSON's ``time`` (ISO 8601 UTC, microseconds)."""
+    if wall_ns is None:
+        return None
+    from ..events import wall_clock_ns
+
+    return clock.iso_utc(wall_ns - wall_clock_ns(0))
+
+
+def local_wall(wall_ns: int | None) -> str:
+    """``2026-11-21 10:40:01.211`` in local time."""
+    if wall_ns is None:
+        return "?"
+    sec, rem = divmod(wall_ns, 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(sec))}.{rem // 1_000_000:03d}"
+
+
+def lifetime_fields(life: Lifetime, clock: Clock) -> dict[str, Any]:
+    """The JSON object for one lifetime (key names as in the live stream)."""
+    from ..render.jsonl import put_argv, put_text
+
+    out: dict[str, Any] = {"pid": life.pid, "ppid": life.ppid}
+    put_text(out, "comm", life.comm)
+    put_argv(out, "cmdline", life.argv)
+    put_text(out, "exe", life.exe)
+    put_text(out, "cwd", life.cwd)
+    out["uid"] = life.uid
+    put_text(out, "user", life.user)
+    out["start_time"] = iso_wall(clock, life.start_wall)
+    out["end_time"] = iso_wall(clock, life.end_wall)
+    out["duration"] = life.duration
+    out["exit_code"] = life.exit_code
+    out["status"] = life.status
+    out["signal"] = life.signal
+    out["core_dumped"] = life.core_dumped
+    out["execs"] = life.execs
+    return out
+
+
+def _outcome(life: Lifetime) -> str:
+    from ..render.text import exit_description, format_duration
+
+    if life.exit_code is None:
+        return "no exit recorded"
+    took = f" after {format_duration(life.duration)}" if life.duration is not None else ""
+    return exit_description(life.exit_code) + took
+
+
+def _command(life: Lifetime) -> str:
+    from ..render.text import format_command
+
+    return format_command({"cmdline": life.argv, "comm": life.comm}) or "?"
+
+
+def _table_lines(lives: Sequence[Lifetime]) -> list[str]:
+    from ..escape import escape
+    from ..render.text import exit_description, format_duration
+
+    header = ("START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND")
+    rows = [
+        (
+            local_wall(life.start_wall), str(life.pid), "" if life.ppid is None else str(life.ppid),
+            escape(life.user or ""), "" if life.duration is None else format_duration(life.duration),
+            "-" if life.exit_code is None else exit_description(life.exit_code), _command(life),
+        )
+        for life in lives
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    right = {1, 2, 4}
+    lines = []
+    for row in [header, *rows]:
+        pairs = enumerate(zip(row[:-1], widths, strict=True))
+        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in pairs]
+        lines.append("  ".join([*cells, row[-1]]).rstrip() + "\n")
+    return lines
+
+
+_CONTEXT_WIDTH = 100
+
+
+def _tree_lines(matches: Sequence[Lifetime], known: Mapping[int, Lifetime]) -> list[str]:
+    """Matches under their ancestors (init and kthreadd left out as context)."""
+    matched = {life.id for life in matches}
+    shown = {i: life for i, life in known.items() if i in matched or life.pid > 2}
+    children: dict[int | None, list[Lifetime]] = {}
+    for life in shown.values():
+        parent = life.parent if life.parent in shown else None
+        children.setdefault(parent, []).append(life)
+    for kids in children.values():
+        kids.sort(key=lambda life: (life.start_wall or 0, life.id))
+    lines: list[str] = []
+    stack: list[tuple[Lifetime, int]] = [(life, 0) for life in reversed(children.get(None, []))]
+    seen: set[int] = set()
+    while stack:
+        life, level = stack.pop()
+        if life.id in seen:
+            continue
+        seen.add(life.id)
+        command = _command(life)
+        if life.id in matched:
+            mark = "*"
+        else:  # context: kept short
+            mark = " "
+            if len(command) > _CONTEXT_WIDTH:
+                command = command[: _CONTEXT_WIDTH - 3] + "..."
+        lines.append(f"{mark} {local_wall(life.start_wall)}  {'  ' * level}{life.pid} {command}  ({_outcome(life)})\n")
+        stack.extend((kid, level + 1) for kid in reversed(children.get(life.id, [])))
+    return lines
+
+
+def open_reader(path: str) -> StoreReader:
+    from ..store import StoreReader
+
+    return StoreReader(path)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..render.jsonl import choose_dumps
+    from ..store import LifetimeQuery, StoreError, default_db_path
+
+    path = args.db or default_db_path()
+    selection = (args.since, args.until, args.command, args.user, args.pid)
+    if args.sql is not None and (any(v is not None for v in selection) or args.failed or args.tree):
+        raise UsageError("--sql runs alone; put the conditions in the statement")
+    if args.tree and args.json:
+        raise UsageError("choose one of --tree and --json")
+    output = open_output(args.output)
+    try:
+        with open_reader(path) as reader:
+            if args.sql is not None:
+                lines = _sql_lines(reader, args.sql, args.json)
+                for line in lines:
+                    output.write(line)
+                return finish_output(output)
+            query = LifetimeQuery(
+                since=args.since, until=args.until, command=args.command, user=args.user,
+                pids=frozenset(args.pid) if args.pid else None, failed=args.failed,
+            )
+            lives = reader.lifetimes(query)
+            if args.json:
+                from ..render.clock import Clock
+
+                clock = Clock()
+                dumps = choose_dumps()
+                for life in lives:
+                    output.write(dumps(lifetime_fields(life, clock)) + b"\n")
+            elif args.tree:
+                write_lines(output, _tree_lines(lives, reader.with_ancestors(lives)))
+            else:
+                write_lines(output, _table_lines(lives))
+    except StoreError as exc:
+        output.close()
+        stderr(f"error: {exc}")
+        return 1
+    return finish_output(output)
+
+
+def _sql_lines(reader: StoreReader, statement: str, as_json: bool) -> Iterator[bytes]:
+    """Rows as tab-separated text (escaped) or JSON objects; a generator of bytes."""
+    from ..escape import escape
+    from ..render.jsonl import choose_dumps, put_text
+
+    columns, rows = reader.sql(statement)
+    if as_json:
+        dumps = choose_dumps()
+        for row in rows:
+            obj: dict[str, Any] = {}
+            for name, value in zip(columns, row, strict=True):
+                if isinstance(value, bytes):
+                    put_text(obj, name, value.decode("utf-8", "surrogateescape"))
+                elif isinstance(value, str):
+                    put_text(obj, name, value)
+                else:
+                    obj[name] = value
+            yield dumps(obj) + b"\n"
+        return
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bytes):
+            text = value.decode("utf-8", "surrogateescape")
+            return escape(text.rstrip("\0").replace("\0", " ")) if "\0" in text else escape(text)
+        text = escape(str(value))
+        return text.replace("\t", "\\t")
+
+    yield ("\t".join(escape(c) for c in columns) + "\n").encode("utf-8", "backslashreplace")
+    for row in rows:
+        yield ("\t".join(cell(v) for v in row) + "\n").encode("utf-8", "backslashreplace")
+

@@ -1,0 +1,149 @@
+"""``procevents record``: every event and process lifetime to SQLite."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, cast
+
+from .options import (
+    PROG,
+    Parser,
+    add_capture_options,
+    add_db_option,
+    add_duration_option,
+    add_metrics_option,
+    add_pid_option,
+    add_quiet_option,
+    add_tuning_options,
+    check_pids,
+    duration_arg,
+    make_enricher,
+)
+from .reporting import Reporting
+from .runner import run_pipeline, stderr
+
+if TYPE_CHECKING:
+    from ..pipeline import Filter, Output
+    from ..store import StoreWriter
+
+RECORD_EPILOG = """\
+examples:
+  procevents record                       record every process event (Ctrl-C to stop)
+  procevents record --db build.db -p $$   this shell and everything it starts
+  procevents record --retain 7d           and delete what is older than a week
+  procevents record --metrics 9100        with Prometheus metrics on 127.0.0.1:9100
+
+Events are committed at least every 0.25 s in one transaction (SQLite, WAL),
+so a crash or kill -9 loses at most the last moments and never damages the
+file.  The database is created with 0600 permissions.  Read it with
+procevents query and procevents replay, or any SQLite client.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} record",
+        description="Record process events and process lifetimes to an SQLite database.",
+        epilog=RECORD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_db_option(parser)
+    parser.add_argument(
+        "--retain", metavar="DURATION", type=duration_arg,
+        help="delete events and ended lifetimes older than DURATION (e.g. 12h, 7d), at start and every minute",
+    )
+    add_pid_option(parser, "only this process and its descendants (repeatable); lost events are always recorded")
+    add_duration_option(parser)
+    add_quiet_option(parser)
+    group = parser.add_argument_group("capture, metrics and tuning")
+    add_capture_options(group, threads=False)
+    add_metrics_option(group)
+    add_tuning_options(group)
+    return parser
+
+
+class StoreOutput:
+    """The Output the shared main loop flushes and closes: commit, close the database."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.failed = False
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    @property
+    def flush_due_in(self) -> float | None:
+        return None if self.failed else self.writer.flush_due_in
+
+    def batch_done(self) -> None:
+        if not self.failed:
+            try:
+                self.writer.flush()
+            except OSError:
+                self.failed = True
+                raise
+
+    def flush(self) -> None:
+        if not self.failed:
+            try:
+                self.writer.commit()
+            except OSError:
+                self.failed = True
+                raise
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except OSError:
+            pass  # reported by flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import __version__
+    from ..connector import DEFAULT_RCVBUF, Connector
+    from ..filters import DescendantFilter
+    from ..pipeline import RECORD_LINGER
+    from ..store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
+
+    path = args.db or default_db_path()
+    roots = check_pids(args.pid)
+    try:
+        writer = StoreWriter(path, retain_ns=args.retain, version=__version__)
+    except StoreError as exc:
+        stderr(f"error: {exc}")
+        return 1
+    try:
+        if args.retain is not None:
+            writer.prune()
+        conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        enricher = make_enricher(args)
+        filters: list[Filter] = []
+        if roots is not None:
+            filters.append(DescendantFilter(enricher.table.descendants(roots)))
+        sink = StoreSink(writer, enricher.table.get)
+        reporting = Reporting(
+            stats=False, metrics=args.metrics, connector=conn, table=enricher.table, writer=writer, quiet=args.quiet
+        )
+        reporting.start()
+    except BaseException:
+        writer.close()
+        raise
+    output = StoreOutput(writer)
+
+    def summary() -> None:
+        if not args.quiet:
+            stderr(f"{writer.events_written} events recorded to {path} ({database_bytes(path):,} bytes)")
+
+    if not args.quiet:
+        stderr(f"recording to {path}")
+    try:
+        return run_pipeline(
+            # Duck-typed: the loop only flushes and closes its Output.
+            conn, sink, cast("Output", output), enricher=enricher, filters=filters, count=None,
+            duration=args.duration, quiet=args.quiet, observers=reporting.observers, after=summary,
+            linger=RECORD_LINGER,
+        )
+    finally:
+        reporting.close()
+

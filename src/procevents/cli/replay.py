@@ -1,0 +1,169 @@
+"""``procevents replay``: recorded events written as the live view does."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .options import (
+    PROG,
+    Parser,
+    UsageError,
+    add_command_option,
+    add_db_option,
+    add_events_option,
+    add_output_options,
+    add_pid_option,
+    add_time_range_options,
+    add_user_option,
+)
+from .query import open_reader
+from .runner import finish_output, open_output, silence_stdout, stderr
+
+if TYPE_CHECKING:
+    from ..pipeline import Filter
+    from ..store import StoreReader
+    from ..tree import Proc
+
+REPLAY_EPILOG = """\
+examples:
+  procevents replay --since 1h                   the last hour, as the live view showed it
+  procevents replay --json -e exec,exit          JSON Lines, execs and exits only
+  procevents replay --tree -p 1234               pid 1234's execs under their ancestors
+
+Events are written in the order they arrived, with the enrichment recorded
+then (argv, user, ...), in the formats of the live view.
+"""
+
+
+def replay_clock() -> Any:
+    """A Clock that renders recorded timestamps with the recorder's wall-clock
+    offset: set ``shift`` (recorded wall - timestamp_ns - our offset) per event."""
+    from ..render.clock import Clock
+
+    class ReplayClock(Clock):
+        __slots__ = ("shift",)
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.shift = 0
+
+        def iso_utc(self, timestamp_ns: int) -> str:
+            return super().iso_utc(timestamp_ns + self.shift)
+
+        def local_ms(self, timestamp_ns: int) -> str:
+            return super().local_ms(timestamp_ns + self.shift)
+
+    return ReplayClock()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} replay",
+        description="Write recorded events as the live view does.",
+        epilog=REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_db_option(parser)
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.add_argument("--tree", action="store_true", help="execs indented under their ancestors, with exits")
+    add_output_options(out)
+    sel = parser.add_argument_group("selection")
+    add_time_range_options(sel, "events")
+    add_events_option(sel)
+    add_pid_option(sel, "only this process and the descendants it forks during the replay (repeatable)")
+    add_user_option(sel)
+    add_command_option(sel)
+    return parser
+
+
+def replay_depth(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], int]:
+    """Tree indentation from the recorded parent links (as the live view's)."""
+    from ..render.tree import depth_below
+
+    nodes: dict[int, tuple[int, int | None]] = {}
+
+    def node(life_id: int) -> tuple[int, int | None]:
+        found = nodes.get(life_id)
+        if found is None:
+            life = reader.lifetimes_by_id([life_id]).get(life_id)
+            found = nodes[life_id] = (0, None) if life is None else (life.pid, life.parent)
+        return found
+
+    def ancestors(life_id: int) -> Iterator[int]:
+        seen = {life_id}
+        parent = node(life_id)[1]
+        while parent is not None and parent not in seen and len(seen) < 256:
+            seen.add(parent)
+            pid, parent = node(parent)
+            if pid == 0:  # not recorded
+                return
+            yield pid
+
+    def depth(proc: Proc) -> int:
+        life_id = proc.extra.get("life")
+        if not isinstance(life_id, int):
+            return 0
+        return depth_below(proc.pid, ancestors(life_id), roots)
+
+    return depth
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..events import wall_clock_ns
+    from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter
+    from ..pipeline import choose_sink
+    from ..stats import Summary
+    from ..store import StoreError, default_db_path
+
+    if args.tree and args.json:
+        raise UsageError("choose one of --tree and --json")
+    path = args.db or default_db_path()
+    filters: list[Filter] = []
+    roots = set(args.pid) if args.pid else None
+    if roots is not None:
+        filters.append(DescendantFilter(set(roots)))
+    if args.events:
+        filters.append(EventTypeFilter(args.events))
+    if args.user is not None:
+        filters.append(UserFilter(args.user))
+    if args.command is not None:
+        filters.append(CommandFilter(args.command))
+    try:
+        reader = open_reader(path)
+    except StoreError as exc:
+        stderr(f"error: {exc}")
+        return 1
+    output = open_output(args.output)
+    clock = replay_clock()
+    sink = choose_sink(output, json=args.json, depth=replay_depth(reader, roots) if args.tree else None, clock=clock)
+    summary = Summary()
+    offset = wall_clock_ns(0)
+    status = 0
+    try:
+        with reader:
+            for n, rec in enumerate(reader.events(args.since, args.until), 1):
+                event = rec.event
+                if filters and not all(check(event, rec.proc) for check in filters):
+                    continue
+                clock.shift = rec.wall - event.timestamp_ns - offset
+                sink.emit(event, rec.proc, rec.info)
+                summary.add(event)
+                if n % 4096 == 0:
+                    output.flush()
+    except StoreError as exc:
+        stderr(f"error: {exc}")
+        status = 1
+    except BrokenPipeError:
+        silence_stdout()
+        output.close()
+        return 0
+    except KeyboardInterrupt:
+        status = 130
+    status = finish_output(output) or status
+    if not args.quiet:
+        stderr(summary.line().replace(" received", " replayed"))
+    return status
+

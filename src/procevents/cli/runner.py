@@ -1,0 +1,232 @@
+"""Running a command's main loop: open, subscribe, run the pipeline, and
+close on every way out; signals, stderr notices and exit statuses are
+decided here, once for every command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from .options import PROG, UsageError
+
+TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..connector import Connector
+    from ..enrich import Enricher
+    from ..pipeline import Filter, Output, Sink
+    from ..tree import Proc
+
+
+def stderr(message: str) -> None:
+    try:
+        sys.stderr.write(f"{PROG}: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def describe_subscription(conn: Connector) -> str:
+    wanted = "all events" if conn.wanted is None else ",".join(sorted(conn.wanted))
+    where = "kernel filter" if conn.kernel_filtered else "all events subscribed"
+    size = conn.rcvbuf
+    shown = f"{size // 1024**2} MiB" if size >= 1024**2 else f"{size // 1024} KiB"
+    return f"listening for {wanted} ({where}, receive buffer {shown})"
+
+
+def silence_stdout() -> None:
+    # Further writes (including the interpreter's final flush) must not raise.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def open_output(path: str | None) -> Output:
+    from ..pipeline import Output
+
+    try:
+        return Output.open(path)
+    except OSError as exc:
+        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def finish_output(output: Output) -> int:
+    status = 0
+    try:
+        output.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except OSError as exc:
+        stderr(f"error: writing output: {exc.strerror or exc}")
+        status = 1
+    output.close()
+    return status
+
+
+def write_lines(output: Output, lines: Sequence[str] | Sequence[bytes]) -> None:
+    for line in lines:
+        output.write(line if isinstance(line, bytes) else line.encode("utf-8", "backslashreplace"))
+
+
+def ancestor_depth(enricher: Enricher, roots: set[int] | None) -> Callable[[Proc], int]:
+    """Indentation for the tree: ancestors up to a root (or to init)."""
+
+    from ..render.tree import depth_below
+
+    def depth(proc: Proc) -> int:
+        return depth_below(proc.pid, (ancestor.pid for ancestor in enricher.table.ancestors(proc.pid)), roots)
+
+    return depth
+
+
+def run_pipeline(
+    conn: Connector,
+    sink: Sink,
+    output: Output,
+    *,
+    enricher: Enricher | None,
+    filters: list[Filter],
+    count: int | None,
+    duration: float | None,
+    quiet: bool,
+    stop: Callable[[], bool] | None = None,
+    observers: Sequence[Callable[..., None]] = (),
+    after: Callable[[], None] | None = None,
+    own_signals: bool = True,
+    tick: float | None = None,
+    linger: float | None = None,
+) -> int:
+    """Shared main loop: open, run, and close on every way out.
+
+    With ``own_signals`` (the default), SIGINT, SIGTERM and SIGHUP ask the
+    loop to stop between two batches, so output lines are never torn; a
+    second Ctrl-C aborts the final drain.
+
+    Events gather for ``linger`` seconds (default: as suits ``output``)
+    before each read, unless /proc is read after the event (async capture),
+    where every moment counts.  ``stop`` is asked after every batch and
+    every ``tick`` seconds; with no tick an idle loop sleeps until an event
+    or a signal.
+    """
+    from ..connector import ConnectorError, Terminated
+    from ..pipeline import Pipeline
+
+    pipeline = Pipeline(
+        conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output
+    )
+    status = 0
+    stopper = _StopOnSignal() if own_signals else None
+    if stopper is not None:
+        outer_stop = stop
+
+        def stop() -> bool:
+            return stopper.requested or (outer_stop is not None and outer_stop())
+
+    capture = enricher.capture if enricher is not None else None
+    try:
+        try:
+            if stopper is not None:
+                stopper.install()
+            if capture is not None and not capture.started:
+                capture.start()
+            if conn.closed:
+                conn.open()
+            races = enricher is not None and (capture is None or not capture.active)
+            pipeline.linger = 0.0 if races else (output.linger if linger is None else linger)
+            if stopper is not None:
+                conn.wake_on(stopper.wake_fd)
+            if not quiet:
+                # "listening" last: it tells a reader of stderr that we are ready.
+                if capture is not None:
+                    stderr(capture.describe())
+                elif enricher is not None:
+                    stderr("argv capture: async (--capture async)")
+                stderr(describe_subscription(conn))
+            try:
+                pipeline.run(duration=duration, stop=stop, tick=tick)
+            except (KeyboardInterrupt, Terminated):
+                pass
+            # What the kernel queued before we stopped is still shown: an
+            # event is never dropped silently on the way out.  A second
+            # Ctrl-C skips this.
+            pipeline.finish()
+        except ConnectorError as exc:
+            stderr(f"error: {exc.strerror or exc}")
+            quiet = True  # nothing was watched: no summary
+            return 1
+        except (KeyboardInterrupt, Terminated):
+            pass
+        except BrokenPipeError:
+            # The reader went away (e.g. `| head`): stop quietly.
+            silence_stdout()
+        except OSError as exc:
+            stderr(f"error: writing output: {exc.strerror or exc}")
+            status = 1
+    finally:
+        conn.wake_on(None)
+        conn.close()
+        if capture is not None:
+            capture.close()
+        if stopper is not None:
+            stopper.uninstall()
+        try:
+            output.flush()
+        except BrokenPipeError:
+            silence_stdout()
+        except OSError as exc:
+            stderr(f"error: writing output: {exc.strerror or exc}")
+            status = 1
+        output.close()
+        if conn.malformed:
+            stderr(f"skipped {conn.malformed} malformed datagrams (last: {conn.last_decode_error})")
+        if after is not None:
+            after()
+        if not quiet:
+            stderr(pipeline.summary.line())
+    return status
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM/SIGHUP set a flag that the loop checks between batches,
+    so output lines are never torn; the signal also writes to ``wake_fd``
+    (signal.set_wakeup_fd), which ends the loop's wait at once.  A second
+    Ctrl-C raises KeyboardInterrupt to skip the final drain."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+        self.wake_fd: int | None = None
+        self._wake_write = -1
+        self._previous_wakeup = -1
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        read_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake_fd = read_fd
+        self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+
+    def uninstall(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        if self.wake_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            os.close(self.wake_fd)
+            os.close(self._wake_write)
+            self.wake_fd = None
+

@@ -1,0 +1,205 @@
+"""``procevents trace -- CMD``: run CMD and show its process tree."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .options import (
+    PROG,
+    Parser,
+    UsageError,
+    add_capture_options,
+    add_output_options,
+    add_tuning_options,
+    make_enricher,
+)
+from .runner import ancestor_depth, open_output, run_pipeline, stderr
+
+if TYPE_CHECKING:
+    from ..pipeline import Filter
+    from ..tree import Proc
+
+TRACE_EPILOG = """\
+examples:
+  procevents trace -- make -j4
+  procevents trace --json -o build.jsonl -- ./build.sh
+  procevents trace --flat -- sh -c 'ls / >/dev/null; sh -c "exit 3"; exit 5'
+
+The summary on stderr counts the processes started, those that failed
+(non-zero status) or were killed by a signal, and lists the slowest.
+procevents exits with CMD's status (128+N if a signal N killed it).
+Ctrl-C, SIGTERM and SIGHUP are passed on to CMD.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=f"{PROG} trace",
+        usage=f"{PROG} trace [options] -- CMD [ARGS...]",
+        description="Run CMD and show it and every process it starts, as a tree.",
+        epilog=TRACE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON object per line instead of the tree")
+    out.add_argument("--flat", action="store_true", help="one text line per event instead of the tree")
+    add_output_options(out)
+    out.add_argument("--slowest", metavar="N", type=int, default=5, help="list the N slowest processes (default 5)")
+    tune = parser.add_argument_group("capture and tuning")
+    add_capture_options(tune)
+    add_tuning_options(tune)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+class TraceReport:
+    """Collects what the trace summary needs from the traced processes."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.root_exited = False
+        self.started = 0
+        self.failed = 0
+        self.killed = 0
+        self.finished: list[tuple[float, str, str]] = []
+
+    def observe(self, event: Any, proc: Proc | None, info: dict[str, Any]) -> None:
+        from ..events import Exit, Fork
+        from ..render.text import exit_description, format_command
+
+        if type(event) is Fork and event.child_pid == event.child_tgid:
+            self.started += 1
+        elif type(event) is Exit and event.pid == event.tgid:
+            if event.signal is not None:
+                self.killed += 1
+            elif event.status:
+                self.failed += 1
+            duration = info.get("duration")
+            if duration is not None:
+                self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
+            if event.tgid == self.root:
+                self.root_exited = True
+
+    def lines(self, slowest: int) -> list[str]:
+        from ..render.text import format_duration
+
+        out = [
+            f"{self.started} processes started, {self.failed} failed, {self.killed} killed by a signal"
+        ]
+        ranked = sorted(self.finished, key=lambda item: item[0], reverse=True)[: max(0, slowest)]
+        if ranked:
+            out.append("slowest:")
+            width = max(len(format_duration(d)) for d, _, _ in ranked)
+            how_width = max(len(how) for _, _, how in ranked)
+            for duration, command, how in ranked:
+                out.append(f"  {format_duration(duration):>{width}}  {how:<{how_width}}  {command}")
+        return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import subprocess
+    import time
+
+    from ..connector import DEFAULT_RCVBUF, Connector, ConnectorError
+    from ..filters import DescendantFilter, no_threads
+    from ..pipeline import choose_sink
+
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given: procevents trace [options] -- CMD [ARGS...]")
+    if args.json and args.flat:
+        raise UsageError("choose one of --json and --flat")
+
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum == signal.SIGINT and _terminal_signalled_group():
+            return  # Ctrl-C reached CMD itself, as part of the foreground group
+        if child is not None and child.poll() is None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    try:
+        conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        enricher = make_enricher(args, paths=args.json, seed=False)
+        capture = enricher.capture
+        try:
+            conn.open()  # subscribe first, so no event of CMD is missed
+        except ConnectorError as exc:
+            stderr(f"error: {exc.strerror or exc}")
+            return 1
+        try:
+            if capture is not None:
+                capture.start()  # before CMD: every exec of it is read while held
+            output = open_output(args.output)
+        except BaseException:
+            conn.close()
+            if capture is not None:
+                capture.close()
+            raise
+        try:
+            child = subprocess.Popen(command)
+        except OSError as exc:
+            conn.close()
+            if capture is not None:
+                capture.close()
+            output.close()
+            stderr(f"error: cannot run {command[0]}: {exc.strerror or exc}")
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        enricher.launched[child.pid] = command
+        report = TraceReport(child.pid)
+        filters: list[Filter] = [DescendantFilter({child.pid})]
+        if args.no_threads:
+            filters.append(no_threads)
+        depth = None if args.flat else ancestor_depth(enricher, {child.pid})
+        sink = choose_sink(output, json=args.json, depth=depth)
+        exited_at: list[float] = []
+        traced = child
+
+        def finished() -> bool:
+            # Stop once CMD's own exit event is shown, or shortly after it
+            # was reaped if that event was lost.
+            if traced.poll() is None:
+                return False
+            if report.root_exited:
+                return True
+            if not exited_at:
+                exited_at.append(time.monotonic())
+            return time.monotonic() - exited_at[0] > 1.0
+
+        def summary() -> None:
+            if not args.quiet:
+                for line in report.lines(args.slowest):
+                    stderr(line)
+
+        status = run_pipeline(
+            conn, sink, output, enricher=enricher, filters=filters, count=None, duration=None,
+            quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False, tick=0.2,
+        )
+        if status:
+            return status
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _terminal_signalled_group() -> bool:
+    """True when we are in the terminal's foreground process group, so a
+    Ctrl-C was delivered by the terminal to every process of the group."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+

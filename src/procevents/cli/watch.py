@@ -1,0 +1,176 @@
+"""``procevents`` (no subcommand): watch every process live."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from .options import (
+    EVENT_TYPES_HELP,
+    PROG,
+    Parser,
+    UsageError,
+    add_capture_options,
+    add_command_option,
+    add_duration_option,
+    add_events_option,
+    add_output_options,
+    add_pid_option,
+    add_tuning_options,
+    add_user_option,
+    check_pids,
+    make_enricher,
+    metrics_address,
+    positive_int,
+    version,
+)
+from .runner import ancestor_depth, open_output, run_pipeline
+
+if TYPE_CHECKING:
+    from ..pipeline import Filter
+
+WATCH_EPILOG = f"""\
+commands:
+  procevents [options]               watch every process (the default)
+  procevents trace [options] -- CMD  run CMD and show it and its descendants
+  procevents record [--db PATH]      record events and process lifetimes to SQLite
+  procevents query [options]         query the recording (--since 10m --failed --tree)
+  procevents replay [options]        show recorded events as the live view does
+  procevents top                     live event rates and top spawners
+  (procevents COMMAND --help for its options)
+
+examples:
+  procevents                         watch every process event on the host
+  procevents -e exec,exit            only execs and exits
+  procevents --json -D 5             five seconds of JSON Lines
+  procevents --tree                  execs drawn under their ancestors
+  procevents -p 1234                 pid 1234 and everything below it
+  procevents -c '^sleep$' -u root    root's sleep processes
+  procevents --json -o events.jsonl  write JSON Lines to a file
+  procevents --no-enrich -e exec     the bare, fastest stream
+  procevents --json --env -e exec    every exec with its environment
+  procevents --capture async         no helper processes (see "argv capture" below)
+
+event types: {EVENT_TYPES_HELP}
+
+JSON keys: event, time (ISO 8601 UTC), timestamp_ns (CLOCK_MONOTONIC), cpu,
+seq, pid, tgid, then the linux/cn_proc.h names per type (parent_pid,
+child_tgid, ruid, euid, comm, exit_code, ...); exit adds status, signal and
+core_dumped; lost has count.  With enrichment (the default) exec adds
+cmdline, exe, cwd, ppid, uid, user, comm (and env with --env); fork adds
+comm, ppid; exit adds comm, cmdline, duration (seconds), ppid, uid, user;
+a thread's fork and exit add thread: true, and its exit's duration is the
+thread's own.  cmdline and comm are null when they could not be read
+(missing says why): a process is never named after what it ran before its
+exec.  Text from other processes that is not valid UTF-8 is shown with
+U+FFFD and kept exactly, base64, in <key>_b64.
+
+argv capture: by default (--capture sync) one reader process per CPU, pinned
+to it at realtime priority (SCHED_FIFO 10) and woken only by that CPU's
+execs, reads each exec's argv, name, exe and cwd while the exec'ing process
+is held, so a program that lives 30 us is named too.  Without CAP_SYS_NICE
+(or an RLIMIT_RTPRIO) the readers run at normal priority and the startup
+notice says so; --capture async reads /proc after the event instead.
+
+At exit a summary goes to stderr: events received per type and events lost.
+Ctrl-C, SIGTERM and SIGHUP end it cleanly; the kernel is always told to stop
+reporting (PROC_CN_MCAST_IGNORE).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG,
+        description="Watch every process on this Linux host as it is born, changes and dies, "
+        "through the kernel's process events connector.",
+        epilog=WATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    out = parser.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.add_argument("--tree", action="store_true", help="execs indented under their ancestors, with exits")
+    add_output_options(out)
+    sel = parser.add_argument_group("selection")
+    add_events_option(sel)
+    add_pid_option(sel, "only this process and its descendants, running or started later (repeatable)")
+    add_user_option(sel)
+    add_command_option(sel)
+    stop = parser.add_argument_group("stopping")
+    add_duration_option(stop)
+    stop.add_argument("-n", "--count", metavar="N", type=positive_int, help="stop after N events")
+    tune = parser.add_argument_group("capture and tuning")
+    tune.add_argument(
+        "--no-enrich", action="store_true",
+        help="no /proc reads: bare kernel events, the fastest stream (no -u/-c/--tree)",
+    )
+    add_capture_options(tune)
+    add_tuning_options(tune)
+    tune.add_argument(
+        "--no-kernel-filter", action="store_true",
+        help="filter event types in userspace only (keeps per-CPU loss detection exact)",
+    )
+    report = parser.add_argument_group("statistics and metrics")
+    report.add_argument(
+        "-S", "--stats", action="store_true",
+        help="at exit (and on SIGUSR1) print events per type and the top commands to stderr",
+    )
+    report.add_argument(
+        "--metrics", metavar="[ADDR:]PORT", type=metrics_address,
+        help="serve Prometheus metrics on ADDR:PORT (ADDR 127.0.0.1 unless given; needs prometheus_client)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..connector import DEFAULT_RCVBUF, Connector
+    from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
+    from ..pipeline import choose_sink
+
+    enrich = not args.no_enrich
+    if not enrich and (args.user is not None or args.command is not None or args.tree or args.env):
+        raise UsageError("-u, -c, --tree and --env need enrichment; drop --no-enrich")
+    if args.tree and args.json:
+        raise UsageError("choose one of --tree and --json")
+    # The table and the pid follower need every fork and exit, so with
+    # them the kernel sends everything and -e filters here.
+    needs_all = enrich or args.pid
+    conn = Connector(
+        None if needs_all else args.events,
+        rcvbuf=args.buffer or DEFAULT_RCVBUF,
+        kernel_filter=not args.no_kernel_filter,
+    )
+    # Only JSON shows exe and cwd; -c matches exe too.
+    enricher = make_enricher(args, paths=args.json or args.command is not None) if enrich else None
+    filters: list[Filter] = []
+    if args.no_threads:
+        filters.append(no_threads)
+    roots = check_pids(args.pid)
+    if roots is not None:
+        followed = enricher.table.descendants(roots) if enricher is not None else roots
+        filters.append(DescendantFilter(followed))
+    if needs_all and args.events:
+        filters.append(EventTypeFilter(args.events))
+    if args.user is not None:
+        filters.append(UserFilter(args.user))
+    if args.command is not None:
+        filters.append(CommandFilter(args.command))
+    reporting = None
+    if args.stats or args.metrics is not None:
+        from .reporting import Reporting
+
+        reporting = Reporting.for_watch(args, conn, enricher)
+        reporting.start()
+    output = open_output(args.output)
+    depth = ancestor_depth(enricher, roots) if args.tree and enricher is not None else None
+    sink = choose_sink(output, json=args.json, depth=depth)
+    try:
+        return run_pipeline(
+            conn, sink, output, enricher=enricher, filters=filters, count=args.count,
+            duration=args.duration, quiet=args.quiet,
+            observers=reporting.observers if reporting else (), after=reporting.after if reporting else None,
+        )
+    finally:
+        if reporting is not None:
+            reporting.close()
+

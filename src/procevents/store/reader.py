@@ -1,0 +1,384 @@
+"""The reading end: process lifetimes for queries, events rebuilt for
+replay, and one read-only SQL statement at a time."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, decode_wait_status
+from ..tree import Proc
+from .schema import (
+    EVENT_COLUMNS,
+    MAX_ANCESTRY,
+    PROC_COLUMNS,
+    StoreError,
+    check_file,
+    check_identity,
+    damaged,
+    decode_argv,
+    decode_text,
+    describe_error,
+    raw_bytes,
+)
+
+
+@dataclass(slots=True)
+class Lifetime:
+    """One ``procs`` row, decoded."""
+
+    id: int
+    session: int
+    pid: int
+    ppid: int | None
+    parent: int | None
+    start_ns: int | None
+    start_wall: int | None
+    forked: bool
+    end_ns: int | None
+    end_wall: int | None
+    comm: str | None
+    exe: str | None
+    argv: list[str] | None
+    cwd: str | None
+    uid: int | None
+    user: str | None
+    execs: int
+    exit_code: int | None
+    duration: float | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Lifetime:
+        (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
+         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row
+        return cls(
+            life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
+            decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
+            execs, exit_code, duration,
+        )
+
+    @property
+    def status(self) -> int | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[0]
+
+    @property
+    def signal(self) -> int | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[1]
+
+    @property
+    def core_dumped(self) -> bool | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[2]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.exit_code)
+
+
+@dataclass(frozen=True, slots=True)
+class LifetimeQuery:
+    """Which lifetimes: those alive at some time in [since, until] (wall ns),
+    matching every condition given."""
+
+    since: int | None = None
+    until: int | None = None
+    command: Any = None  # a compiled regex: comm, exe or argv[0]
+    user: str | None = None  # a name or a uid
+    pids: frozenset[int] | None = None  # these and their descendants
+    failed: bool = False
+
+
+_PROC_SELECT: Final = f"SELECT {', '.join('p.' + c for c in PROC_COLUMNS)} FROM procs p"
+
+
+class StoreReader:
+    """Read-only access: lifetime queries, event replay, SQL passthrough."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        check_file(path)
+        uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {describe_error(exc)}") from None
+        try:
+            check_identity(self.conn, path, writable=False)
+            self.conn.execute("PRAGMA query_only=ON")
+        except StoreError:
+            self.conn.close()
+            raise
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise damaged(path, exc) from None
+        self.conn.create_function("procevents_match", 4, self._match, deterministic=True)
+        self._pattern: Any = None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise damaged(self.path, exc) from None
+
+    def _rows(self, cursor: sqlite3.Cursor) -> Iterator[Any]:
+        try:
+            yield from cursor
+        except sqlite3.Error as exc:
+            raise damaged(self.path, exc) from None
+
+    def _match(self, comm: object, exe: object, argv: object, _unused: object) -> bool:
+        search = self._pattern.search
+        text = decode_text(comm)
+        if text is not None and search(text):
+            return True
+        text = decode_text(exe)
+        if text is not None and search(text):
+            return True
+        args = decode_argv(argv)
+        return bool(args) and search(args[0]) is not None  # type: ignore[index]
+
+    def integrity(self) -> str:
+        """``ok``, or what SQLite's quick check found."""
+        rows = [str(r[0]) for r in self._rows(self._execute("PRAGMA quick_check"))]
+        return "ok" if rows == ["ok"] else "; ".join(rows[:5])
+
+    # -- lifetimes ----------------------------------------------------------------
+
+    def lifetimes(self, query: LifetimeQuery) -> list[Lifetime]:
+        """Matching lifetimes, by start time."""
+        where: list[str] = []
+        params: list[Any] = []
+        if query.since is not None:
+            where.append("(p.end_wall >= ? OR p.end_wall IS NULL)")
+            params.append(query.since)
+        if query.until is not None:
+            where.append("(p.start_wall <= ? OR p.start_wall IS NULL)")
+            params.append(query.until)
+        if query.failed:
+            where.append("p.exit_code != 0")
+        if query.user is not None:
+            if query.user.isdigit():
+                where.append("p.uid = ?")
+                params.append(int(query.user))
+            else:
+                where.append("p.user = ?")
+                params.append(query.user)
+        if query.command is not None:
+            self._pattern = query.command
+            where.append("procevents_match(p.comm, p.exe, p.argv, NULL)")
+        if query.pids is not None:
+            marks = ", ".join("?" * len(query.pids))
+            where.append(
+                "p.id IN (WITH RECURSIVE sub(id) AS ("
+                f"SELECT id FROM procs WHERE pid IN ({marks}) "
+                "UNION SELECT c.id FROM procs c JOIN sub ON c.parent = sub.id) SELECT id FROM sub)"
+            )
+            params.extend(sorted(query.pids))
+        sql = _PROC_SELECT
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY p.start_wall, p.id"
+        return [Lifetime.from_row(row) for row in self._rows(self._execute(sql, params))]
+
+    def lifetimes_by_id(self, ids: Iterable[int]) -> dict[int, Lifetime]:
+        wanted = list(ids)
+        found: dict[int, Lifetime] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            sql = f"{_PROC_SELECT} WHERE p.id IN ({', '.join('?' * len(chunk))})"
+            for row in self._rows(self._execute(sql, chunk)):
+                life = Lifetime.from_row(row)
+                found[life.id] = life
+        return found
+
+    def with_ancestors(self, lives: Sequence[Lifetime]) -> dict[int, Lifetime]:
+        """The lifetimes and every recorded ancestor of theirs, by id."""
+        known = {life.id: life for life in lives}
+        wanted = {life.parent for life in lives if life.parent is not None and life.parent not in known}
+        for _ in range(MAX_ANCESTRY):
+            if not wanted:
+                break
+            found = self.lifetimes_by_id(wanted)
+            known.update(found)
+            wanted = {life.parent for life in found.values() if life.parent is not None and life.parent not in known}
+        return known
+
+    # -- events ------------------------------------------------------------------
+
+    def events(self, since: int | None = None, until: int | None = None) -> Iterator[Recorded]:
+        """Recorded events in arrival order, rebuilt, with their enrichment."""
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("e.wall >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("e.wall <= ?")
+            params.append(until)
+        sql = (
+            f"SELECT {', '.join('e.' + c for c in EVENT_COLUMNS)}, "
+            "p.argv, p.duration, p.parent, p.start_ns, p.exe, p.uid FROM events e LEFT JOIN procs p ON p.id = e.proc"
+        )
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY e.id"
+        names = self.user_names()
+        for row in self._rows(self._execute(sql, params)):
+            yield _rebuild(row, names)
+
+    def user_names(self) -> Callable[[int | None], str | None]:
+        """uid -> user name as recorded (else as this host knows it)."""
+        from ..enrich import Users
+
+        recorded: dict[int, str] = {}
+        for uid, user in self._rows(self._execute("SELECT DISTINCT uid, user FROM procs WHERE uid IS NOT NULL")):
+            if user is not None:
+                recorded[uid] = decode_text(user) or str(uid)
+        local = Users().name
+
+        def name(uid: int | None) -> str | None:
+            if uid is None:
+                return None
+            found = recorded.get(uid)
+            return found if found is not None else local(uid)
+
+        return name
+
+    # -- SQL -------------------------------------------------------------------------
+
+    def sql(self, statement: str) -> tuple[list[str], Iterator[Sequence[Any]]]:
+        """Run one read-only statement; (column names, rows)."""
+        self.conn.set_authorizer(_read_only)
+        try:
+            cursor = self.conn.execute(statement)
+        except (sqlite3.DatabaseError, sqlite3.Warning, sqlite3.ProgrammingError) as exc:
+            message = describe_error(exc)
+            if "not authorized" in message:
+                message += " (--sql is read-only: SELECT, WITH and read-only PRAGMAs)"
+            raise StoreError(f"SQL error: {message}") from None
+        columns = [d[0] for d in cursor.description or ()]
+        return columns, self._rows(cursor)
+
+
+#: What --sql may do (sqlite3 authorizer action codes): read, nothing else.
+_SQLITE_RECURSIVE: Final = 33
+
+
+_ALLOWED_ACTIONS: Final = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_PRAGMA, _SQLITE_RECURSIVE}
+)
+
+
+#: PRAGMAs that only report, and those of them that take an argument (a table name...).
+_READ_PRAGMAS: Final = frozenset(
+    {"user_version", "application_id", "page_count", "page_size", "freelist_count", "table_list",
+     "database_list", "collation_list", "function_list", "pragma_list", "compile_options", "journal_mode"}
+)
+
+
+_READ_PRAGMAS_WITH_ARG: Final = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list",
+     "quick_check", "integrity_check"}
+)
+
+
+def _read_only(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action not in _ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_PRAGMA:
+        name = (arg1 or "").lower()
+        if not (name in _READ_PRAGMAS_WITH_ARG or (name in _READ_PRAGMAS and arg2 is None)):
+            return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+@dataclass(slots=True)
+class Recorded:
+    """One recorded event, rebuilt: the event, its enrichment as shown live,
+    the process as far as the rows tell, and the wall-clock ns it was stamped."""
+
+    event: Event
+    info: dict[str, Any]
+    proc: Proc | None
+    wall: int
+    life: int | None
+    parent: int | None
+
+
+def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) -> Recorded:
+    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd,
+     life_argv, life_duration, life_parent, life_start, life_exe, life_uid) = row
+    event: Event
+    if name == "fork":
+        event = Fork(cpu, seq, ts, a, b, pid, tgid)
+    elif name == "exec":
+        event = Exec(cpu, seq, ts, pid, tgid)
+    elif name == "exit":
+        event = Exit(cpu, seq, ts, pid, tgid, c, d, a, b)
+    elif name == "uid":
+        event = Uid(cpu, seq, ts, pid, tgid, a, b)
+    elif name == "gid":
+        event = Gid(cpu, seq, ts, pid, tgid, a, b)
+    elif name == "sid":
+        event = Sid(cpu, seq, ts, pid, tgid)
+    elif name == "ptrace":
+        event = Ptrace(cpu, seq, ts, pid, tgid, a, b)
+    elif name == "comm":
+        event = Comm(cpu, seq, ts, pid, tgid, _blob(data))
+    elif name == "coredump":
+        event = Coredump(cpu, seq, ts, pid, tgid, a, b)
+    elif name == "lost":
+        event = Lost(cpu, seq, ts, a, decode_text(data) or "")
+    else:
+        event = Unknown(cpu, seq, ts, a or 0, _blob(data))
+    info: dict[str, Any] = {}
+    proc: Proc | None = None
+    if life_id is not None and name != "lost":
+        comm_text = decode_text(comm)
+        # Keys in the order the live enricher gives them (procevents.enrich).
+        if name == "exec":
+            cmdline = decode_argv(argv)
+            info = {
+                "cmdline": cmdline, "exe": decode_text(exe), "cwd": decode_text(cwd), "ppid": ppid,
+                "uid": uid, "user": user_name(uid), "comm": comm_text,
+            }
+            if data is not None:
+                info["missing"] = decode_text(data)
+        elif name == "exit":
+            cmdline = decode_argv(life_argv)
+            info = {
+                "comm": comm_text, "cmdline": cmdline, "duration": life_duration, "ppid": ppid,
+                "uid": uid, "user": user_name(uid),
+            }
+        else:
+            cmdline = decode_argv(life_argv)
+            info = {"comm": comm_text, "ppid": ppid}
+        # For filters and the tree: what the row says, else the lifetime's final values.
+        owner = uid if uid is not None else life_uid
+        proc = Proc(
+            pid=tgid, ppid=ppid or 0, start_ns=life_start, comm=comm_text, argv=cmdline,
+            exe=decode_text(exe if name == "exec" else life_exe), ruid=owner, euid=owner,
+        )
+        proc.extra["life"] = life_id
+    return Recorded(event, info, proc, wall, life_id, life_parent)
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return raw_bytes(value)
+    return b""
+

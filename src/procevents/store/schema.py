@@ -1,0 +1,266 @@
+"""The database's layout and how values are stored: the schema and its
+identity checks, text and argv as exact bytes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+SCHEMA_VERSION: Final = 1
+
+
+#: ``PRAGMA application_id``: "PEVT".
+APPLICATION_ID: Final = 0x50455654
+
+
+#: Parent links followed at most this deep (a loop in bad data ends there).
+MAX_ANCESTRY: Final = 256
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+
+SCHEMA: Final = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    started_wall INTEGER NOT NULL,   -- ns since the epoch
+    clock_offset INTEGER NOT NULL,   -- wall-clock ns minus CLOCK_MONOTONIC ns
+    boot_id TEXT,
+    hostname TEXT,
+    recorder_pid INTEGER,
+    version TEXT
+);
+CREATE TABLE procs (                 -- one row per process lifetime
+    id INTEGER PRIMARY KEY,
+    session INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    ppid INTEGER,
+    parent INTEGER,                  -- procs.id of the parent's lifetime
+    start_ns INTEGER,                -- CLOCK_MONOTONIC
+    start_wall INTEGER,              -- ns since the epoch
+    forked INTEGER NOT NULL,         -- 1: its fork was recorded; 0: running when first seen
+    end_ns INTEGER,
+    end_wall INTEGER,
+    comm TEXT,
+    exe TEXT,
+    argv BLOB,                       -- NUL-terminated arguments
+    cwd TEXT,
+    uid INTEGER,
+    user TEXT,
+    execs INTEGER NOT NULL,
+    exit_code INTEGER,               -- raw wait status
+    duration REAL                    -- seconds
+);
+CREATE INDEX procs_start ON procs(start_wall);
+CREATE INDEX procs_end ON procs(end_wall);
+CREATE INDEX procs_comm ON procs(comm);
+CREATE INDEX procs_user ON procs(user);
+CREATE INDEX procs_parent ON procs(parent);
+CREATE TABLE events (                -- one row per event, in arrival order
+    id INTEGER PRIMARY KEY,
+    proc INTEGER,                    -- procs.id
+    ts INTEGER NOT NULL,             -- timestamp_ns, CLOCK_MONOTONIC
+    wall INTEGER NOT NULL,           -- ns since the epoch
+    event TEXT NOT NULL,
+    cpu INTEGER,
+    seq INTEGER,
+    pid INTEGER,                     -- for fork: the child
+    tgid INTEGER,
+    a INTEGER,                       -- per type, see the events_named view
+    b INTEGER,
+    c INTEGER,
+    d INTEGER,
+    data BLOB,
+    comm TEXT,                       -- enrichment, as shown live
+    ppid INTEGER,
+    uid INTEGER,
+    argv BLOB,
+    exe TEXT,
+    cwd TEXT
+);
+CREATE INDEX events_wall ON events(wall);
+CREATE VIEW events_named AS SELECT
+    id, proc, ts, wall, event, cpu, seq, pid, tgid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN a END AS parent_pid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN b END AS parent_tgid,
+    CASE WHEN event = 'exit' THEN c END AS exit_code,
+    CASE WHEN event = 'exit' THEN d END AS exit_signal,
+    CASE WHEN event = 'uid' THEN a END AS ruid,
+    CASE WHEN event = 'uid' THEN b END AS euid,
+    CASE WHEN event = 'gid' THEN a END AS rgid,
+    CASE WHEN event = 'gid' THEN b END AS egid,
+    CASE WHEN event = 'ptrace' THEN a END AS tracer_pid,
+    CASE WHEN event = 'ptrace' THEN b END AS tracer_tgid,
+    CASE WHEN event = 'comm' THEN data END AS new_comm,
+    CASE WHEN event = 'lost' THEN a END AS count,
+    CASE WHEN event = 'lost' THEN CAST(data AS TEXT) END AS reason,
+    CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
+    CASE WHEN event = 'unknown' THEN a END AS what,
+    comm, ppid, uid, argv, exe, cwd
+FROM events;
+CREATE VIEW lifetimes AS SELECT
+    procs.*,
+    CASE WHEN exit_code & 127 = 0 THEN (exit_code >> 8) & 255 END AS status,
+    CASE WHEN exit_code & 127 != 0 THEN exit_code & 127 END AS signal,
+    CASE WHEN exit_code IS NOT NULL THEN exit_code & 127 != 0 AND exit_code & 128 != 0 END AS core_dumped,
+    exit_code != 0 AS failed,
+    strftime('%Y-%m-%dT%H:%M:%fZ', start_wall / 1e9, 'unixepoch') AS start_time,
+    strftime('%Y-%m-%dT%H:%M:%fZ', end_wall / 1e9, 'unixepoch') AS end_time
+FROM procs;
+"""
+
+
+EVENT_COLUMNS: Final = (
+    "proc", "ts", "wall", "event", "cpu", "seq", "pid", "tgid", "a", "b", "c", "d", "data",
+    "comm", "ppid", "uid", "argv", "exe", "cwd",
+)
+
+
+PROC_COLUMNS: Final = (
+    "id", "session", "pid", "ppid", "parent", "start_ns", "start_wall", "forked", "end_ns", "end_wall",
+    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration",
+)
+
+
+INSERT_EVENT: Final = (
+    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+
+
+UPSERT_PROC: Final = (
+    f"INSERT INTO procs ({', '.join(PROC_COLUMNS)}) VALUES ({', '.join('?' * len(PROC_COLUMNS))}) "
+    f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in PROC_COLUMNS[2:])}"
+)
+
+
+class StoreError(Exception):
+    """The database cannot be used; ``str()`` is one line for a user."""
+
+
+def default_db_path() -> str:
+    """/var/lib/procevents/events.db as root, else under the XDG data directory."""
+    if os.geteuid() == 0:
+        return "/var/lib/procevents/events.db"
+    base = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "procevents", "events.db")
+
+
+def encode_text(value: str | None) -> str | bytes | None:
+    """A str for SQLite: as is when valid UTF-8, else its exact bytes (a BLOB)."""
+    if value is None or value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return raw_bytes(value)
+    return value
+
+
+def decode_text(value: object) -> str | None:
+    """The inverse of :func:`encode_text` (surrogate escapes for odd bytes)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate no bytes decode to
+        return text.encode("utf-8", "surrogatepass")
+
+
+def encode_argv(argv: Sequence[str] | None) -> bytes | None:
+    """argv as /proc/PID/cmdline has it: each argument NUL-terminated."""
+    if argv is None:
+        return None
+    joined = "\0".join(argv) + "\0" if argv else ""
+    if joined.isascii():
+        return joined.encode("ascii")
+    return raw_bytes(joined)
+
+
+def decode_argv(blob: object) -> list[str] | None:
+    """The inverse of :func:`encode_argv`."""
+    if blob is None:
+        return None
+    if isinstance(blob, str):  # written by hand through some other tool
+        data = raw_bytes(blob)
+    elif isinstance(blob, bytes):
+        data = blob
+    else:
+        return None
+    if not data:
+        return []
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return [arg.decode("utf-8", "surrogateescape") for arg in data.split(b"\0")]
+
+
+def describe_error(exc: sqlite3.Error | sqlite3.Warning) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def check_file(path: str) -> None:
+    """Raise StoreError unless ``path`` is empty or looks like an SQLite file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        raise StoreError(f"no database at {path} (record one with: procevents record --db {path})") from None
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a directory, not a database") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is not a procevents database (not an SQLite file)")
+
+
+def check_identity(conn: sqlite3.Connection, path: str, *, writable: bool) -> bool:
+    """Check application_id and schema version; True if the file is new (empty)."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]
+    if app_id == 0 and version == 0 and tables == 0:
+        if writable:
+            return True
+        raise StoreError(f"{path} is an empty database (nothing recorded yet)")
+    if app_id != APPLICATION_ID:
+        raise StoreError(f"{path} is an SQLite database but not a procevents one")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer procevents (schema {version}; this one knows {SCHEMA_VERSION})"
+        )
+    if version < 1:
+        raise StoreError(f"{path} has no procevents schema")
+    return False
+
+
+def damaged(path: str, exc: sqlite3.Error) -> StoreError:
+    """A one-line error: corruption (and foreign files) told apart from other failures."""
+    if isinstance(exc, sqlite3.OperationalError):  # locked, I/O error, no permission...
+        return StoreError(f"{path}: {describe_error(exc)}")
+    return StoreError(f"{path} is damaged or not a procevents database: {describe_error(exc)}")
+
+
+def user_names() -> Callable[[int | None], str | None]:
+    from ..enrich import Users
+
+    return Users().name
+
+
+def database_bytes(path: str) -> int:
+    """Size on disk of the database and its WAL."""
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += Path(path + suffix).stat().st_size
+        except FileNotFoundError:
+            pass
+    return total
+

@@ -1,0 +1,408 @@
+"""The writing end: the recorder's pipeline sink, batched transactions,
+retention."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Uid, Unknown, wall_clock_ns
+from ..procfs import boot_id
+from ..tree import Proc
+from .schema import (
+    APPLICATION_ID,
+    INSERT_EVENT,
+    MAX_ANCESTRY,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPSERT_PROC,
+    StoreError,
+    check_file,
+    check_identity,
+    damaged,
+    describe_error,
+    encode_argv,
+    encode_text,
+    user_names,
+)
+
+#: Rows are committed when the oldest uncommitted one is this old (seconds).
+COMMIT_INTERVAL: Final = 0.25
+
+
+#: ... or when this many are waiting.
+MAX_PENDING: Final = 50_000
+
+
+#: Retention runs this often (seconds), deleting at most PRUNE_CHUNK rows per table per run.
+PRUNE_INTERVAL: Final = 60.0
+
+
+PRUNE_CHUNK: Final = 20_000
+
+
+_NONE5: Final = (None, None, None, None, None)
+
+
+_NONE6: Final = (None, None, None, None, None, None)
+
+
+class Life:
+    """The in-memory side of one ``procs`` row, mirrored from the table's Proc."""
+
+    __slots__ = (
+        "argv", "argv_blob", "comm", "cwd", "duration", "end_ns", "exe", "execs", "exit_code", "forked", "id",
+        "parent", "pid", "ppid", "start_ns", "uid", "user",
+    )
+
+    def __init__(self, life_id: int, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> None:
+        self.id = life_id
+        self.pid = pid
+        self.ppid = ppid
+        self.parent: int | None = None
+        self.start_ns = start_ns
+        self.forked = forked
+        self.end_ns: int | None = None
+        self.comm: str | None = None
+        self.exe: str | None = None
+        self.argv: list[str] | None = None
+        self.argv_blob: bytes | None = None
+        self.cwd: str | None = None
+        self.uid: int | None = None
+        self.user: str | None = None
+        self.execs = 0
+        self.exit_code: int | None = None
+        self.duration: float | None = None
+
+    def row(self, session: int) -> tuple[Any, ...]:
+        start, end = self.start_ns, self.end_ns
+        return (
+            self.id, session, self.pid, self.ppid, self.parent, start,
+            None if start is None else wall_clock_ns(start), int(self.forked),
+            end, None if end is None else wall_clock_ns(end),
+            encode_text(self.comm), encode_text(self.exe), self.argv_blob, encode_text(self.cwd),
+            self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration,
+        )
+
+
+class StoreWriter:
+    """The writing end of a database: schema, batched transactions, retention.
+
+    One writer per file at a time (an exclusive lock on it); readers may run
+    alongside (WAL).  Add rows with :meth:`add_event` and :meth:`touch`
+    (usually through :class:`StoreSink`), then :meth:`flush` often: it commits
+    when the oldest waiting row is ``interval`` seconds old.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        retain_ns: int | None = None,
+        interval: float = COMMIT_INTERVAL,
+        version: str = "",
+    ) -> None:
+        self.path = path
+        self.retain_ns = retain_ns
+        self.interval = interval
+        self.pending: list[tuple[Any, ...]] = []
+        self.dirty: dict[int, Life] = {}
+        self.first_pending = 0.0
+        #: Counters, for the summary and for metrics.
+        self.events_written = 0
+        self.commits = 0
+        self.pruned_events = 0
+        self.pruned_procs = 0
+        self._next_prune = 0.0
+        self._prune_more = False
+        self._lock_fd = -1
+        self.closed = False
+        self.conn = self._open(version)
+
+    def _open(self, version: str) -> sqlite3.Connection:
+        path = self.path
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {parent}: {exc.strerror}") from None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except IsADirectoryError:
+            raise StoreError(f"{path} is a directory, not a database") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"{path} is being written by another procevents record") from None
+            raise StoreError(f"cannot lock {path}: {exc.strerror}") from None
+        self._lock_fd = fd
+        try:
+            check_file(path)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (StoreError, sqlite3.Error):
+            self._unlock()
+            raise
+        try:
+            new = check_identity(conn, path, writable=True)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if new:  # all of the schema or nothing
+                conn.executescript(
+                    f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA application_id={APPLICATION_ID}; "
+                    f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+                )
+            offset = wall_clock_ns(0)
+            cur = conn.execute(
+                "INSERT INTO sessions (started_wall, clock_offset, boot_id, hostname, recorder_pid, version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time_ns(), offset, boot_id(), os.uname().nodename, os.getpid(), version),
+            )
+            assert cur.lastrowid is not None
+            self.session = cur.lastrowid
+            self.next_id = (conn.execute("SELECT max(id) FROM procs").fetchone()[0] or 0) + 1
+        except StoreError:
+            conn.close()
+            self._unlock()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            self._unlock()
+            raise damaged(path, exc) from None
+        return conn
+
+    def _unlock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- rows --------------------------------------------------------------
+
+    def new_life(self, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> Life:
+        life = Life(self.next_id, pid, ppid, start_ns, forked)
+        self.next_id += 1
+        return life
+
+    def add_event(self, row: tuple[Any, ...]) -> None:
+        if not self.pending:
+            self.first_pending = time.monotonic()
+        self.pending.append(row)
+
+    def touch(self, life: Life) -> None:
+        """The lifetime changed: write it with the next commit."""
+        self.dirty[life.id] = life
+
+    # -- committing ----------------------------------------------------------------
+
+    @property
+    def due(self) -> bool:
+        pending = self.pending
+        if not pending:
+            return bool(self.dirty)
+        return len(pending) >= MAX_PENDING or time.monotonic() - self.first_pending >= self.interval
+
+    @property
+    def flush_due_in(self) -> float | None:
+        """Seconds until :meth:`flush` has work to do; None while it has none
+        (an idle recorder then needs no wakeup, unless it prunes)."""
+        now = time.monotonic()
+        due: float | None = None
+        if self.pending:
+            due = max(0.0, self.first_pending + self.interval - now)
+        elif self.dirty:
+            due = 0.0
+        if self.retain_ns is not None:
+            prune = 0.0 if self._prune_more else max(0.0, self._next_prune - now)
+            due = prune if due is None else min(due, prune)
+        return due
+
+    def flush(self, force: bool = False) -> None:
+        """Commit if due (or ``force``), and run retention when its time has come."""
+        if force or self.due:
+            self.commit()
+        if self.retain_ns is not None and (self._prune_more or time.monotonic() >= self._next_prune):
+            self.prune()
+
+    def commit(self) -> None:
+        """Write everything waiting in one transaction."""
+        if not self.pending and not self.dirty:
+            return
+        conn = self.conn
+        session = self.session
+        try:
+            if conn.in_transaction:  # an earlier commit was interrupted
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(INSERT_EVENT, self.pending)
+            conn.executemany(UPSERT_PROC, [life.row(session) for life in self.dirty.values()])
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
+        self.events_written += len(self.pending)
+        self.commits += 1
+        self.pending = []
+        self.dirty = {}
+
+    def prune(self, now_ns: int | None = None) -> int:
+        """Delete events and ended lifetimes older than the retention period
+        (at most PRUNE_CHUNK rows of each per call); returns rows deleted."""
+        if self.retain_ns is None:
+            return 0
+        cutoff = (time.time_ns() if now_ns is None else now_ns) - self.retain_ns
+        conn = self.conn
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            events = conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE wall < ? LIMIT ?)",
+                (cutoff, PRUNE_CHUNK),
+            ).rowcount
+            # Lifetimes that ended before the cutoff, and those never seen to
+            # end that started before it (a running process still written to
+            # is written again whole).
+            procs = conn.execute(
+                "DELETE FROM procs WHERE id IN (SELECT id FROM procs WHERE end_wall < ? "
+                "OR (end_wall IS NULL AND start_wall < ?) LIMIT ?)",
+                (cutoff, cutoff, PRUNE_CHUNK),
+            ).rowcount
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
+        self.pruned_events += events
+        self.pruned_procs += procs
+        self._prune_more = events >= PRUNE_CHUNK or procs >= PRUNE_CHUNK
+        self._next_prune = time.monotonic() + PRUNE_INTERVAL
+        return events + procs
+
+    def close(self) -> None:
+        """Commit what is waiting and close (the WAL is checkpointed).  Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.commit()
+        finally:
+            self.conn.close()
+            self._unlock()
+
+
+class StoreSink:
+    """A pipeline sink that records every event it is given.
+
+    ``lookup`` finds a live process by pid (the enricher's table), so a new
+    lifetime can be linked to its parent's.
+    """
+
+    def __init__(self, writer: StoreWriter, lookup: Callable[[int], Proc | None] | None = None) -> None:
+        self.writer = writer
+        self.lookup = lookup
+        self.user_name = user_names()
+
+    def _life(self, proc: Proc, forked: bool, depth: int = 0) -> Life:
+        life = proc.extra.get("store")
+        if isinstance(life, Life):
+            return life
+        writer = self.writer
+        life = writer.new_life(proc.pid, proc.ppid, proc.start_ns, forked)
+        proc.extra["store"] = life
+        self._mirror(life, proc)
+        lookup = self.lookup
+        if lookup is not None and proc.ppid > 0 and depth < MAX_ANCESTRY:
+            parent = lookup(proc.ppid)
+            if parent is not None and parent is not proc:
+                life.parent = self._life(parent, False, depth + 1).id
+        writer.touch(life)
+        return life
+
+    def _mirror(self, life: Life, proc: Proc) -> None:
+        life.comm = proc.comm
+        if proc.argv is not life.argv:
+            life.argv = proc.argv
+            life.argv_blob = encode_argv(proc.argv)
+        life.exe = proc.exe
+        life.cwd = proc.cwd
+        if proc.ruid != life.uid:
+            life.uid = proc.ruid
+            life.user = self.user_name(proc.ruid)
+
+    def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
+        cls = type(event)
+        ts = event.timestamp_ns
+        life_id: int | None = None
+        if proc is not None:
+            life = self._life(proc, cls is Fork and event.pid == event.tgid)
+            life_id = life.id
+            self._mirror(life, proc)
+            if cls is Exec:
+                life.execs += 1
+            elif cls is Exit and event.pid == event.tgid:
+                assert isinstance(event, Exit)
+                life.end_ns = ts
+                life.exit_code = event.exit_code
+                life.duration = info.get("duration")
+                if not life.ppid:
+                    life.ppid = info.get("ppid") or event.parent_tgid or None
+            self.writer.touch(life)
+        row: tuple[Any, ...] = (
+            life_id, ts, wall_clock_ns(ts), event.name, event.cpu, event.seq, event.pid, event.tgid
+        )
+        if cls is Exec:
+            # comm, ppid, uid, argv, exe, cwd; why argv is missing in data
+            get = info.get
+            row += (None, None, None, None, get("missing"), encode_text(get("comm")), get("ppid"), get("uid"),
+                    encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")))
+        else:
+            row += _specific(event)
+            if not info:
+                row += _NONE6
+            elif cls is Exit:
+                row += (encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None)
+            else:
+                row += (encode_text(info.get("comm")), info.get("ppid"), None, None, None, None)
+        self.writer.add_event(row)
+        return True
+
+
+def _specific(event: Event) -> tuple[Any, ...]:
+    """Columns a, b, c, d, data (see the events_named view)."""
+    cls = type(event)
+    if cls is Fork:
+        assert isinstance(event, Fork)
+        return (event.parent_pid, event.parent_tgid, None, None, None)
+    if cls is Exit:
+        assert isinstance(event, Exit)
+        return (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, None)
+    if cls is Uid:
+        assert isinstance(event, Uid)
+        return (event.ruid, event.euid, None, None, None)
+    if cls is Gid:
+        assert isinstance(event, Gid)
+        return (event.rgid, event.egid, None, None, None)
+    if cls is Ptrace:
+        assert isinstance(event, Ptrace)
+        return (event.tracer_pid, event.tracer_tgid, None, None, None)
+    if cls is Comm:
+        assert isinstance(event, Comm)
+        return (None, None, None, None, event.comm)
+    if cls is Coredump:
+        assert isinstance(event, Coredump)
+        return (event.parent_pid, event.parent_tgid, None, None, None)
+    if cls is Lost:
+        assert isinstance(event, Lost)
+        return (event.count, None, None, None, event.reason)
+    if cls is Unknown:
+        assert isinstance(event, Unknown)
+        return (event.what, None, None, None, event.data)
+    return _NONE5
+
