@@ -285,8 +285,12 @@ def test_kill_9_mid_storm_loses_only_the_uncommitted(cli: Callable[..., Cli], tm
         stdout=subprocess.DEVNULL,
     )
     try:
-        # Mid-storm: once some of its children are committed.
-        wait_rows(db, "SELECT count(*) FROM procs WHERE forked AND end_ns", [], 500, "lifetimes committed")
+        # Mid-storm: once some of its children (named tiny, read while held)
+        # are committed, not just any process of the machine.
+        wait_rows(
+            db, "SELECT count(*) FROM procs WHERE forked AND end_ns AND comm = 'tiny'", [], 500,
+            "storm lifetimes committed",
+        )
         sock = steal_connector_socket(rec.pid)
         rec.proc.kill()
         rec.wait()
