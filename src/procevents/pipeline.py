@@ -267,11 +267,13 @@ class Pipeline:
                 if left <= 0:
                     break
                 timeout = left if timeout is None else min(timeout, left)
+            wait = linger
             if output is not None:
                 due = output.flush_due_in
                 if due is not None:
                     timeout = due if timeout is None else min(timeout, due)
-            batch = connector.read_batch(timeout, linger=linger)
+                    wait = min(wait, due)  # gathering never delays a due write
+            batch = connector.read_batch(timeout, linger=wait)
             if batch:
                 self.process(batch)
             if output is not None:
