@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from procevents.procfs import GONE, ProcessHandle, ProcFS
-from procevents.tree import read_exec_snapshots
+from procevents.snapshot import read_exec_snapshots
 
 NOBODY = 65534
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"

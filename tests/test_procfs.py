@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from procevents.enrich import Enricher, validate_snapshots
+from procevents.enrich import Enricher
 from procevents.events import Comm, Event, Exec, Exit, Fork, Gid, Uid
 from procevents.procfs import (
     CLOCK_TICKS,
@@ -36,7 +36,8 @@ from procevents.procfs import (
     parse_creds,
     parse_stat,
 )
-from procevents.tree import ExecSnapshot, ProcessTable, read_exec_snapshots
+from procevents.proctable import ProcessTable
+from procevents.snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
 
 NOBODY = 65534
 #: CLOCK_BOOTTIME - CLOCK_MONOTONIC used by the fixture ProcFS, so start

@@ -30,6 +30,7 @@ from procevents.cli.runner import ancestor_depth
 from procevents.enrich import Enricher
 from procevents.events import Event, Exit, wall_clock_ns
 from procevents.pipeline import JsonSink, Output, Pipeline, TextSink, TreeSink
+from procevents.proctable import Proc
 from procevents.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -43,7 +44,6 @@ from procevents.store import (
     encode_argv,
     encode_text,
 )
-from procevents.tree import Proc
 
 SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
 

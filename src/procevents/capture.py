@@ -59,7 +59,7 @@ from .frames import (
     split_frames,
 )
 from .procfs import RawExec, read_exec_raw
-from .tree import ExecSnapshot
+from .snapshot import ExecSnapshot
 
 #: SCHED_FIFO priority of the readers: above every normal task, far below
 #: the kernel's own realtime threads.

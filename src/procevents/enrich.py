@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .events import Event, Exec, Exit, Fork, Lost
 from .procfs import ProcFS
-from .tree import ExecSnapshot, Proc, ProcessTable, read_exec_snapshots, same_start
+from .proctable import Proc, ProcessTable
+from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
 
 if TYPE_CHECKING:
     from .capture import ExecCapture
@@ -52,76 +53,6 @@ class Users:
         if text.isdigit():
             return int(text)
         return pwd.getpwnam(text).pw_uid
-
-
-def _supersede(snapshot: ExecSnapshot) -> None:
-    if snapshot.argv is not None:
-        snapshot.missing = "superseded"
-    snapshot.argv = None
-    snapshot.exe = None
-    snapshot.cwd = None
-    snapshot.owner = None
-    snapshot.comm = None
-    snapshot.env = None
-
-
-def validate_snapshots(
-    batch: Sequence[Event],
-    exec_indexes: list[int],
-    snapshots: list[ExecSnapshot],
-    later: Sequence[Event],
-    *,
-    complete: bool = True,
-    known_start: Callable[[int], int | None] | None = None,
-) -> None:
-    """Drop a snapshot that may describe another program than its exec's.
-
-    Valid unless, after that exec, the same pid exec'd again (we read the
-    newer program) or a fork created a task with that pid (the pid was
-    reused before we pinned it).  Every event generated before our reads
-    finished is in ``batch`` or ``later`` (the socket drained afterwards)
-    when ``complete``.  When it is not (the reader is far behind and stopped
-    draining to bound memory), a snapshot is also checked against the start
-    time the process is known by (its fork in the batch, else
-    ``known_start``): a reused pid started later.
-    """
-    superseded: set[int] = set()
-    for event in later:
-        _note_pid_reuse(superseded, event)
-    # Walk backwards collecting the pids that something later supersedes.
-    position = len(batch)
-    for index, snapshot in zip(reversed(exec_indexes), reversed(snapshots), strict=True):
-        while position > index + 1:
-            position -= 1
-            _note_pid_reuse(superseded, batch[position])
-        if snapshot.argv is None and snapshot.comm is None and snapshot.exe is None and snapshot.cwd is None:
-            continue  # nothing read that could be another process's
-        pid = batch[index].tgid
-        unverified = not complete and not same_start(
-            _start_before(batch, index, pid, known_start), snapshot.start_ns
-        )
-        if pid in superseded or unverified:
-            _supersede(snapshot)
-
-
-def _note_pid_reuse(superseded: set[int], event: Event) -> None:
-    """A fork makes its child's pid name a new task; an exec, a new program."""
-    cls = type(event)
-    if cls is Fork:
-        assert isinstance(event, Fork)
-        superseded.add(event.child_pid)
-    elif cls is Exec:
-        superseded.add(event.tgid)
-
-
-def _start_before(
-    batch: Sequence[Event], index: int, pid: int, known_start: Callable[[int], int | None] | None
-) -> int | None:
-    for position in range(index - 1, -1, -1):
-        event = batch[position]
-        if type(event) is Fork and event.pid == pid:
-            return event.timestamp_ns
-    return known_start(pid) if known_start is not None else None
 
 
 class Enricher:

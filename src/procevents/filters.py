@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterable
 
 from .events import Event, Exit, Fork, Lost
-from .tree import Proc
+from .proctable import Proc
 
 
 class DescendantFilter:

@@ -12,7 +12,7 @@ import struct
 from typing import Final
 
 from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cmdline, parse_stat
-from .tree import ExecSnapshot
+from .snapshot import ExecSnapshot
 
 U32: Final = 0xFFFFFFFF
 U32_AT: Final = struct.Struct("<I")

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from .tree import Proc
+    from .proctable import Proc
 
 #: Command names given their own label, per metric family.
 DEFAULT_TOP: Final = 20

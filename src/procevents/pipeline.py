@@ -18,12 +18,12 @@ from typing import Any, BinaryIO, Protocol
 from .connector import Connector
 from .enrich import Enricher
 from .events import Event, Lost
+from .proctable import Proc
 from .render.clock import Clock
 from .render.jsonl import choose_dumps, event_fields, put_argv, put_text
 from .render.text import TextRenderer
 from .render.tree import TreeRenderer
 from .stats import Summary
-from .tree import Proc
 
 Filter = Callable[[Event, Proc | None], bool]
 

@@ -20,9 +20,9 @@ from .enrich import Enricher
 from .events import Comm, Event, parse_event_names
 from .filters import EventTypeFilter, no_threads
 from .pipeline import Filter, Pipeline
+from .proctable import Proc
 from .render.clock import Clock
 from .render.jsonl import event_fields
-from .tree import Proc
 
 
 class Record(Mapping[str, Any]):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
 
 if TYPE_CHECKING:
-    from .tree import Proc
+    from .proctable import Proc
 
 
 class Summary:

@@ -19,7 +19,7 @@ from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from .tree import Proc
+    from .proctable import Proc
 
 #: Distinct command names counted one by one; beyond, they count together.
 MAX_COMMANDS = 10_000

@@ -297,7 +297,7 @@ def make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_optio
     capture = ExecCapture(env_limit=env_limit, paths=paths) if args.capture == "sync" else None
     if table_options:
         from ..procfs import ProcFS
-        from ..tree import ProcessTable
+        from ..proctable import ProcessTable
 
         return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit)
     return Enricher(capture=capture, env_limit=env_limit)

@@ -23,8 +23,8 @@ from .runner import finish_output, open_output, silence_stdout, stderr
 
 if TYPE_CHECKING:
     from ..pipeline import Filter
+    from ..proctable import Proc
     from ..store import StoreReader
-    from ..tree import Proc
 
 REPLAY_EPILOG = """\
 examples:

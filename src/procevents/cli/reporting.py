@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from ..enrich import Enricher
     from ..events import Event
     from ..metrics import MetricsObserver, MetricsServer
+    from ..proctable import Proc
     from ..stats import CommandStats
     from ..store import StoreWriter
-    from ..tree import Proc
 
 
 class Reporting:

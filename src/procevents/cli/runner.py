@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..connector import Connector
     from ..enrich import Enricher
     from ..pipeline import Filter, Output, Sink
-    from ..tree import Proc
+    from ..proctable import Proc
 
 
 def stderr(message: str) -> None:

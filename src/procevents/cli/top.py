@@ -26,7 +26,7 @@ from .runner import run_pipeline, stderr
 if TYPE_CHECKING:
     from ..events import Event
     from ..pipeline import Filter
-    from ..tree import Proc
+    from ..proctable import Proc
 
 TOP_EPILOG = """\
 Rates are per second over the last refresh interval.  A fork counts for the

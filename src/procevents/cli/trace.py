@@ -21,7 +21,7 @@ from .runner import ancestor_depth, open_output, run_pipeline, stderr
 
 if TYPE_CHECKING:
     from ..pipeline import Filter
-    from ..tree import Proc
+    from ..proctable import Proc
 
 TRACE_EPILOG = """\
 examples:

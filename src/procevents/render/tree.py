@@ -7,7 +7,7 @@ from typing import Any
 
 from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
-from ..tree import Proc
+from ..proctable import Proc
 from .text import exit_description, format_command, format_duration
 
 INDENT = "  "

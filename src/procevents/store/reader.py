@@ -11,7 +11,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, decode_wait_status
-from ..tree import Proc
+from ..proctable import Proc
 from .schema import (
     EVENT_COLUMNS,
     MAX_ANCESTRY,

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Uid, Unknown, wall_clock_ns
 from ..procfs import boot_id
-from ..tree import Proc
+from ..proctable import Proc
 from .schema import (
     APPLICATION_ID,
     INSERT_EVENT,

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
-from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
+from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable
+from .snapshot import ExecSnapshot, same_start
 
 #: Beyond this many tracked processes the oldest entries are forgotten.
 MAX_TRACKED = 1 << 18
@@ -40,30 +41,6 @@ class Proc:
     argv_source: str | None = None
     execs: int = 0
     extra: dict[str, object] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ExecSnapshot:
-    """/proc values read for an exec event, before the process could vanish."""
-
-    argv: list[str] | None
-    comm: str | None
-    exe: str | None
-    cwd: str | None
-    #: euid/egid; the real ids do not change on exec and come from the table.
-    owner: tuple[int, int] | None
-    #: Start time from /proc/PID/stat (CLOCK_MONOTONIC ns, tick resolution).
-    start_ns: int | None = None
-    #: Why argv is None: "gone" (exited first), "superseded" (the pid
-    #: exec'd again or was reused before the read), "denied", or None.
-    missing: str | None = None
-    #: The environment (``--env``), as "KEY=VALUE" strings; None if not read.
-    env: list[str] | None = None
-    argv_truncated: bool = False
-    env_truncated: bool = False
-    #: Read while the exec'ing process was held by a realtime reader on its
-    #: CPU: it cannot describe another program (no pid-reuse check needed).
-    held: bool = False
 
 
 class ProcessTable:
@@ -253,73 +230,3 @@ class ProcessTable:
                     found.add(child)
                     stack.append(child)
         return found
-
-
-def same_start(a: int | None, b: int | None) -> bool:
-    """Could two start times (ns) be the same process's?  False if unknown.
-
-    /proc start times have clock-tick resolution (10 ms at USER_HZ=100)."""
-    return a is not None and b is not None and abs(a - b) <= 20_000_000
-
-
-def read_exec_snapshots(
-    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0
-) -> list[ExecSnapshot]:
-    """Read argv first for every pid (in the order given), then the rest.
-
-    Each process is pinned by its /proc directory before anything is read,
-    so a pid reused meanwhile reads as gone instead of as a stranger.
-    """
-    handles = [procfs.open_process(pid) for pid in pids]
-    if boot_offset_ns is None:
-        boot_offset_ns = procfs.boottime_offset_ns()
-    argvs = [h.cmdline() if isinstance(h, ProcessHandle) else h for h in handles]
-    snapshots = []
-    for handle, argv in zip(handles, argvs, strict=True):
-        if not isinstance(handle, ProcessHandle):
-            snapshots.append(ExecSnapshot(None, None, None, None, None, None, handle.value))
-            continue
-        with handle:
-            if argv is Unavailable.GONE:
-                # Nothing more to read (and each try costs a syscall).
-                snapshots.append(ExecSnapshot(None, None, None, None, None, None, "gone"))
-                continue
-            stat = handle.stat()  # comm and start time in one read
-            exe: str | Unavailable
-            cwd: str | Unavailable
-            owner: tuple[int, int] | Unavailable
-            environ: bytes | Unavailable = Unavailable.GONE
-            if argv is Unavailable.EMPTY:
-                # A zombie: its comm (the exec'd program's) is all that is left.
-                exe = cwd = owner = Unavailable.GONE
-            else:
-                exe = handle.exe()
-                cwd = handle.cwd()
-                owner = handle.owner()
-                if env_limit:
-                    environ = handle.read("environ")
-        comm = start_ns = None
-        if isinstance(stat, Stat):
-            comm = stat.comm
-            start_ns = stat.start_boottime_ns - boot_offset_ns
-        missing = None
-        if not isinstance(argv, list):
-            missing = "gone" if argv is not Unavailable.DENIED else "denied"
-        env = None
-        if isinstance(environ, bytes):
-            parsed = parse_cmdline(environ[:env_limit])
-            env = parsed if isinstance(parsed, list) else []
-        snapshots.append(
-            ExecSnapshot(
-                argv if isinstance(argv, list) else None,
-                comm,
-                exe if isinstance(exe, str) else None,
-                cwd if isinstance(cwd, str) else None,
-                owner if isinstance(owner, tuple) else None,
-                start_ns,
-                missing,
-                env=env,
-                env_truncated=isinstance(environ, bytes) and len(environ) > env_limit,
-            )
-        )
-    return snapshots
