@@ -20,14 +20,14 @@ import threading
 from collections.abc import Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
+from .events import EVENT_NAMES, Exit
+from .stats import LifecycleCounter
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
     from prometheus_client.metrics_core import Metric
 
-    from .proctable import Proc
 
 #: Command names given their own label, per metric family.
 DEFAULT_TOP: Final = 20
@@ -122,40 +122,31 @@ class LabelSet:
         return out
 
 
-class MetricsObserver:
+class MetricsObserver(LifecycleCounter):
     """Pipeline observer: events by type, lost events, and per command name
     process starts (new processes, by the name they are born with: their
     parent's), execs (by the program's name) and failures (a non-zero
     status or a signal, by the name at exit)."""
 
     def __init__(self) -> None:
-        self.events: dict[str, int] = dict.fromkeys(EVENT_NAMES, 0)
-        self.lost = 0
+        super().__init__()
+        self.events.update(dict.fromkeys(EVENT_NAMES, 0))  # every type exposed, seen or not
         self.starts = CommandCounter()
         self.execs = CommandCounter()
         self.exits = CommandCounter()
         self.failures = CommandCounter()
 
-    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
-        cls = type(event)
-        events = self.events
-        name = event.name
-        events[name] = events.get(name, 0) + 1
-        if cls is Fork:
-            if event.pid == event.tgid:
-                self.starts.add(info.get("comm"))
-        elif cls is Exec:
-            self.execs.add(info.get("comm"))
-        elif cls is Exit:
-            if event.pid == event.tgid:
-                assert isinstance(event, Exit)
-                comm = info.get("comm")
-                self.exits.add(comm)
-                if event.exit_code:
-                    self.failures.add(comm)
-        elif cls is Lost:
-            assert isinstance(event, Lost)
-            self.lost += event.count
+    def forked(self, info: Mapping[str, Any]) -> None:
+        self.starts.add(info.get("comm"))
+
+    def execed(self, info: Mapping[str, Any]) -> None:
+        self.execs.add(info.get("comm"))
+
+    def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
+        comm = info.get("comm")
+        self.exits.add(comm)
+        if event.exit_code:
+            self.failures.add(comm)
 
 
 class _Drops(Protocol):

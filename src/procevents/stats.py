@@ -38,6 +38,42 @@ class Summary:
         return f"{self.received} events received{by_type}, {self.lost} events lost"
 
 
+class LifecycleCounter:
+    """The one switch of the counting observers (``-S``, metrics, top,
+    trace's summary): events by type, events lost, and a process's three
+    moments, threads left out; subclasses fill in the hooks.  Call it with
+    each event, its process and its enrichment."""
+
+    def __init__(self) -> None:
+        self.events: Counter[str] = Counter()
+        self.lost = 0
+
+    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
+        cls = type(event)
+        self.events[event.name] += 1
+        if cls is Fork:
+            if event.pid == event.tgid:
+                self.forked(info)
+        elif cls is Exec:
+            self.execed(info)
+        elif cls is Exit:
+            if event.pid == event.tgid:
+                assert isinstance(event, Exit)
+                self.exited(event, info)
+        elif cls is Lost:
+            assert isinstance(event, Lost)
+            self.lost += event.count
+
+    def forked(self, info: Mapping[str, Any]) -> None:
+        """A new process (``info`` is its, named after its parent until it execs)."""
+
+    def execed(self, info: Mapping[str, Any]) -> None:
+        """A process started a program."""
+
+    def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
+        """A process ended."""
+
+
 #: Distinct commands counted one by one; beyond that they are counted together.
 MAX_COMMANDS = 10_000
 OTHER = "(other)"
@@ -56,7 +92,7 @@ class CommandCounts:
         self.lifetime = 0.0
 
 
-class CommandStats:
+class CommandStats(LifecycleCounter):
     """The ``-S`` table: events per type and the top commands.
 
     A pipeline observer (call it with each event, its process and its
@@ -67,9 +103,8 @@ class CommandStats:
     """
 
     def __init__(self, top: int = 10) -> None:
+        super().__init__()
         self.top = top
-        self.events: Counter[str] = Counter()
-        self.lost = 0
         self.commands: dict[str, CommandCounts] = {}
 
     def _command(self, info: Mapping[str, Any]) -> CommandCounts:
@@ -84,27 +119,22 @@ class CommandStats:
                 counts = commands[name] = CommandCounts()
         return counts
 
-    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
-        cls = type(event)
-        self.events[event.name] += 1
-        if cls is Fork:
-            if event.pid == event.tgid and info:
-                self._command(info).forks += 1
-        elif cls is Exec:
-            if info:
-                self._command(info).execs += 1
-        elif cls is Exit:
-            if event.pid == event.tgid and info:
-                assert isinstance(event, Exit)
-                counts = self._command(info)
-                if event.exit_code:
-                    counts.failures += 1
-                duration = info.get("duration")
-                if duration is not None:
-                    counts.lifetime += duration
-        elif cls is Lost:
-            assert isinstance(event, Lost)
-            self.lost += event.count
+    def forked(self, info: Mapping[str, Any]) -> None:
+        if info:  # no enrichment, no name
+            self._command(info).forks += 1
+
+    def execed(self, info: Mapping[str, Any]) -> None:
+        if info:
+            self._command(info).execs += 1
+
+    def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
+        if info:
+            counts = self._command(info)
+            if event.exit_code:
+                counts.failures += 1
+            duration = info.get("duration")
+            if duration is not None:
+                counts.lifetime += duration
 
     def leaders(self) -> list[tuple[str, CommandCounts]]:
         """The top ``top`` commands by each measure, together, most forks first."""

@@ -14,12 +14,12 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
+from .events import EVENT_NAMES, Exit
+from .stats import LifecycleCounter
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from .proctable import Proc
 
 #: Distinct command names counted one by one; beyond, they count together.
 MAX_COMMANDS = 10_000
@@ -62,7 +62,7 @@ class Frame:
         return sum(count for name, count in self.totals.items() if name != "lost")
 
 
-class TopModel:
+class TopModel(LifecycleCounter):
     """Counts events by type, and forks, execs and failures by command name.
 
     A fork counts for the command that forked (a new child carries its
@@ -71,9 +71,8 @@ class TopModel:
     """
 
     def __init__(self, table: Sized | None = None) -> None:
+        super().__init__()
         self.table = table
-        self.events: Counter[str] = Counter()
-        self.lost = 0
         self.forks: Counter[str] = Counter()
         self.execs: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
@@ -86,21 +85,15 @@ class TopModel:
             return OTHER
         return name
 
-    def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
-        cls = type(event)
-        self.events[event.name] += 1
-        if cls is Fork:
-            if event.pid == event.tgid:
-                self.forks[self._key(self.forks, info)] += 1
-        elif cls is Exec:
-            self.execs[self._key(self.execs, info)] += 1
-        elif cls is Exit:
-            assert isinstance(event, Exit)
-            if event.pid == event.tgid and event.exit_code:
-                self.failures[self._key(self.failures, info)] += 1
-        elif cls is Lost:
-            assert isinstance(event, Lost)
-            self.lost += event.count
+    def forked(self, info: Mapping[str, Any]) -> None:
+        self.forks[self._key(self.forks, info)] += 1
+
+    def execed(self, info: Mapping[str, Any]) -> None:
+        self.execs[self._key(self.execs, info)] += 1
+
+    def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
+        if event.exit_code:
+            self.failures[self._key(self.failures, info)] += 1
 
     def frame(self, now: float, rows: int = 10, *, overall: bool = False) -> Frame:
         """The counts now, with rates since the previous frame (``overall``:

@@ -6,8 +6,10 @@ import argparse
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..stats import LifecycleCounter
 from .options import (
     PROG,
     Parser,
@@ -20,8 +22,8 @@ from .options import (
 from .runner import ancestor_depth, open_output, run_pipeline, stderr
 
 if TYPE_CHECKING:
+    from ..events import Exit
     from ..pipeline import Filter
-    from ..proctable import Proc
 
 TRACE_EPILOG = """\
 examples:
@@ -56,10 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class TraceReport:
+class TraceReport(LifecycleCounter):
     """Collects what the trace summary needs from the traced processes."""
 
     def __init__(self, root: int) -> None:
+        super().__init__()
         self.root = root
         self.root_exited = False
         self.started = 0
@@ -67,22 +70,21 @@ class TraceReport:
         self.killed = 0
         self.finished: list[tuple[float, str, str]] = []
 
-    def observe(self, event: Any, proc: Proc | None, info: dict[str, Any]) -> None:
-        from ..events import Exit, Fork
+    def forked(self, info: Mapping[str, Any]) -> None:
+        self.started += 1
+
+    def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
         from ..render.text import exit_description, format_command
 
-        if type(event) is Fork and event.child_pid == event.child_tgid:
-            self.started += 1
-        elif type(event) is Exit and event.pid == event.tgid:
-            if event.signal is not None:
-                self.killed += 1
-            elif event.status:
-                self.failed += 1
-            duration = info.get("duration")
-            if duration is not None:
-                self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
-            if event.tgid == self.root:
-                self.root_exited = True
+        if event.signal is not None:
+            self.killed += 1
+        elif event.status:
+            self.failed += 1
+        duration = info.get("duration")
+        if duration is not None:
+            self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
+        if event.tgid == self.root:
+            self.root_exited = True
 
     def lines(self, slowest: int) -> list[str]:
         from ..render.text import format_duration
@@ -184,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
         status = run_pipeline(
             conn, sink, output, enricher=enricher, filters=filters, count=None, duration=None,
-            quiet=True, stop=finished, observers=[report.observe], after=summary, own_signals=False, tick=0.2,
+            quiet=True, stop=finished, observers=[report], after=summary, own_signals=False, tick=0.2,
         )
         if status:
             return status
