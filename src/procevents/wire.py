@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import Final
 
 from .events import (
@@ -144,6 +145,27 @@ def _check_header(buf: bytes | bytearray | memoryview, size: int, offset: int) -
     return head
 
 
+def _comm(buf: bytes | bytearray | memoryview, offset: int) -> bytes:
+    start = offset + _COMM_OFFSET
+    return bytes(buf[start : start + 16]).split(b"\0", 1)[0]
+
+
+#: what -> the event built from (cpu, seq, ts, the six union words a-f, the
+#: ack number, the buffer and the message's offset in it).
+_BUILDERS: Final[dict[int, Callable[..., Event]]] = {
+    PROC_EVENT_FORK: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Fork(cpu, seq, ts, a, b, c, d),
+    PROC_EVENT_EXIT: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Exit(cpu, seq, ts, a, b, c & _U32, d, e, f),
+    PROC_EVENT_EXEC: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Exec(cpu, seq, ts, a, b),
+    PROC_EVENT_UID: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Uid(cpu, seq, ts, a, b, c & _U32, d & _U32),
+    PROC_EVENT_GID: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Gid(cpu, seq, ts, a, b, c & _U32, d & _U32),
+    PROC_EVENT_COMM: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Comm(cpu, seq, ts, a, b, _comm(buf, at)),
+    PROC_EVENT_SID: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Sid(cpu, seq, ts, a, b),
+    PROC_EVENT_PTRACE: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Ptrace(cpu, seq, ts, a, b, c, d),
+    PROC_EVENT_COREDUMP: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Coredump(cpu, seq, ts, a, b, c, d),
+    PROC_EVENT_NONE: lambda cpu, seq, ts, a, b, c, d, e, f, ack, buf, at: Ack(cpu, seq, ts, a & _U32, ack),
+}
+
+
 def _build(
     buf: bytes | bytearray | memoryview, offset: int, cn_len: int, fields: tuple[int, ...] | None = None
 ) -> Event:
@@ -151,29 +173,9 @@ def _build(
         _nl_len, _t, _f, _s, _p, _idx, _val, seq, ack, _len, _flags, what, cpu, ts,
         a, b, c, d, e, f,
     ) = fields or _EVENT.unpack_from(buf, offset)
-    # Ordered by how often each type occurs in practice.
-    if what == PROC_EVENT_FORK:
-        return Fork(cpu, seq, ts, a, b, c, d)
-    if what == PROC_EVENT_EXIT:
-        return Exit(cpu, seq, ts, a, b, c & _U32, d, e, f)
-    if what == PROC_EVENT_EXEC:
-        return Exec(cpu, seq, ts, a, b)
-    if what == PROC_EVENT_UID:
-        return Uid(cpu, seq, ts, a, b, c & _U32, d & _U32)
-    if what == PROC_EVENT_GID:
-        return Gid(cpu, seq, ts, a, b, c & _U32, d & _U32)
-    if what == PROC_EVENT_COMM:
-        start = offset + _COMM_OFFSET
-        raw = bytes(buf[start : start + 16])
-        return Comm(cpu, seq, ts, a, b, raw.split(b"\0", 1)[0])
-    if what == PROC_EVENT_SID:
-        return Sid(cpu, seq, ts, a, b)
-    if what == PROC_EVENT_PTRACE:
-        return Ptrace(cpu, seq, ts, a, b, c, d)
-    if what == PROC_EVENT_COREDUMP:
-        return Coredump(cpu, seq, ts, a, b, c, d)
-    if what == PROC_EVENT_NONE:
-        return Ack(cpu, seq, ts, a & _U32, ack)
+    build = _BUILDERS.get(what)
+    if build is not None:
+        return build(cpu, seq, ts, a, b, c, d, e, f, ack, buf, offset)
     start = offset + _UNION_OFFSET
     return Unknown(cpu, seq, ts, what, bytes(buf[start : start + cn_len - 16]))
 
