@@ -13,7 +13,7 @@ import os
 import pwd
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from .events import Event, Exec, Exit, Fork, Lost
 from .procfs import ProcFS
@@ -25,6 +25,30 @@ if TYPE_CHECKING:
 
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0
+
+
+class EventInfo(TypedDict, total=False):
+    """What enrichment adds to an event: the ``--json`` keys beyond the kernel's.
+
+    exec: cmdline, exe, cwd, ppid, uid, user, comm, and missing (why cmdline
+    is null), cmdline_truncated, env and env_truncated (``--env``); exit:
+    comm, cmdline, duration (seconds), ppid, uid, user; fork and other
+    events: comm, ppid; a thread's fork and exit: thread.  None is unknown.
+    """
+
+    cmdline: list[str] | None
+    cmdline_truncated: bool
+    missing: str
+    exe: str | None
+    cwd: str | None
+    ppid: int | None
+    uid: int | None
+    user: str | None
+    comm: str | None
+    env: list[str] | None
+    env_truncated: bool
+    duration: float | None
+    thread: bool
 
 
 class Users:
@@ -154,13 +178,9 @@ class Enricher:
         self.resyncs += 1
         self.table.resync()
 
-    def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, dict[str, Any]]:
-        """Update the table with ``event``; return its process and its info dict.
-
-        Keys: exec ``cmdline exe cwd ppid uid user comm`` (and ``missing``
-        when argv could not be read); exit ``comm cmdline duration ppid uid
-        user``; other events ``comm ppid``; lost events none.
-        """
+    def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, EventInfo]:
+        """Update the table with ``event``; return its process and what is
+        known of it (:class:`EventInfo`; empty for lost events)."""
         cls = type(event)
         if cls is Lost:
             # Lost events may include forks and exits: re-read /proc soon so
@@ -170,7 +190,7 @@ class Enricher:
         proc = self.table.update(event, snapshot)
         if proc is None:
             return None, {}
-        info: dict[str, Any]
+        info: EventInfo
         if cls is Exec:
             self.execs += 1
             captured = snapshot is not None and snapshot.argv is not None
