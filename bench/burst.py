@@ -36,395 +36,36 @@ Usage:
   .venv/bin/python bench/burst.py --runs 3
   .venv/bin/python bench/burst.py --buffer 64K       # forced loss
   .venv/bin/python bench/burst.py --shape fork --n 50000
+
+The shared code (building burst.c, the pid file's ground truth, parsing the
+output, the second subscriber, /proc readers) is in bench/benchlib/.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import re
-import resource
 import shlex
-import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from array import array
-from bisect import bisect_right
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BUILD = HERE / ".build"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-NETLINK_CONNECTOR = 11
-CN_IDX_PROC = 1
-PROC_CN_MCAST_LISTEN = 1
-PROC_CN_MCAST_IGNORE = 2
-SOL_NETLINK = 270
-NETLINK_NO_ENOBUFS = 5
-SO_RCVBUFFORCE = 33
-SO_MEMINFO = 55
-SK_MEMINFO_DROPS = 8
-# nlmsg_pid @12, cb_id.idx @16, cb_id.val @20, seq @24, (ack, len, flags), what @36, cpu @40
-CN_FIELDS = struct.Struct("<12xIIII8xII")
-
-#: How long after its waitpid returned a child's exit event may be stamped
-#: (the kernel builds it after waking the parent).  Far below the time the
-#: cyclic pid allocator takes to hand the same pid out again.
-EXIT_SLACK_NS = 50_000_000
-
-SUMMARY_RE = re.compile(r"(\d+) events received.*?, (\d+) events lost")
-LISTENING = "procevents: listening"
-
-
-class BenchError(Exception):
-    """The benchmark could not run (build failure, procevents misbehaving...)."""
-
-
-# -- building -------------------------------------------------------------
-
-TINY_FLAGS = [
-    "-O2", "-static", "-nostartfiles", "-nostdlib", "-fno-asynchronous-unwind-tables", "-s",
-    "-Wl,--build-id=none", "-Wl,-n", "-Wl,-z,noexecstack",
-]
-BURST_FLAGS = ["-O2", "-Wall", "-Wextra"]
-
-
-def build(name: str, flags: Sequence[str]) -> Path:
-    """Compile bench/NAME.c into bench/.build/NAME unless it is up to date."""
-    src = HERE / f"{name}.c"
-    out = BUILD / name
-    if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-        return out
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise BenchError("no C compiler found (install gcc)")
-    BUILD.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    proc = subprocess.run([cc, *flags, "-o", str(tmp), str(src)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BenchError(f"compiling {src.name} failed:\n{proc.stderr}")
-    tmp.replace(out)
-    return out
-
-
-# -- looking at the procevents process ---------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
-
-
-def status_kib(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def socket_stats(pid: int) -> tuple[int, int] | None:
-    """(Rmem, Drops) of /proc/net/netlink, summed over pid's connector sockets."""
-    inodes: set[int] = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(int(target[8:-1]))
-    total: tuple[int, int] | None = None
-    lines = Path("/proc/net/netlink").read_text().splitlines()
-    for line in lines[1:]:
-        cols = line.split()
-        # sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
-        if len(cols) >= 10 and int(cols[1]) == NETLINK_CONNECTOR and int(cols[9]) in inodes:
-            rmem, drops = total or (0, 0)
-            total = (rmem + int(cols[4]), drops + int(cols[8]))
-    return total
-
-
-def count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as f:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
-
-
-def file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-@contextlib.contextmanager
-def pinned(cpu: int) -> Iterator[None]:
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-# -- acks: they take seq numbers but procevents does not write them -----------------
-
-
-class RefListener:
-    """A second all-events subscriber: records the (cpu, seq) of every datagram.
-
-    Acks (what=0, the kernel's answer to any listener's LISTEN or IGNORE) take
-    a number from the same per-CPU counter as events; procevents reads them and
-    writes nothing, so each one is a seq gap in its output that is no loss.  On
-    a busy host other programs' subscriptions make dozens per run.  The other
-    events it sees are an independent record of what the kernel delivered (as
-    long as this listener drops nothing).  It costs the kernel one more
-    delivery per event, and this process some CPU, while it runs.
-    """
-
-    def __init__(self) -> None:
-        self.acks: list[tuple[int, int]] = []
-        self.events: dict[int, array[int]] = {}  # cpu -> seqs of non-ack events
-        self.datagrams = 0
-        self.drops = 0
-        self._stop = threading.Event()
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_CONNECTOR)
-        self._subscribed = False
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 64 << 20)
-            self._sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
-            self._sock.bind((0, CN_IDX_PROC))
-            self._sock.settimeout(0.1)
-            self._request(PROC_CN_MCAST_LISTEN)
-            self._subscribed = True
-        except BaseException:
-            self._sock.close()
-            raise
-        self._thread = threading.Thread(target=self._run, name="acks", daemon=True)
-        self._thread.start()
-
-    def _request(self, op: int) -> None:
-        # nlmsghdr(len, NLMSG_DONE, 0, seq, 0) + cn_msg(idx, val, seq, ack, len=4, 0) + op
-        self._sock.send(struct.pack("<IHHIIIIIIHHI", 40, 3, 0, 0, 0, CN_IDX_PROC, 1, 0, 0, 4, 0, op))
-
-    def _run(self) -> None:
-        buf = bytearray(16384)
-        recv_into = self._sock.recv_into
-        unpack = CN_FIELDS.unpack_from
-        while not self._stop.is_set():
-            try:
-                size = recv_into(buf)
-            except (TimeoutError, BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                break
-            self.datagrams += 1
-            if size < 52:
-                continue
-            portid, idx, val, seq, what, cpu = unpack(buf)
-            if portid != 0 or idx != CN_IDX_PROC or val != 1:
-                continue
-            if what == 0:
-                self.acks.append((cpu, seq))
-            else:
-                seqs = self.events.get(cpu)
-                if seqs is None:
-                    seqs = self.events[cpu] = array("L")
-                seqs.append(seq)
-
-    def close(self) -> None:
-        """Stop, unsubscribe (exactly once: the kernel's listener count), close."""
-        self._stop.set()
-        self._thread.join(5)
-        if self._subscribed:
-            self._subscribed = False
-            with contextlib.suppress(OSError):
-                self._request(PROC_CN_MCAST_IGNORE)
-            with contextlib.suppress(OSError):
-                raw = self._sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
-                self.drops = struct.unpack_from("<I", raw, 4 * SK_MEMINFO_DROPS)[0]
-        self._sock.close()
-
-    def explain_gaps(self, a: Analysis) -> tuple[int, int, int]:
-        """Split the output's seq gaps: (acks, events the reference got, seen by neither)."""
-        acks = sum(1 for cpu, seq in self.acks if cpu in a.seq_min and a.seq_min[cpu] <= seq <= a.seq_max[cpu])
-        ref_only = 0
-        for cpu, seqs in self.events.items():
-            if cpu not in a.seq_min:
-                continue
-            lo, hi, got = a.seq_min[cpu], a.seq_max[cpu], a.seqs[cpu]
-            ref_only += sum(1 for seq in set(seqs) if lo <= seq <= hi and seq not in got)
-        return acks, ref_only, a.seq_loss - acks - ref_only
-
+from benchlib import BenchError
+from benchlib.build import build_all, burst_command
+from benchlib.connector import RefListener
+from benchlib.host import count_lines, cpu_seconds, pinned, reap, socket_stats, status_kib, wait_for
+from benchlib.outputs import LISTENING, SUMMARY_RE, ExitWatcher
+from benchlib.table import print_table
+from benchlib.tools import procevents_command
+from benchlib.truth import BurstAnalysis, GroundTruth, analyse_burst
 
 # -- one run ------------------------------------------------------------------
-
-
-@dataclass
-class GroundTruth:
-    shape: str
-    n: int
-    elapsed_s: float
-    failures: int
-    workers: set[int]
-    #: pid -> [(start_ns, end_ns), ...] of each generated child with that pid, sorted
-    lives: dict[int, list[tuple[int, int]]]
-
-    @classmethod
-    def load(cls, path: Path) -> GroundTruth:
-        workers: set[int] = set()
-        lives: dict[int, list[tuple[int, int]]] = {}
-        header: dict[str, str] = {}
-        with path.open() as f:
-            for line in f:
-                if line.startswith("#"):
-                    header = dict(kv.split("=", 1) for kv in line.split()[2:])
-                elif line.startswith("W "):
-                    workers.add(int(line[2:]))
-                else:
-                    pid, start, end = map(int, line.split())
-                    if pid > 0:
-                        lives.setdefault(pid, []).append((start, end))
-        for spans in lives.values():
-            spans.sort()
-        return cls(
-            shape=header["mode"],
-            n=int(header["n"]),
-            elapsed_s=int(header["elapsed_ns"]) / 1e9,
-            failures=int(header["failures"]),
-            workers=workers,
-            lives=lives,
-        )
-
-    @property
-    def children(self) -> int:
-        return sum(len(spans) for spans in self.lives.values())
-
-    def life(self, pid: int, ts: int) -> int | None:
-        """Index of the generated child ``pid`` that was alive at ``ts`` (ns), or None.
-
-        The exit event may be stamped a little after waitpid returned (EXIT_SLACK_NS).
-        """
-        spans = self.lives.get(pid)
-        if spans is None:
-            return None
-        i = bisect_right(spans, (ts, 1 << 62)) - 1
-        if i >= 0 and ts <= spans[i][1] + EXIT_SLACK_NS:
-            return i
-        return None
-
-    @property
-    def kinds(self) -> tuple[str, ...]:
-        return ("fork", "exec", "exit") if self.shape == "exec" else ("fork", "exit")
-
-
-@dataclass
-class Analysis:
-    expected: dict[str, int] = field(default_factory=dict)
-    received: dict[str, int] = field(default_factory=dict)
-    extra: int = 0  # events matched to a generated child beyond the expected ones
-    odd_parent: int = 0  # matched forks/exits whose parent was not a burst worker
-    total_events: int = 0  # every non-"lost" line
-    lost_inband: int = 0
-    lost_lines: int = 0
-    lost_by_reason: Counter[str] = field(default_factory=Counter)
-    seq_loss: int = 0
-    seq_loss_by_cpu: dict[int, int] = field(default_factory=dict)
-    malformed_lines: int = 0
-    exit_parent0: int = 0  # generated children's exits that carried parent 0
-    seq_min: dict[int, int] = field(default_factory=dict)
-    seq_max: dict[int, int] = field(default_factory=dict)
-    seqs: dict[int, set[int]] = field(default_factory=dict)  # cpu -> seqs in the output
-
-
-def analyse(out_path: Path, truth: GroundTruth) -> Analysis:
-    # (pid, life index) of every generated child an event was matched to, per kind:
-    # the child's lifetime from burst's pid file says whose event it is, even
-    # after pids wrapped around and other processes reused them.
-    got: dict[str, Counter[tuple[int, int]]] = {kind: Counter() for kind in ("fork", "exec", "exit")}
-    workers = truth.workers
-    lives = truth.lives
-    life = truth.life
-    seq_min: dict[int, int] = {}
-    seq_max: dict[int, int] = {}
-    seq_count: Counter[int] = Counter()
-    a = Analysis()
-    with out_path.open("rb") as f:
-        for raw in f:
-            try:
-                ev = json.loads(raw)
-            except ValueError:
-                a.malformed_lines += 1
-                continue
-            name = ev["event"]
-            if name == "lost":
-                a.lost_inband += ev["count"]
-                a.lost_lines += 1
-                a.lost_by_reason[str(ev.get("reason"))] += ev["count"]
-                continue
-            a.total_events += 1
-            cpu, seq = ev["cpu"], ev["seq"]
-            if cpu in seq_count:
-                seq_min[cpu] = min(seq_min[cpu], seq)
-                seq_max[cpu] = max(seq_max[cpu], seq)
-            else:
-                seq_min[cpu] = seq_max[cpu] = seq
-            seq_count[cpu] += 1
-            cpu_seqs = a.seqs.get(cpu)
-            if cpu_seqs is None:
-                cpu_seqs = a.seqs[cpu] = set()
-            cpu_seqs.add(seq)
-            if name == "fork":
-                pid = ev["child_pid"]
-                if pid != ev["child_tgid"] or pid not in lives:
-                    continue
-            elif name in ("exec", "exit"):
-                pid = ev["pid"]
-                if pid != ev["tgid"] or pid not in lives:
-                    continue
-            else:
-                continue
-            i = life(pid, ev["timestamp_ns"])
-            if i is None:
-                continue
-            got[name][pid, i] += 1
-            if name == "fork" and ev["parent_tgid"] not in workers:
-                a.odd_parent += 1
-            elif name == "exit":
-                parent = ev["parent_tgid"]
-                # parent 0: the worker reaped the child before the kernel built the
-                # event (a race in do_exit: proc_exit_connector runs after exit_notify)
-                if parent == 0:
-                    a.exit_parent0 += 1
-                elif parent not in workers:
-                    a.odd_parent += 1
-    for kind in truth.kinds:
-        a.expected[kind] = truth.children
-        a.received[kind] = len(got[kind])
-        a.extra += sum(got[kind].values()) - len(got[kind])
-    if truth.shape != "exec":
-        a.extra += sum(got["exec"].values())
-    for cpu, count in seq_count.items():
-        span = seq_max[cpu] - seq_min[cpu] + 1
-        if span > 1 << 31:
-            raise BenchError(f"cpu {cpu}: seq wrapped around during the run; cannot count loss by seq")
-        a.seq_loss_by_cpu[cpu] = span - count
-        a.seq_loss += span - count
-    a.seq_min, a.seq_max = seq_min, seq_max
-    return a
 
 
 @dataclass
@@ -432,7 +73,7 @@ class RunResult:
     index: int
     buffer: str
     truth: GroundTruth
-    analysis: Analysis
+    analysis: BurstAnalysis
     summary_line: str
     summary_received: int | None
     summary_lost: int | None
@@ -468,56 +109,6 @@ class RunResult:
         return self.analysis.seq_loss - (self.acks_in_gaps or 0)
 
 
-def procevents_command(override: str | None = None) -> list[str]:
-    if override:
-        return shlex.split(override)
-    script = Path(sys.executable).parent / "procevents"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "procevents"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if proc.poll() is not None:
-            raise BenchError(f"procevents exited (status {proc.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
-
-
-class ExitWatcher:
-    """Follows the output file, noting the (pid, parent tgid) of every process exit."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.pos = 0
-        self.partial = b""
-        self.lines = 0
-        self.exits: set[tuple[int, int]] = set()
-
-    def poll(self) -> None:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self.pos)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self.pos += len(data)
-        lines = (self.partial + data).split(b"\n")
-        self.partial = lines.pop()
-        self.lines += len(lines)
-        for line in lines:
-            if b'"exit"' in line:
-                with contextlib.suppress(ValueError):
-                    ev = json.loads(line)
-                    if ev.get("event") == "exit" and ev.get("pid") == ev.get("tgid"):
-                        self.exits.add((ev["pid"], ev.get("parent_tgid") or 0))
-
-    def seen(self, pids: set[int], parent: int) -> bool:
-        """Have all ``pids`` exited (as children of ``parent``; 0 when already reaped)?"""
-        return all((pid, parent) in self.exits or (pid, 0) in self.exits for pid in pids)
-
-
 def drain(
     watcher: ExitWatcher, proc: subprocess.Popen[bytes], pids: set[int], parent: int, grace: float, limit: float
 ) -> tuple[float, str]:
@@ -547,17 +138,6 @@ def drain(
         if now - start > limit:
             raise BenchError(f"procevents had not caught up {limit:g} s after the burst")
         time.sleep(0.05)
-
-
-def reap(pid: int, timeout: float) -> tuple[int, resource.struct_rusage | None]:
-    """waitpid with a deadline: (wait status, rusage), or (-1, None) on timeout."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        wpid, status, usage = os.wait4(pid, os.WNOHANG)
-        if wpid == pid:
-            return status, usage
-        time.sleep(0.02)
-    return -1, None
 
 
 def run_once(
@@ -600,8 +180,7 @@ def run_once(
         lines_before = count_lines(out)
         cpu_before = cpu_seconds(proc.pid)
         gen = subprocess.Popen(
-            [str(burst), "-o", str(pidfile), "-m", args.shape, "-n", str(args.n), "-p", str(args.workers),
-             "-t", str(tiny)],
+            burst_command(burst, tiny, pidfile, args.shape, args.n, args.workers),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         gen_out, gen_err = gen.communicate()
@@ -669,7 +248,7 @@ def run_once(
     if proc.returncode != 0:
         notes.append(f"procevents exit status {proc.returncode}")
 
-    analysis = analyse(out, truth)
+    analysis = analyse_burst(out, truth)
     acks_in_gaps = ref_only = neither = None
     if acks is not None:
         acks_in_gaps, ref_only, neither = acks.explain_gaps(analysis)
@@ -732,11 +311,11 @@ def ratio(a: int, b: int) -> str:
     return f"{a / b:.4f}"
 
 
-def print_table(results: list[RunResult]) -> None:
-    rows: list[tuple[str, list[str]]] = []
+def print_results(results: list[RunResult]) -> None:
+    rows: list[list[str]] = []
 
     def row(label: str, values: list[str]) -> None:
-        rows.append((label, values))
+        rows.append([label, *values])
 
     row("shape / workers", [f"{r.truth.shape} / {len(r.truth.workers)}" for r in results])
     row("children (N)", [fmt_int(r.truth.n) for r in results])
@@ -772,16 +351,7 @@ def print_table(results: list[RunResult]) -> None:
     row("procevents exit status", [str(r.exit_status) for r in results])
     row("host load average at start", [f"{r.load:.2f}" for r in results])
 
-    headers = [f"run {r.index}" for r in results]
-    label_w = max(len(label) for label, _ in rows)
-    col_w = [max(len(h), *(len(vals[i]) for _, vals in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(["-" * label_w, *("-" * w for w in col_w)])
-    print(line)
-    print("  ".join([" " * label_w, *(h.rjust(w) for h, w in zip(headers, col_w, strict=True))]))
-    print(line)
-    for label, vals in rows:
-        print("  ".join([label.ljust(label_w), *(v.rjust(w) for v, w in zip(vals, col_w, strict=True))]))
-    print(line)
+    print_table(rows, ["", *(f"run {r.index}" for r in results)])
 
 
 def print_loss_check(r: RunResult) -> None:
@@ -846,8 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        tiny = build("tiny", TINY_FLAGS)
-        burst = build("burst", BURST_FLAGS)
+        burst, tiny = build_all()
     except BenchError as exc:
         print(f"burst.py: {exc}", file=sys.stderr)
         return 1
@@ -872,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{r.analysis.lost_inband:,} reported lost, {r.analysis.seq_loss:,} lost by seq",
                   flush=True)
     print()
-    print_table(results)
+    print_results(results)
     print()
     for r in results:
         print_loss_check(r)

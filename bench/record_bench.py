@@ -13,8 +13,9 @@ seen empty), /metrics is scraped once more and the recorder is stopped with
 SIGINT.  Then:
 
 * ground truth vs database: the database is replayed as JSON Lines
-  (``procevents replay --json``) and analysed with bench/burst.py's exact
-  matcher (per child pid and lifetime); lost events recorded in-band, seq gaps;
+  (``procevents replay --json``) and analysed with burst.py's exact
+  matcher (benchlib.truth: per child pid and lifetime); lost events recorded
+  in-band, seq gaps;
 * ground truth vs /metrics: with ``-p`` the counters must equal the storm
   exactly (fork N+workers, exec N+1, exit N+workers+1, starts by "burst"
   N+workers, execs N+1, failures 0);
@@ -48,12 +49,14 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from benchlib import BenchError
+from benchlib.build import build_all, burst_command
+from benchlib.host import cpu_seconds, file_size, socket_stats, wait_for
+from benchlib.outputs import LISTENING, SUMMARY_RE
+from benchlib.table import print_table
+from benchlib.tools import procevents_command
+from benchlib.truth import EXIT_SLACK_NS, BurstAnalysis, GroundTruth, analyse_burst
 
-import burst  # noqa: E402  (bench/burst.py: builder, ground truth, analysis, /proc helpers)
-
-SUMMARY_RE = re.compile(r"(\d+) events received.*?, (\d+) events lost")
 METRICS_RE = re.compile(r"metrics at (http://\S+)")
 EVENT_BYTES = 832  # receive-buffer cost of one queued event (docs/kernel-interface.md)
 
@@ -79,7 +82,7 @@ def by_label(page: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
     return {dict(labels).get("command", ""): v for (n, labels), v in page.items() if n == name}
 
 
-def committed_exits(db: Path, truth: burst.GroundTruth) -> int:
+def committed_exits(db: Path, truth: GroundTruth) -> int:
     """The storm children's exits committed so far (for --all, where /metrics counts the host)."""
     last = max(end for spans in truth.lives.values() for _, end in spans)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -88,15 +91,15 @@ def committed_exits(db: Path, truth: burst.GroundTruth) -> int:
                             (min(start for spans in truth.lives.values() for start, _ in spans),)).fetchall()
     finally:
         conn.close()
-    return sum(1 for pid, ts in rows if ts <= last + burst.EXIT_SLACK_NS and truth.life(pid, ts) is not None)
+    return sum(1 for pid, ts in rows if ts <= last + EXIT_SLACK_NS and truth.life(pid, ts) is not None)
 
 
 @dataclass
 class Run:
     index: int
     shape: str
-    truth: burst.GroundTruth
-    analysis: burst.Analysis
+    truth: GroundTruth
+    analysis: BurstAnalysis
     db_bytes: int
     db_events: int
     db_lost: int
@@ -136,11 +139,10 @@ def run_once(index: int, args: argparse.Namespace, shape: str, tools: tuple[Path
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     pidfile = work / f"pids-{shape}-{index}.txt"
     err_path = work / f"stderr-{shape}-{index}.txt"
-    gen = [str(burst_bin), "-o", str(pidfile), "-m", shape, "-n", str(args.n), "-p", str(args.workers),
-           "-t", str(tiny)]
+    gen = burst_command(burst_bin, tiny, pidfile, shape, args.n, args.workers)
     root = subprocess.Popen(["sh", "-c", 'read _; exec "$@"', "sh", *gen], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL)
-    cmd = [*burst.procevents_command(args.procevents), "record", "--db", str(db), "--metrics", "0"]
+    cmd = [*procevents_command(args.procevents), "record", "--db", str(db), "--metrics", "0"]
     if not args.all:
         cmd += ["-p", str(root.pid)]
     if args.buffer:
@@ -149,25 +151,25 @@ def run_once(index: int, args: argparse.Namespace, shape: str, tools: tuple[Path
         rec = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err_f)
     notes: list[str] = []
     try:
-        burst.wait_for(lambda: burst.LISTENING in err_path.read_text(errors="replace"), 15, "listening", rec)
+        wait_for(lambda: LISTENING in err_path.read_text(errors="replace"), 15, "listening", rec)
         match = METRICS_RE.search(err_path.read_text())
         assert match, err_path.read_text()
         url = match[1]
         pages = [scrape(url)]
-        cpu_before = burst.cpu_seconds(rec.pid)
+        cpu_before = cpu_seconds(rec.pid)
         assert root.stdin is not None
         root.stdin.write(b"go\n")
         root.stdin.close()
         peak = 0
         while root.poll() is None:  # during the storm
-            stats = burst.socket_stats(rec.pid)
+            stats = socket_stats(rec.pid)
             if stats is not None:
                 peak = max(peak, stats[0])
             pages.append(scrape(url))
             time.sleep(args.scrape_every)
         if root.returncode != 0:
-            raise burst.BenchError(f"burst failed with status {root.returncode}")
-        truth = burst.GroundTruth.load(pidfile)
+            raise BenchError(f"burst failed with status {root.returncode}")
+        truth = GroundTruth.load(pidfile)
         workers = len(truth.workers)
         want = {"fork": truth.children + workers, "exec": (truth.children if shape == "exec" else 0) + 1,
                 "exit": truth.children + workers + 1}
@@ -176,7 +178,7 @@ def run_once(index: int, args: argparse.Namespace, shape: str, tools: tuple[Path
         empty_since: float | None = None
         while True:
             page = scrape(url)
-            stats = burst.socket_stats(rec.pid)
+            stats = socket_stats(rec.pid)
             if stats is not None:
                 peak = max(peak, stats[0])
             if args.all:
@@ -194,9 +196,9 @@ def run_once(index: int, args: argparse.Namespace, shape: str, tools: tuple[Path
             else:
                 empty_since = None
             if now > deadline:
-                raise burst.BenchError("the recorder did not catch up")
+                raise BenchError("the recorder did not catch up")
             time.sleep(0.05)
-        cpu_s = burst.cpu_seconds(rec.pid) - cpu_before
+        cpu_s = cpu_seconds(rec.pid) - cpu_before
         final = scrape(url)
         pages.append(final)
         rec.send_signal(signal.SIGINT)
@@ -230,28 +232,28 @@ def run_once(index: int, args: argparse.Namespace, shape: str, tools: tuple[Path
 
     out = work / f"replay-{shape}-{index}.jsonl"
     with out.open("wb") as f:
-        subprocess.run([*burst.procevents_command(args.procevents), "replay", "--db", str(db), "--json", "-q"],
+        subprocess.run([*procevents_command(args.procevents), "replay", "--db", str(db), "--json", "-q"],
                        stdout=f, check=True)
-    analysis = burst.analyse(out, truth)
+    analysis = analyse_burst(out, truth)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     db_events, db_lost = conn.execute(
         "SELECT count(*), coalesce(sum(CASE WHEN event = 'lost' THEN a END), 0) FROM events"
     ).fetchone()
     db_lifetimes = conn.execute("SELECT count(*) FROM procs").fetchone()[0]
     conn.close()
-    db_bytes = burst.file_size(db) + burst.file_size(Path(f"{db}-wal"))
+    db_bytes = file_size(db) + file_size(Path(f"{db}-wal"))
     if not args.keep:
-        for p in (out, pidfile, err_path, db):
-            p.unlink(missing_ok=True)
+        for path in (out, pidfile, err_path, db):
+            path.unlink(missing_ok=True)
     return Run(index, shape, truth, analysis, db_bytes, db_events, db_lost, db_lifetimes, summary, cpu_s, peak,
                len(pages), monotonic, not args.all, checks, notes)
 
 
 def report(runs: list[Run]) -> None:
-    rows: list[tuple[str, list[str]]] = []
+    rows: list[list[str]] = []
 
     def row(label: str, values: list[str]) -> None:
-        rows.append((label, values))
+        rows.append([label, *values])
 
     row("shape / workers", [f"{r.shape} / {len(r.truth.workers)}" for r in runs])
     row("children (N)", [f"{r.truth.n:,}" for r in runs])
@@ -283,16 +285,7 @@ def report(runs: list[Run]) -> None:
         else ("yes (>=, whole host)" if all(got >= want for _, got, want in r.metrics_checks[:-2]) else "NO")
         for r in runs
     ])
-    headers = [f"{r.shape} run {r.index}" for r in runs]
-    label_w = max(len(label) for label, _ in rows)
-    widths = [max(len(h), *(len(vals[i]) for _, vals in rows)) for i, h in enumerate(headers)]
-    line = "  ".join(["-" * label_w, *("-" * w for w in widths)])
-    print(line)
-    print("  ".join([" " * label_w, *(h.rjust(w) for h, w in zip(headers, widths, strict=True))]))
-    print(line)
-    for label, vals in rows:
-        print("  ".join([label.ljust(label_w), *(v.rjust(w) for v, w in zip(vals, widths, strict=True))]))
-    print(line)
+    print_table(rows, ["", *(f"{r.shape} run {r.index}" for r in runs)])
     for r in runs:
         print(f"{r.shape} run {r.index}: recorder: {r.summary.strip()}")
         for name, got, want in r.metrics_checks:
@@ -325,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         print("record_bench.py: needs prometheus_client (pip install -e '.[metrics]')", file=sys.stderr)
         return 1
     try:
-        tools = (burst.build("burst", burst.BURST_FLAGS), burst.build("tiny", burst.TINY_FLAGS))
-    except burst.BenchError as exc:
+        tools = build_all()
+    except BenchError as exc:
         print(f"record_bench.py: {exc}", file=sys.stderr)
         return 1
     shapes = ("exec", "fork") if args.shape == "both" else (args.shape,)
@@ -343,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(1, args.runs + 1):
                 try:
                     r = run_once(i, args, shape, tools, work)
-                except burst.BenchError as exc:
+                except BenchError as exc:
                     print(f"{shape} run {i}: FAILED: {exc}", file=sys.stderr)
                     return 1
                 runs.append(r)

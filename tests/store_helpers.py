@@ -8,6 +8,7 @@ committed row, an exit), with a generous deadline only as a failure bound.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Any
 
 import pytest
@@ -346,14 +348,22 @@ def send_ignore(sock: socket.socket) -> None:
 # -- bench/burst.c, the storm generator with exact ground truth --------------------------------
 
 
-def burst_tools() -> tuple[Path, Path]:
-    """(burst, tiny), compiled by bench/burst.py if needed; skip without a compiler."""
+def bench_module(name: str) -> ModuleType:
+    """bench/benchlib/NAME.py, the benchmarks' shared code (``build``: burst.c and
+    tiny.c; ``truth``: burst's pid file as ground truth).  The one place tests
+    import bench code from."""
     sys.path.insert(0, str(BENCH))
     try:
-        import burst  # type: ignore[import-not-found]
+        return importlib.import_module(f"benchlib.{name}")
     finally:
         sys.path.remove(str(BENCH))
+
+
+def burst_tools() -> tuple[Path, Path]:
+    """(burst, tiny), compiled by bench/benchlib if needed; skip without a compiler."""
+    build = bench_module("build")
     try:
-        return burst.build("burst", burst.BURST_FLAGS), burst.build("tiny", burst.TINY_FLAGS)
-    except burst.BenchError as exc:
+        tools: tuple[Path, Path] = build.build_all()
+    except build.BenchError as exc:
         pytest.skip(str(exc))
+    return tools

@@ -25,6 +25,7 @@ from store_helpers import (
     TIMEOUT,
     Cli,
     Gated,
+    bench_module,
     burst_tools,
     cli_processes,
     committed_events,
@@ -309,11 +310,7 @@ def test_kill_9_mid_storm_loses_only_the_uncommitted(cli: Callable[..., Cli], tm
     assert run_cli("query", "--db", str(db), "--since", "10m", "--failed").returncode == 0
 
     # Ground truth: every child of the storm, pid and lifetime.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    try:
-        import burst as burst_module  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    burst_module = bench_module("truth")
     truth = burst_module.GroundTruth.load(pidfile)
     rows = db_rows(db, "SELECT event, pid, tgid, ts FROM events ORDER BY id")
     assert not db_rows(db, "SELECT 1 FROM events WHERE event = 'lost'")
@@ -366,11 +363,7 @@ def test_lost_events_are_recorded(cli: Callable[..., Cli], tmp_path: Path) -> No
     assert in_db[0] == reported
     named = db_rows(db, "SELECT sum(count) FROM events_named WHERE event = 'lost'")[0][0] or 0
     assert named == reported
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    try:
-        import burst as burst_module
-    finally:
-        sys.path.pop(0)
+    burst_module = bench_module("truth")
     truth = burst_module.GroundTruth.load(pidfile)
     got = 0
     for _event, pid, tgid, ts in db_rows(db, "SELECT event, pid, tgid, ts FROM events WHERE event != 'lost'"):

@@ -18,6 +18,7 @@ from store_helpers import (
     TIMEOUT,
     Cli,
     Gated,
+    bench_module,
     burst_tools,
     cli_processes,
     committed_events,
@@ -162,11 +163,7 @@ def test_metrics_during_a_storm_match_the_ground_truth(cli: Callable[..., Cli], 
         assert root.proc.wait(TIMEOUT * 4) == 0
     finally:
         root.cleanup()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    try:
-        import burst as burst_module  # type: ignore[import-not-found]
-    finally:
-        sys.path.pop(0)
+    burst_module = bench_module("truth")
     truth = burst_module.GroundTruth.load(pidfile)
     assert truth.children == n and truth.failures == 0
     workers = len(truth.workers)
