@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from store_helpers import burst_tools
 from test_enrich_kernel import CLI, TIMEOUT, JsonWatcher, nonce, one, proc_state, reaper, watch
-from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, parse_trace
+from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, _guardians, _readers, parse_trace
 
 import procevents
 from procevents import capture, wire
@@ -393,14 +393,17 @@ def test_async_mode_has_no_readers(tmp_path: Path) -> None:
 @needs_root
 @pytest.mark.skipif(STRACE is None, reason="needs strace")
 def test_readers_unsubscribe_and_end_when_the_main_process_is_killed(tmp_path: Path) -> None:
-    """kill -9 of the main process: its own socket cannot say IGNORE, but
-    every reader notices (its lifeline pipe closes), sends IGNORE and ends."""
+    """kill -9 of the main process: it cannot say IGNORE itself, but every
+    reader notices (its lifeline pipe closes), sends IGNORE and ends, and the
+    guardian says IGNORE on the main socket it shares."""
     t = Traced([*CLI, "--json"], tmp_path, stdout=subprocess.DEVNULL)
     try:
         t.err.wait_for(lambda line: line.startswith(b"procevents: listening"))
         main = t.tracee()
-        readers = _children(main)
+        readers = _readers(main)
+        guardians = _guardians(main)
         assert len(readers) == len(online_cpus()), readers
+        assert len(guardians) == 1, guardians
         os.kill(main, signal.SIGKILL)
         t.wait()
     finally:
@@ -410,6 +413,10 @@ def test_readers_unsubscribe_and_end_when_the_main_process_is_killed(tmp_path: P
         ops = [r.op for r in requests if r.pid == reader]  # type: ignore[union-attr]
         assert ops == [LISTEN, IGNORE], (reader, ops)
         assert proc_state(reader) in ("?", "Z"), f"reader {reader} outlived procevents"  # gone or a zombie
+    main_ops = [r.op for r in requests if r.pid == main]  # type: ignore[union-attr]
+    guardian_ops = [r.op for r in requests if r.pid == guardians[0]]  # type: ignore[union-attr]
+    assert (main_ops, guardian_ops) == ([LISTEN], [IGNORE])
+    assert proc_state(guardians[0]) in ("?", "Z"), "the guardian outlived procevents"
 
 
 @needs_root
@@ -421,7 +428,7 @@ def test_no_reader_outlives_a_clean_exit() -> None:
         line = p.stderr.readline()
         assert line, "procevents ended before listening"
     readers = _children(p.pid)
-    assert len(readers) == len(online_cpus())
+    assert len(_readers(p.pid)) == len(online_cpus()) and len(_guardians(p.pid)) == 1
     assert p.wait(TIMEOUT) == 0
     p.stderr.close()
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]

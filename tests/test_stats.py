@@ -7,6 +7,7 @@ checked directly on the observer.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from collections.abc import Callable, Iterator
@@ -98,10 +99,17 @@ def test_stats_table_at_exit_and_on_sigusr1(cli: Callable[..., Cli], tmp_path: P
     assert "pe-fail" not in first  # nothing happened yet at the first SIGUSR1
 
 
-def test_without_stats_sigusr1_is_not_caught(cli: Callable[..., Cli]) -> None:
+def test_without_stats_sigusr1_prints_the_summary_and_goes_on(cli: Callable[..., Cli]) -> None:
+    """SIGUSR1 means "statistics" everywhere: without -S, the summary so far;
+    it never ends procevents (its default action would leave the kernel
+    subscription behind)."""
     c = cli("-o", "/dev/null")
     c.wait_listening()
-    assert c.stop(signal.SIGUSR1) == -signal.SIGUSR1  # its default action: nothing installed
+    os.kill(c.pid, signal.SIGUSR1)
+    c.err.wait_for(lambda line: b"events received" in line)
+    assert c.proc.poll() is None, "SIGUSR1 ended procevents"
+    assert c.stop(signal.SIGTERM) == 0
+    assert len(re.findall(r"procevents: \d+ events received", c.err.text)) == 2  # SIGUSR1, then the exit
 
 
 def test_counting_is_bounded() -> None:

@@ -40,6 +40,7 @@ import procevents
 from procevents import wire
 from procevents.capture import online_cpus
 from procevents.events import event_mask
+from procevents.guardian import NAME as GUARDIAN
 
 STRACE = shutil.which("strace")
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -445,6 +446,23 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _guardians(pid: int, expected: int = 1) -> list[int]:
+    """``pid``'s guardian children, once ``expected`` of them have named
+    themselves (a forked guardian renames itself right after the fork)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        found = [child for child in _children(pid) if _comm(child) == GUARDIAN]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def _readers(pid: int) -> list[int]:
+    """The capture readers among ``pid``'s children (not its guardian)."""
+    guardians = set(_guardians(pid))
+    return [child for child in _children(pid) if child not in guardians]
+
+
 Start = Callable[..., "Traced"]
 
 
@@ -691,6 +709,8 @@ _LOOP_SCRIPT = """
     [
         pytest.param(signal.SIGTERM, {143}, id="SIGTERM"),
         pytest.param(signal.SIGHUP, {129}, id="SIGHUP"),
+        pytest.param(signal.SIGQUIT, {131}, id="SIGQUIT"),
+        pytest.param(signal.SIGUSR2, {128 + signal.SIGUSR2}, id="SIGUSR2"),
         # KeyboardInterrupt: Python re-raises SIGINT at exit; strace passes the
         # death on (-2), a shell would report 130.
         pytest.param(signal.SIGINT, {-signal.SIGINT, 130}, id="SIGINT"),
@@ -800,8 +820,16 @@ def test_cli_ends_by_itself(traced: Start, tmp_path: Path, args: list[str], mask
     assert_ignored_once(t.requests(), mask=mask, readers=0 if "--no-enrich" in args else CPUS)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
-def test_cli_signal(traced: Start, sig: signal.Signals) -> None:
+# Every signal whose default action would end procevents (and leave the
+# kernel subscription behind), an RT signal too.
+_ENDING_SIGNALS = [
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGALRM,
+    signal.SIGXCPU, signal.SIGXFSZ, signal.SIGVTALRM, signal.SIGPROF, signal.SIGPWR, signal.SIGRTMIN + 3,
+]
+
+
+@pytest.mark.parametrize("sig", _ENDING_SIGNALS, ids=lambda s: signal.strsignal(s) or str(s))
+def test_cli_signal(traced: Start, sig: int) -> None:
     t = traced([*_cli(), "--json"], stdout=subprocess.DEVNULL)
     _wait_listening(t)
     _spawn_true(2)
@@ -810,6 +838,54 @@ def test_cli_signal(traced: Start, sig: signal.Signals) -> None:
     assert "Traceback" not in t.err.text()
     assert re.search(r"^procevents: \d+ events received.*, \d+ events lost$", t.err.text(), re.M), t.err.text()
     assert_ignored_once(t.requests(), readers=CPUS)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGQUIT, signal.SIGUSR2, signal.SIGTERM], ids=lambda s: s.name)
+def test_cli_record_signal(traced: Start, tmp_path: Path, sig: signal.Signals) -> None:
+    t = traced([*_cli(), "record", "--db", str(tmp_path / "a.db")], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    _spawn_true(2)
+    t.signal(sig)
+    assert t.wait() == 0, t.err.text()
+    assert "Traceback" not in t.err.text() and "events recorded" in t.err.text()
+    assert_ignored_once(t.requests(), readers=CPUS)
+
+
+def test_cli_sigusr1_does_not_end_it(traced: Start) -> None:
+    t = traced([*_cli(), "--no-enrich"], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    t.signal(signal.SIGUSR1)
+    t.err.wait_for(lambda line: b"events received" in line)
+    assert t.proc.poll() is None, t.err.text()
+    t.signal(signal.SIGTERM)
+    assert t.wait() == 0, t.err.text()
+    assert_ignored_once(t.requests())
+
+
+def test_cli_kill_9_guardian_says_ignore(traced: Start) -> None:
+    """What no handler catches: the guardian shares the socket and says IGNORE."""
+    t = traced([*_cli(), "--no-enrich"], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    main = t.tracee()
+    guardians = _guardians(main)
+    assert len(guardians) == 1, _children(main)
+    os.kill(main, signal.SIGKILL)
+    t.wait()
+    requests = [r for r in t.requests() if isinstance(r, Request)]
+    assert [(r.pid, r.op) for r in requests] == [(main, LISTEN), (guardians[0], IGNORE)], describe(requests)
+    assert requests[0].fd == requests[1].fd  # the same socket, shared
+    assert _comm(guardians[0]) in ("", GUARDIAN)  # gone (or a zombie reaped by init)
+
+
+def test_cli_clean_exit_guardian_stays_silent(traced: Start) -> None:
+    t = traced([*_cli(), "--no-enrich", "-D", "0.5"], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    main = t.tracee()
+    guardians = _guardians(main)
+    assert t.wait() == 0, t.err.text()
+    requests = [r for r in t.requests() if isinstance(r, Request)]
+    assert [(r.pid, r.op) for r in requests] == [(main, LISTEN), (main, IGNORE)], describe(requests)
+    assert len(guardians) == 1 and not Path(f"/proc/{guardians[0]}").exists()
 
 
 def test_cli_python_m_signal_with_filter(traced: Start) -> None:

@@ -5,8 +5,10 @@ message for every fork/exec/exit on the machine while it is above zero.
 Closing the socket does not lower it: only PROC_CN_MCAST_IGNORE does.  So a
 :class:`Connector` sends IGNORE exactly once on every way out: ``close()``,
 the end of a ``with`` block, an exception, garbage collection, interpreter
-exit, and SIGTERM/SIGHUP (turned into :class:`Terminated` while a connector
-is open, when the program has not set its own handler).
+exit, and every catchable terminating signal (turned into
+:class:`Terminated` while a connector is open, where the program has not set
+its own handler; see :mod:`procevents.exits`).  With ``guard=True`` a
+guardian process sends it even after a kill -9 (:mod:`procevents.guardian`).
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from __future__ import annotations
 import errno
 import os
 import select
-import signal
 import socket
 import struct
-import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from types import FrameType, TracebackType
+from collections.abc import Iterable, Iterator
+from types import TracebackType
 from typing import Final
 
-from . import procfs, wire
+from . import exits, procfs, wire
 from .events import Ack, Event, Lost, event_mask, parse_event_names
+from .exits import Terminated
+from .guardian import Guardian
+from .guardian import start as start_guardian
 from .host import kernel_supports_filter, namespace_problem
 from .loss import LossTracker
 
@@ -67,60 +70,6 @@ class ConnectorError(OSError):
     """The proc connector could not be used; ``str()`` is one line for a user."""
 
 
-class Terminated(SystemExit):
-    """SIGTERM or SIGHUP arrived while a connector was open: a SystemExit
-    (status 128 + signal), so ``with`` and ``finally`` run and an uncaught
-    one ends the program quietly."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-
-# Connectors open in this process, so signal handlers know when to act.
-_open_connectors: weakref.WeakSet[Connector] = weakref.WeakSet()
-_previous_handlers: dict[int, signal.Handlers | Callable[[int, FrameType | None], object] | int | None] = {}
-_handler_lock = threading.Lock()
-_TERMINATING_SIGNALS: Final = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
-    if not any(not conn.closed for conn in list(_open_connectors)):
-        # Every connector is gone (maybe garbage collected without close()):
-        # behave as if we had never been here and let the signal do its work.
-        _previous_handlers.clear()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    raise Terminated(signum)
-
-
-def _install_signal_handlers() -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return
-    with _handler_lock:
-        for sig in _TERMINATING_SIGNALS:
-            if sig in _previous_handlers:
-                continue
-            try:
-                current = signal.getsignal(sig)
-            except ValueError:
-                continue
-            if current is signal.SIG_DFL:
-                _previous_handlers[sig] = current
-                signal.signal(sig, _raise_terminated)
-
-
-def _restore_signal_handlers() -> None:
-    if _open_connectors or threading.current_thread() is not threading.main_thread():
-        return
-    with _handler_lock:
-        for sig, previous in list(_previous_handlers.items()):
-            if signal.getsignal(sig) is _raise_terminated and previous is not None:
-                signal.signal(sig, previous)
-            del _previous_handlers[sig]
-
-
 _IGNORE_REQUEST: Final = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
 
 
@@ -138,12 +87,18 @@ def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None
         _warn("could not send PROC_CN_MCAST_IGNORE: %s", exc)
 
 
-def _shutdown(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
-    """Finalizer: IGNORE if still needed, then close.  Runs at most once."""
+def _shutdown(sock: socket.socket, sent: list[bytes], owner_pid: int, guards: list[Guardian]) -> None:
+    """Finalizer: IGNORE if still needed, release the guardian, close.  Runs at most once."""
     try:
         _send_ignore(sock, sent, owner_pid)
+        _release(guards)
     finally:
         sock.close()
+
+
+def _release(guards: list[Guardian]) -> None:
+    while guards:
+        guards.pop().release()
 
 
 class Connector:
@@ -166,6 +121,7 @@ class Connector:
         ack_timeout: float = 1.0,
         kernel_filter: bool = True,
         handle_signals: bool = True,
+        guard: bool = False,
     ) -> None:
         self.wanted: frozenset[str] | None = (
             None if events is None else parse_event_names(events if isinstance(events, str) else list(events))
@@ -174,6 +130,10 @@ class Connector:
         self.ack_timeout = ack_timeout
         self.use_kernel_filter = kernel_filter
         self.handle_signals = handle_signals
+        #: Fork a guardian that sends IGNORE should this process be killed
+        #: (kill -9, the OOM killer): see :mod:`procevents.guardian`.
+        self.guard = guard
+        self._guards: list[Guardian] = []
         #: Effective receive buffer size in bytes, as the kernel reports it.
         self.rcvbuf = 0
         #: True when the kernel drops unwanted events before they are queued.
@@ -185,7 +145,7 @@ class Connector:
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
         self._owner_pid = os.getpid()
-        self._finalizer: weakref.finalize[[socket.socket, list[bytes], int], Connector] | None = None
+        self._finalizer: weakref.finalize[[socket.socket, list[bytes], int, list[Guardian]], Connector] | None = None
         self._tracker = LossTracker(track_seq=True)
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
@@ -228,13 +188,17 @@ class Connector:
         self._sock = self._open_socket()
         self._poller.register(self._sock, select.POLLIN)
         self._owner_pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _shutdown, self._sock, self.sent, self._owner_pid)
-        _open_connectors.add(self)
+        self._finalizer = weakref.finalize(self, _shutdown, self._sock, self.sent, self._owner_pid, self._guards)
+        exits.register(self)
         if self.handle_signals:
-            _install_signal_handlers()
+            exits.install_signal_handlers()
         try:
             self._subscribe()
             self._confirm()
+            if self.guard:
+                guardian = start_guardian(self._sock.fileno())
+                if guardian is not None:
+                    self._guards.append(guardian)
         except BaseException:
             self.close()
             raise
@@ -245,6 +209,7 @@ class Connector:
         still be read (``read_batch(0)``) before :meth:`close`."""
         if self._sock is not None and not self.closed:
             _send_ignore(self._sock, self.sent, self._owner_pid)
+            _release(self._guards)
 
     @property
     def subscribed(self) -> bool:
@@ -254,9 +219,9 @@ class Connector:
         """Send PROC_CN_MCAST_IGNORE (exactly once over the life of this object) and close."""
         if self._finalizer is not None:
             self._finalizer()
-        _open_connectors.discard(self)
+        exits.unregister(self)
         if self.handle_signals:
-            _restore_signal_handlers()
+            exits.restore_signal_handlers()
 
     def __enter__(self) -> Connector:
         if self._sock is None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import datetime as dt
     from typing import Any, NoReturn
 
+    from ..connector import Connector
     from ..enrich import Enricher
 
 PROG = "procevents"
@@ -283,6 +284,16 @@ def add_metrics_option(group: argparse._ArgumentGroup) -> None:
         help="serve Prometheus metrics at http://ADDR:PORT/metrics (ADDR defaults to 127.0.0.1; "
         "PORT 0 picks a free one; needs prometheus_client)",
     )
+
+
+def make_connector(
+    args: argparse.Namespace, events: frozenset[str] | None = None, *, kernel_filter: bool = True
+) -> Connector:
+    """The command's subscription: ``--buffer``, and a guardian process that
+    sends IGNORE should procevents be killed with SIGKILL."""
+    from ..connector import DEFAULT_RCVBUF, Connector
+
+    return Connector(events, rcvbuf=args.buffer or DEFAULT_RCVBUF, kernel_filter=kernel_filter, guard=True)
 
 
 def make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_options: Any) -> Enricher:

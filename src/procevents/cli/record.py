@@ -17,6 +17,7 @@ from .options import (
     add_tuning_options,
     check_pids,
     duration_arg,
+    make_connector,
     make_enricher,
 )
 from .reporting import Reporting
@@ -101,7 +102,6 @@ class StoreOutput:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..connector import DEFAULT_RCVBUF, Connector
     from ..filters import DescendantFilter
     from ..pipeline import RECORD_LINGER
     from ..store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.retain is not None:
             writer.prune()
-        conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        conn = make_connector(args)
         enricher = make_enricher(args)
         filters: list[Filter] = []
         if roots is not None:

@@ -122,7 +122,7 @@ def run_pipeline(
         conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output
     )
     status = 0
-    stopper = _StopOnSignal() if own_signals else None
+    stopper = _StopOnSignal(lambda: stderr(pipeline.summary.line())) if own_signals else None
     if stopper is not None:
         outer_stop = stop
 
@@ -194,14 +194,19 @@ def run_pipeline(
 
 
 class _StopOnSignal:
-    """SIGINT/SIGTERM/SIGHUP set a flag that the loop checks between batches,
-    so output lines are never torn; the signal also writes to ``wake_fd``
+    """Ctrl-C and every other catchable signal that would end the process
+    (SIGTERM, SIGHUP, SIGQUIT, SIGUSR2, SIGALRM, SIGXCPU, ...) set a flag
+    that the loop checks between batches, so output lines are never torn
+    and IGNORE is always sent; the signal also writes to ``wake_fd``
     (signal.set_wakeup_fd), which ends the loop's wait at once.  A second
-    Ctrl-C raises KeyboardInterrupt to skip the final drain."""
+    Ctrl-C raises KeyboardInterrupt to skip the final drain.  SIGUSR1
+    prints the summary so far (``-S`` prints its table instead)."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    def __init__(self, on_usr1: Callable[[], None] | None = None) -> None:
+        from ..exits import TERMINATING_SIGNALS
 
-    def __init__(self) -> None:
+        self.signals = (signal.SIGINT, *(sig for sig in TERMINATING_SIGNALS if sig != signal.SIGUSR1))
+        self.on_usr1 = on_usr1
         self.requested = False
         self._previous: dict[int, Any] = {}
         self.wake_fd: int | None = None
@@ -213,9 +218,15 @@ class _StopOnSignal:
             raise KeyboardInterrupt
         self.requested = True
 
+    def _usr1(self, _signum: int, _frame: object) -> None:
+        if self.on_usr1 is not None:
+            self.on_usr1()
+
     def install(self) -> None:
-        for sig in self.SIGNALS:
+        for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL:  # -S has its own
+            self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._usr1)
         read_fd, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake_fd = read_fd
         self._previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)

@@ -17,6 +17,7 @@ from .options import (
     add_quiet_option,
     add_tuning_options,
     check_pids,
+    make_connector,
     make_enricher,
     positive_float,
     positive_int,
@@ -71,13 +72,12 @@ def run(args: argparse.Namespace) -> int:
         stderr("error: procevents top needs the rich package: pip install 'procevents[top]'")
         return 1
 
-    from ..connector import DEFAULT_RCVBUF, Connector
     from ..filters import DescendantFilter
     from ..pipeline import Output
     from ..top import TopModel, render
 
     roots = check_pids(args.pid)
-    conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+    conn = make_connector(args)
     enricher = make_enricher(args, paths=False)  # top shows neither exe nor cwd
     filters: list[Filter] = []
     if roots is not None:

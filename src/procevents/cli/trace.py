@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..exits import TERMINATING_SIGNALS
 from ..stats import LifecycleCounter
 from .options import (
     PROG,
@@ -17,6 +18,7 @@ from .options import (
     add_capture_options,
     add_output_options,
     add_tuning_options,
+    make_connector,
     make_enricher,
 )
 from .runner import ancestor_depth, open_output, run_pipeline, stderr
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from ..connector import DEFAULT_RCVBUF, Connector, ConnectorError
+    from ..connector import ConnectorError
     from ..filters import DescendantFilter, no_threads
     from ..pipeline import choose_sink
 
@@ -129,10 +131,19 @@ def run(args: argparse.Namespace) -> int:
             except ProcessLookupError:
                 pass
 
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    report: TraceReport | None = None
+
+    def progress(_signum: int, _frame: object) -> None:
+        if report is not None:
+            for line in report.lines(args.slowest):
+                stderr(line)
+
+    # Signals that would end us go to CMD (as strace does); we end with it.
+    forwarded = (signal.SIGINT, *(sig for sig in TERMINATING_SIGNALS if sig != signal.SIGUSR1))
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, progress)
     try:
-        conn = Connector(None, rcvbuf=args.buffer or DEFAULT_RCVBUF)
+        conn = make_connector(args)
         enricher = make_enricher(args, paths=args.json, seed=False)
         capture = enricher.capture
         try:

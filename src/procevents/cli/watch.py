@@ -19,6 +19,7 @@ from .options import (
     add_tuning_options,
     add_user_option,
     check_pids,
+    make_connector,
     make_enricher,
     metrics_address,
     positive_int,
@@ -123,7 +124,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..connector import DEFAULT_RCVBUF, Connector
     from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
     from ..pipeline import choose_sink
 
@@ -135,11 +135,7 @@ def run(args: argparse.Namespace) -> int:
     # The table and the pid follower need every fork and exit, so with
     # them the kernel sends everything and -e filters here.
     needs_all = enrich or args.pid
-    conn = Connector(
-        None if needs_all else args.events,
-        rcvbuf=args.buffer or DEFAULT_RCVBUF,
-        kernel_filter=not args.no_kernel_filter,
-    )
+    conn = make_connector(args, None if needs_all else args.events, kernel_filter=not args.no_kernel_filter)
     # Only JSON shows exe and cwd; -c matches exe too.
     enricher = make_enricher(args, paths=args.json or args.command is not None) if enrich else None
     filters: list[Filter] = []
