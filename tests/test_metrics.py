@@ -199,6 +199,66 @@ def test_metrics_during_a_storm_match_the_ground_truth(cli: Callable[..., Cli], 
     assert c.stop() == 0, c.err.text
 
 
+def test_a_name_that_is_not_utf8_does_not_break_the_page(cli: Callable[..., Cli]) -> None:
+    """Any user may call a process b"x\\xff": the page must still encode, and
+    say which name it was, escaped as the terminal shows it."""
+    c = cli("-o", "/dev/null", "--metrics", "0")
+    c.wait_listening()
+    url = metrics_url(c)
+    rename = "import ctypes; ctypes.CDLL(None).prctl(15, b'x\\xff', 0, 0, 0)"  # PR_SET_NAME
+    subprocess.run([sys.executable, "-c", rename], check=True, timeout=TIMEOUT)
+
+    def exits_of_it() -> float:
+        page = scrape(url)  # raises if the page cannot be made
+        return sum(s.value for s in page["procevents_process_exits"].samples if s.labels.get("command") == "x\\xff")
+
+    wait_until(lambda: exits_of_it() == 1, "the renamed process's exit on the page")
+    for _ in range(3):
+        assert exits_of_it() == 1  # every later scrape too
+    assert c.stop() == 0, c.err.text
+    assert "Traceback" not in c.err.text and "Error" not in c.err.text, c.err.text
+
+
+def test_clients_are_bounded_and_leave_no_traceback(cli: Callable[..., Cli]) -> None:
+    c = cli("-o", "/dev/null", "--metrics", "0")
+    c.wait_listening()
+    url = metrics_url(c)
+    host, port = url.removeprefix("http://").removesuffix("/metrics").rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=TIMEOUT) for _ in range(16)]
+    try:
+        wait_until(lambda: _refused(host, int(port)), "a 17th client refused while 16 idle ones hold their threads")
+    finally:
+        for conn in idle:
+            conn.close()
+    wait_until(lambda: _served(url), "scrapes served again once the idle clients left")
+    # A client that goes away mid-request, and one that never reads its answer.
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as half:
+        half.sendall(b"GET /metr")
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as rude:
+        rude.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        rude.shutdown(socket.SHUT_RD)
+    assert _served(url)
+    assert c.stop() == 0, c.err.text
+    assert "Traceback" not in c.err.text and "GET" not in c.err.text, c.err.text  # no log line per request
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT) as conn:
+            conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            return conn.recv(1) == b""  # closed unanswered
+    except OSError:
+        return True
+
+
+def _served(url: str) -> bool:
+    try:
+        scrape(url)
+    except OSError:
+        return False
+    return True
+
+
 def test_recorder_serves_metrics_too(cli: Callable[..., Cli], tmp_path: Path) -> None:
     db = tmp_path / "events.db"
     root = Gated(["sh", "-c", "read _; sh -c 'exit 3'; exit 0"])

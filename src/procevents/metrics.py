@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sized
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .escape import escape
 from .events import EVENT_NAMES, Exit
 from .stats import LifecycleCounter
 
@@ -36,6 +37,12 @@ OTHER: Final = "other"
 MAX_TRACKED: Final = 10_000
 _OVERFLOW: Final = "\0other"  # never a comm: comm cannot hold NUL
 DEFAULT_HOST: Final = "127.0.0.1"
+
+
+#: Seconds a scrape's connection may stay silent before it is closed.
+CLIENT_TIMEOUT: Final = 10.0
+#: Scrapes answered at once; more are refused (each holds a thread).
+MAX_CLIENTS: Final = 16
 
 
 class MetricsError(Exception):
@@ -77,7 +84,7 @@ class CommandCounter:
 
     def add(self, name: str | None) -> None:
         counts = self.counts
-        key = name or "?"
+        key = _label(name)
         value = counts.get(key)
         if value is None and len(counts) >= MAX_TRACKED:
             key = _OVERFLOW
@@ -87,6 +94,20 @@ class CommandCounter:
     def snapshot(self) -> dict[str, int]:
         # A C-level copy of a plain dict: atomic under the GIL.
         return dict(self.counts)
+
+
+def _label(name: str | None) -> str:
+    """A label value any scrape can encode: a name that is not valid UTF-8
+    (any process may call itself b"x\\xff") is shown escaped, as the terminal
+    shows it."""
+    if not name:
+        return "?"
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return escape(name)
+    return name
 
 
 class LabelSet:
@@ -260,12 +281,38 @@ class MetricsServer:
         registry.register(collector)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
+        class Handler(MetricsHandler.factory(registry)):  # type: ignore[misc]
+            timeout = CLIENT_TIMEOUT  # an idle client does not hold a thread for long
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # no line per scrape on our stderr
+
         class Server(ThreadingHTTPServer):
             address_family = family
             daemon_threads = True
+            slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                if not self.slots.acquire(blocking=False):
+                    self.shutdown_request(request)  # too many at once: refused, not queued
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    self.slots.release()
+                    raise
+
+            def process_request_thread(self, request: Any, client_address: Any) -> None:
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    self.slots.release()
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that went away mid-answer: nothing to say
 
         try:
-            self.server: ThreadingHTTPServer = Server((host, port), MetricsHandler.factory(registry))
+            self.server: ThreadingHTTPServer = Server((host, port), Handler)
         except OSError as exc:
             shown = f"[{host}]" if ":" in host else host
             raise MetricsError(f"cannot serve metrics on {shown}:{port}: {exc.strerror or exc}") from None
