@@ -522,3 +522,20 @@ def test_pid_of_no_process_is_a_usage_error() -> None:
     result = _run("-p", "999999999", "-D", "5")
     assert result.returncode == 2
     assert result.stderr.decode().strip().splitlines() == ["procevents: error: no such process: 999999999"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "/dev/full", "-D", "0.5"],
+        ["--json", "-o", "/dev/full", "-D", "0.5"],
+        ["trace", "-o", "/dev/full", "--", "true"],
+    ],
+    ids=["text", "json", "trace"],
+)
+def test_an_unwritable_output_is_one_line(args: list[str]) -> None:
+    result = _run(*args)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.count("error: writing output: No space left on device") == 1, err
+    assert "Traceback" not in err

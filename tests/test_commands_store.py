@@ -27,6 +27,7 @@ from store_helpers import (
     Gated,
     bench_module,
     burst_tools,
+    cli_argv,
     cli_processes,
     committed_events,
     db_rows,
@@ -461,10 +462,58 @@ def test_usage_errors(tmp_path: Path) -> None:
         ["replay", "--tree", "--json"],
         ["record", "-p", "999999999"],
         ["top", "--rows", "0"],
+        # Beyond int64 nanoseconds (SQLite's INTEGER): one line, not an OverflowError.
+        ["query", "--since", "9999-12-31T23:59"],
+        ["query", "--since", "@-99999999999"],
+        ["query", "--until", "@1e400"],
+        ["replay", "--since", "@99999999999999"],
+        ["record", "--retain", "99999999999999d"],
     ):
         result = run_cli(*args, "--db", str(tmp_path / "x.db")) if args[0] != "top" else run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
+
+
+@pytest.mark.parametrize("command", [["query"], ["query", "--sql", "SELECT * FROM procs"], ["replay"]])
+def test_an_unwritable_output_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
+    result = run_cli(*command, "--db", str(db), "-o", "/dev/full")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines()[0] == "procevents: error: writing output: No space left on device"
+    assert b"Traceback" not in result.stderr and result.stderr.count(b"error") == 1, result.stderr
+
+
+def test_ctrl_c_ends_a_runaway_sql_statement(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
+    forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    proc = subprocess.Popen(
+        [*cli_argv(), "query", "--db", str(db), "--sql", forever], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        # The statement runs (the database open, CPU time used) before it is interrupted.
+        wait_until(lambda: _opened(proc.pid, db) and _cpu_seconds(proc.pid) > 0.3, "the statement to run")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == b"procevents: interrupted\n" and out == b""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _opened(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 # -- top -------------------------------------------------------------------------------------

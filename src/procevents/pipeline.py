@@ -54,6 +54,9 @@ class Output:
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         self.lazy = _is_regular_file(stream)
+        #: The write error that ended this output (reported once, by the
+        #: caller of the flush that met it); later writes are dropped.
+        self.failed: OSError | None = None
         self._last_flush = time.monotonic()
 
     @classmethod
@@ -87,17 +90,28 @@ class Output:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            data = b"".join(self.pending)
+        if self.failed is not None:
             self.pending.clear()
             self.pending_bytes = 0
-            self.stream.write(data)
-        self.stream.flush()
+            return
+        try:
+            if self.pending:
+                data = b"".join(self.pending)
+                self.pending.clear()
+                self.pending_bytes = 0
+                self.stream.write(data)
+            self.stream.flush()
+        except OSError as exc:
+            self.failed = exc
+            raise
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
         if self.owned:
-            self.stream.close()
+            try:
+                self.stream.close()
+            except OSError:
+                pass  # what is still buffered failed to write: reported by flush()
 
 
 def _is_regular_file(stream: BinaryIO) -> bool:

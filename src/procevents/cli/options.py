@@ -191,14 +191,23 @@ def duration_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0: {text!r}")
+    if seconds * 1e9 >= _NS_LIMIT:
+        raise argparse.ArgumentTypeError(f"too long: {text!r} (at most about 290 years)")
     return int(seconds * 1e9)
+
+
+#: Times and durations are int64 nanoseconds (as SQLite stores them).
+_NS_LIMIT = 2**63
 
 
 def time_arg(text: str) -> int:
     try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        ns = parse_time(text)
+    except (ValueError, OverflowError) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, ValueError) else f"not a time: {text!r}") from None
+    if not -_NS_LIMIT < ns < _NS_LIMIT:
+        raise argparse.ArgumentTypeError(f"time out of range: {text!r} (from 1678 to 2262)")
+    return ns
 
 
 def db_help() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .options import (
@@ -21,6 +21,7 @@ from .options import (
 from .runner import finish_output, open_output, stderr, write_lines
 
 if TYPE_CHECKING:
+    from ..pipeline import Output
     from ..render.clock import Clock
     from ..store import Lifetime, StoreReader
 
@@ -203,10 +204,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with open_reader(path) as reader:
             if args.sql is not None:
-                lines = _sql_lines(reader, args.sql, args.json)
-                for line in lines:
-                    output.write(line)
-                return finish_output(output)
+                return _run_sql(reader, args, output)
             query = LifetimeQuery(
                 since=args.since, until=args.until, command=args.command, user=args.user,
                 pids=frozenset(args.pid) if args.pid else None, failed=args.failed,
@@ -227,15 +225,46 @@ def run(args: argparse.Namespace) -> int:
         output.close()
         stderr(f"error: {exc}")
         return 1
+    except KeyboardInterrupt:
+        output.close()
+        stderr("interrupted")
+        return 130
     return finish_output(output)
 
 
-def _sql_lines(reader: StoreReader, statement: str, as_json: bool) -> Iterator[bytes]:
+def _run_sql(reader: StoreReader, args: argparse.Namespace, output: Output) -> int:
+    """One statement; Ctrl-C (or SIGTERM) ends even a runaway one, status 130."""
+    import signal
+
+    asked: list[int] = []
+
+    def ask(signum: int, _frame: object) -> None:
+        asked.append(signum)
+
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for line in _sql_lines(reader, args.sql, args.json, lambda: bool(asked)):
+            output.write(line)
+            if asked:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        output.close()
+        stderr("interrupted")
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return finish_output(output)
+
+
+def _sql_lines(
+    reader: StoreReader, statement: str, as_json: bool, stop: Callable[[], bool] | None = None
+) -> Iterator[bytes]:
     """Rows as tab-separated text (escaped) or JSON objects; a generator of bytes."""
     from ..escape import escape
     from ..render.jsonl import choose_dumps, put_text
 
-    columns, rows = reader.sql(statement)
+    columns, rows = reader.sql(statement, stop)
     if as_json:
         dumps = choose_dumps()
         for row in rows:

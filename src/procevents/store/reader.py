@@ -132,10 +132,12 @@ class StoreReader:
         except sqlite3.Error as exc:
             raise damaged(self.path, exc) from None
 
-    def _rows(self, cursor: sqlite3.Cursor) -> Iterator[Any]:
+    def _rows(self, cursor: sqlite3.Cursor, stop: Callable[[], bool] | None = None) -> Iterator[Any]:
         try:
             yield from cursor
         except sqlite3.Error as exc:
+            if stop is not None and stop():
+                raise KeyboardInterrupt from None
             raise damaged(self.path, exc) from None
 
     def _match(self, comm: object, exe: object, argv: object, _unused: object) -> bool:
@@ -258,18 +260,33 @@ class StoreReader:
 
     # -- SQL -------------------------------------------------------------------------
 
-    def sql(self, statement: str) -> tuple[list[str], Iterator[Sequence[Any]]]:
-        """Run one read-only statement; (column names, rows)."""
+    def sql(
+        self, statement: str, stop: Callable[[], bool] | None = None
+    ) -> tuple[list[str], Iterator[Sequence[Any]]]:
+        """Run one read-only statement; (column names, rows).  ``stop()`` is
+        asked every few thousand SQLite steps (so that a signal handler can
+        run, even in a runaway statement): True ends it with
+        KeyboardInterrupt."""
         self.conn.set_authorizer(_read_only)
+        if stop is not None:
+            self.conn.set_progress_handler(lambda: bool(stop()), _PROGRESS_STEPS)
         try:
             cursor = self.conn.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if stop is not None and stop():
+                raise KeyboardInterrupt from None
+            raise StoreError(f"SQL error: {describe_error(exc)}") from None
         except (sqlite3.DatabaseError, sqlite3.Warning, sqlite3.ProgrammingError) as exc:
             message = describe_error(exc)
             if "not authorized" in message:
                 message += " (--sql is read-only: SELECT, WITH and read-only PRAGMAs)"
             raise StoreError(f"SQL error: {message}") from None
         columns = [d[0] for d in cursor.description or ()]
-        return columns, self._rows(cursor)
+        return columns, self._rows(cursor, stop)
+
+
+#: SQLite virtual-machine steps between two calls of a statement's stop().
+_PROGRESS_STEPS: Final = 20_000
 
 
 #: What --sql may do (sqlite3 authorizer action codes): read, nothing else.
