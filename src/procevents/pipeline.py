@@ -63,7 +63,9 @@ class Output:
     def open(cls, path: str | None) -> Output:
         if path is None or path == "-":
             return cls(sys.stdout.buffer)
-        return cls(open(path, "ab"), owned=True)
+        from .files import open_append
+
+        return cls(open_append(path), owned=True)
 
     def write(self, data: bytes) -> None:
         self.pending.append(data)

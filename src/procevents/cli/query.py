@@ -18,7 +18,7 @@ from .options import (
     add_time_range_options,
     add_user_option,
 )
-from .runner import finish_output, open_output, stderr, write_lines
+from .runner import finish_output, open_output, refuse_output_onto, stderr, write_lines
 
 if TYPE_CHECKING:
     from ..pipeline import Output
@@ -200,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--sql runs alone; put the conditions in the statement")
     if args.tree and args.json:
         raise UsageError("choose one of --tree and --json")
+    refuse_output_onto(args.output, path)
     output = open_output(args.output)
     try:
         with open_reader(path) as reader:

@@ -19,7 +19,7 @@ from .options import (
     add_user_option,
 )
 from .query import open_reader
-from .runner import finish_output, open_output, silence_stdout, stderr
+from .runner import finish_output, open_output, refuse_output_onto, silence_stdout, stderr
 
 if TYPE_CHECKING:
     from ..pipeline import Filter
@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         stderr(f"error: {exc}")
         return 1
+    refuse_output_onto(args.output, path)
     output = open_output(args.output)
     clock = replay_clock()
     sink = choose_sink(output, json=args.json, depth=replay_depth(reader, roots) if args.tree else None, clock=clock)

@@ -49,12 +49,23 @@ def silence_stdout() -> None:
 
 
 def open_output(path: str | None) -> Output:
+    from ..files import UnsafePath
     from ..pipeline import Output
 
     try:
         return Output.open(path)
+    except UnsafePath as exc:
+        raise UsageError(f"refusing {exc.strerror}") from None
     except OSError as exc:
         raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def refuse_output_onto(output: str | None, database: str) -> None:
+    """-o must not append text to the database being read."""
+    from ..files import same_file
+
+    if output not in (None, "-") and same_file(output, database):
+        raise UsageError(f"-o {output} is the database being read")
 
 
 def finish_output(output: Output) -> int:

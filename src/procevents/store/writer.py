@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Uid, Unknown, wall_clock_ns
+from ..files import UnsafePath, check_planted_link
 from ..procfs import boot_id
 from ..proctable import Proc
 from .schema import (
@@ -131,6 +132,10 @@ class StoreWriter:
             os.makedirs(parent, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create {parent}: {exc.strerror}") from None
+        try:
+            check_planted_link(path)
+        except UnsafePath as exc:
+            raise StoreError(f"refusing {exc.strerror}") from None
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except IsADirectoryError:

@@ -1,0 +1,106 @@
+"""Files procevents writes as root: no planted symlink followed, new files
+0600, the database never used as an output.  Real files, a real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from store_helpers import run_cli, skip_unless_connector
+
+from procevents.files import UnsafePath, check_planted_link, open_append
+
+NOBODY = 65534
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (a link owned by another user)")
+
+
+def _shared_dir(tmp_path: Path) -> Path:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    return shared
+
+
+def _planted(shared: Path, target: Path, owner: int = NOBODY) -> Path:
+    link = shared / "out"
+    link.symlink_to(target)
+    os.lchown(link, owner, owner)
+    return link
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@needs_root
+def test_a_link_planted_by_another_user_is_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me\n")
+    link = _planted(_shared_dir(tmp_path), target)
+    with pytest.raises(UnsafePath):
+        check_planted_link(str(link))
+    with pytest.raises(UnsafePath):
+        open_append(str(link))
+    assert target.read_bytes() == b"keep me\n"
+
+
+@needs_root
+def test_our_own_links_and_private_directories_are_followed(tmp_path: Path) -> None:
+    target = tmp_path / "target"
+    mine = _planted(_shared_dir(tmp_path), target, owner=os.geteuid())
+    check_planted_link(str(mine))  # owned by us
+    private = tmp_path / "private"
+    private.mkdir(mode=0o755)
+    theirs = private / "out"
+    theirs.symlink_to(target)
+    os.lchown(theirs, NOBODY, NOBODY)
+    check_planted_link(str(theirs))  # not a shared, sticky directory: the kernel follows it too
+    with open_append(str(theirs)) as f:
+        f.write(b"x")
+    assert target.read_bytes() == b"x"
+
+
+def test_new_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        with open_append(str(tmp_path / "new.jsonl")) as f:
+            f.write(b"{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new.jsonl").stat().st_mode) == 0o600
+
+
+@needs_root
+@pytest.mark.parametrize(
+    "command", [["-D", "0.2"], ["query"], ["record", "-D", "0.2"]], ids=["watch", "query", "record"]
+)
+def test_the_cli_refuses_a_planted_link(tmp_path: Path, command: list[str]) -> None:
+    skip_unless_connector()
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.2", "-q").returncode == 0
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me\n")
+    link = _planted(_shared_dir(tmp_path), target)
+    if command[0] == "record":
+        result = run_cli("record", "--db", str(link), *command[1:])
+    else:
+        result = run_cli(*command, *(["--db", str(db)] if command[0] == "query" else []), "-o", str(link))
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode in (1, 2) and len(lines) == 1 and "not followed" in lines[0], result.stderr
+    assert target.read_bytes() == b"keep me\n"
+
+
+@pytest.mark.parametrize("command", ["query", "replay"])
+def test_the_database_being_read_is_not_an_output(tmp_path: Path, command: str) -> None:
+    skip_unless_connector()
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.2", "-q").returncode == 0
+    before = _digest(db)
+    result = run_cli(command, "--db", str(db), "-o", str(db))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.decode().strip() == f"procevents: error: -o {db} is the database being read"
+    assert _digest(db) == before
