@@ -304,6 +304,7 @@ def test_kill_9_mid_storm_loses_only_the_uncommitted(cli: Callable[..., Cli], tm
             storm.kill()
             storm.wait()
     assert Path(f"{db}-wal").exists()  # it really did not close cleanly
+    assert db_rows(db, "SELECT ended FROM sessions") == [(None,)]  # how it ended: unknown
 
     conn = sqlite3.connect(db)  # read-write: recovers from the WAL
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -514,6 +515,67 @@ def _opened(pid: int, path: Path) -> bool:
         return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return False
+
+
+def test_the_recorder_waits_out_a_foreign_lock(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """Another program holds the write lock for a while (sqlite3's BEGIN
+    IMMEDIATE): the recorder says so once, keeps the events in memory and
+    writes them all once the lock is gone; nothing is lost."""
+    db = tmp_path / "a.db"
+    rec = cli("record", "--db", str(db))
+    rec.wait_listening()
+    wait_rows(db, "SELECT count(*) FROM sessions", [], 1, "the session row")
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # held, as by the sqlite3 shell
+    try:
+        rec.err.wait_for(lambda line: b"is locked by another program" in line)
+        kids = [_run_child() for _ in range(5)]
+        assert rec.proc.poll() is None, rec.err.text
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    rec.err.wait_for(lambda line: b"unlocked: recording again" in line)
+    assert rec.stop() == 0, rec.err.text
+    assert committed_events(db, "exit", kids) == 5
+    assert not db_rows(db, "SELECT 1 FROM events WHERE event = 'lost'")
+    err = rec.err.text
+    assert err.count("is locked by another program") == 1 and "error" not in err, err
+    assert db_rows(db, "SELECT ended FROM sessions") == [("clean",)]
+
+
+def _run_child() -> int:
+    child = subprocess.Popen(["/bin/true"])
+    child.wait()
+    return child.pid
+
+
+def test_rows_beyond_the_bound_are_dropped_and_recorded_as_lost(tmp_path: Path, monkeypatch: Any) -> None:
+    from procevents.events import Exec
+    from procevents.proctable import Proc
+    from procevents.store import StoreSink, StoreWriter
+    from procevents.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "MAX_WAITING", 10)
+    monkeypatch.setattr(writer_module, "BUSY_RETRY", 0.0)
+    db = tmp_path / "a.db"
+    writer = StoreWriter(str(db))
+    sink = StoreSink(writer)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for i in range(25):
+        sink.emit(Exec(0, i, 1_000 + i, 100 + i, 100 + i), Proc(100 + i, 1), {"comm": "x"})
+        writer.commit()  # blocked: kept in memory, at most 10
+    assert writer.locked_since is not None and len(writer.pending) == 10 and writer.dropped == 15
+    other.execute("ROLLBACK")
+    other.close()
+    writer.commit()
+    writer.close()
+    assert writer.locked_since is None and writer.events_written == 10
+    lost = db_rows(db, "SELECT a, data FROM events WHERE event = 'lost'")
+    assert lost == [(15, "store-locked")]
+    assert [row[0] for row in db_rows(db, "SELECT pid FROM events WHERE event = 'exec' ORDER BY id")] == list(
+        range(115, 125)
+    )  # the newest kept, the oldest dropped
 
 
 # -- top -------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class StoreOutput:
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.failed = False
+        self._told_locked = False
 
     def write(self, data: bytes) -> None:
         pass
@@ -84,6 +85,16 @@ class StoreOutput:
             except OSError:
                 self.failed = True
                 raise
+            self._tell_lock()
+
+    def _tell_lock(self) -> None:
+        # Once per spell: the user should know why the file stops growing.
+        locked = self.writer.locked_since is not None
+        if locked and not self._told_locked:
+            stderr(f"{self.writer.path} is locked by another program: events wait in memory")
+        elif self._told_locked and not locked:
+            stderr(f"{self.writer.path} unlocked: recording again")
+        self._told_locked = locked
 
     def flush(self) -> None:
         if not self.failed:
@@ -96,8 +107,10 @@ class StoreOutput:
     def close(self) -> None:
         try:
             self.writer.close()
-        except OSError:
-            pass  # reported by flush()
+        except OSError as exc:
+            if not self.failed:  # else reported by flush()
+                self.failed = True
+                stderr(f"error: {exc.strerror or exc}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,12 +146,13 @@ def run(args: argparse.Namespace) -> int:
 
     def summary() -> None:
         if not args.quiet:
-            stderr(f"{writer.events_written} events recorded to {path} ({database_bytes(path):,} bytes)")
+            dropped = f", {writer.dropped} dropped while it was locked (recorded as lost)" if writer.dropped else ""
+            stderr(f"{writer.events_written} events recorded to {path} ({database_bytes(path):,} bytes){dropped}")
 
     if not args.quiet:
         stderr(f"recording to {path}")
     try:
-        return run_pipeline(
+        status = run_pipeline(
             # Duck-typed: the loop only flushes and closes its Output.
             conn, sink, cast("Output", output), enricher=enricher, filters=filters, count=None,
             duration=args.duration, quiet=args.quiet, observers=reporting.observers, after=summary,
@@ -146,4 +160,5 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         reporting.close()
+    return status or int(output.failed)
 

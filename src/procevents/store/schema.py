@@ -29,7 +29,9 @@ CREATE TABLE sessions (
     boot_id TEXT,
     hostname TEXT,
     recorder_pid INTEGER,
-    version TEXT
+    version TEXT,
+    ended TEXT,                      -- clean, error; NULL: never closed (killed, power loss)
+    ended_wall INTEGER
 );
 CREATE TABLE procs (                 -- one row per process lifetime
     id INTEGER PRIMARY KEY,

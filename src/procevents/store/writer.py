@@ -38,6 +38,15 @@ COMMIT_INTERVAL: Final = 0.25
 
 #: ... or when this many are waiting.
 MAX_PENDING: Final = 50_000
+#: While another program holds the write lock, rows wait in memory, up to
+#: this many; beyond it the oldest are dropped and recorded as lost.
+MAX_WAITING: Final = 500_000
+#: How long one commit waits for the lock (the main loop must go on reading
+#: the kernel's events), and how soon a blocked commit is tried again.
+BUSY_WAIT: Final = 0.05
+BUSY_RETRY: Final = 0.25
+#: At the end, how long a foreign lock is waited out before giving up.
+CLOSE_LOCK_WAIT: Final = 30.0
 
 
 #: Retention runs this often (seconds), deleting at most PRUNE_CHUNK rows per table per run.
@@ -121,6 +130,13 @@ class StoreWriter:
         self.pruned_procs = 0
         self._next_prune = 0.0
         self._prune_more = False
+        #: When another program's lock began to block our commits (None: not blocked).
+        self.locked_since: float | None = None
+        self._retry_at = 0.0
+        #: Rows dropped while blocked (counted as lost), and those not yet
+        #: recorded as a lost row.
+        self.dropped = 0
+        self.dropped_unrecorded = 0
         self._lock_fd = -1
         self.closed = False
         self.conn = self._open(version)
@@ -152,7 +168,8 @@ class StoreWriter:
         self._lock_fd = fd
         try:
             check_file(path)
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # Setting up may wait for a lock; once recording, BUSY_WAIT at most.
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except (StoreError, sqlite3.Error):
             self._unlock()
             raise
@@ -167,6 +184,10 @@ class StoreWriter:
                     f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA application_id={APPLICATION_ID}; "
                     f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
                 )
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+            if "ended" not in columns:  # recorded by an earlier version
+                conn.execute("ALTER TABLE sessions ADD COLUMN ended TEXT")
+                conn.execute("ALTER TABLE sessions ADD COLUMN ended_wall INTEGER")
             offset = wall_clock_ns(0)
             cur = conn.execute(
                 "INSERT INTO sessions (started_wall, clock_offset, boot_id, hostname, recorder_pid, version) "
@@ -176,6 +197,7 @@ class StoreWriter:
             assert cur.lastrowid is not None
             self.session = cur.lastrowid
             self.next_id = (conn.execute("SELECT max(id) FROM procs").fetchone()[0] or 0) + 1
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_WAIT * 1000)}")
         except StoreError:
             conn.close()
             self._unlock()
@@ -226,6 +248,8 @@ class StoreWriter:
             due = max(0.0, self.first_pending + self.interval - now)
         elif self.dirty:
             due = 0.0
+        if due is not None and self.locked_since is not None:
+            due = max(due, self._retry_at - now)
         if self.retain_ns is not None:
             prune = 0.0 if self._prune_more else max(0.0, self._next_prune - now)
             due = prune if due is None else min(due, prune)
@@ -239,24 +263,57 @@ class StoreWriter:
             self.prune()
 
     def commit(self) -> None:
-        """Write everything waiting in one transaction."""
+        """Write everything waiting in one transaction.  While another program
+        holds the write lock, rows wait (see MAX_WAITING) and the commit is
+        tried again later; any other failure raises OSError."""
         if not self.pending and not self.dirty:
+            return
+        if self.locked_since is not None and time.monotonic() < self._retry_at:
+            self._bound_waiting()
             return
         conn = self.conn
         session = self.session
+        rows = self.pending
+        if self.dropped_unrecorded:
+            rows = [self._drop_row(), *rows]
         try:
             if conn.in_transaction:  # an earlier commit was interrupted
                 conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(INSERT_EVENT, self.pending)
+            conn.executemany(INSERT_EVENT, rows)
             conn.executemany(UPSERT_PROC, [life.row(session) for life in self.dirty.values()])
             conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if self.locked_since is None:
+                self.locked_since = time.monotonic()
+            self._retry_at = time.monotonic() + BUSY_RETRY
+            self._bound_waiting()
+            return
         except sqlite3.Error as exc:
             raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
+        self.locked_since = None
+        self.dropped_unrecorded = 0
         self.events_written += len(self.pending)
         self.commits += 1
         self.pending = []
         self.dirty = {}
+
+    def _bound_waiting(self) -> None:
+        excess = len(self.pending) - MAX_WAITING
+        if excess > 0:
+            del self.pending[:excess]
+            self.dropped += excess
+            self.dropped_unrecorded += excess
+
+    def _drop_row(self) -> tuple[Any, ...]:
+        # A lost row where the rows were dropped, as the kernel's losses are.
+        ts = self.pending[0][1] if self.pending else time.monotonic_ns()
+        return (None, ts, wall_clock_ns(ts), "lost", -1, 0, 0, 0, self.dropped_unrecorded,
+                None, None, None, "store-locked", None, None, None, None, None, None)
 
     def prune(self, now_ns: int | None = None) -> int:
         """Delete events and ended lifetimes older than the retention period
@@ -290,16 +347,39 @@ class StoreWriter:
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
         return events + procs
 
-    def close(self) -> None:
-        """Commit what is waiting and close (the WAL is checkpointed).  Idempotent."""
+    def close(self, lock_wait: float = CLOSE_LOCK_WAIT) -> None:
+        """Commit what is waiting and close (the WAL is checkpointed).  A
+        foreign lock is waited out for ``lock_wait`` seconds; then OSError
+        says how many events could not be written.  Idempotent."""
         if self.closed:
             return
         self.closed = True
         try:
+            deadline = time.monotonic() + lock_wait
             self.commit()
+            while (self.pending or self.dirty) and time.monotonic() < deadline:
+                time.sleep(BUSY_RETRY)
+                self.commit()
+            if self.pending or self.dirty:
+                raise OSError(
+                    errno.EBUSY, f"{self.path} stayed locked by another program: "
+                    f"{len(self.pending)} events not written"
+                )
+            self._end_session("clean")
+        except OSError:
+            self._end_session("error")
+            raise
         finally:
             self.conn.close()
             self._unlock()
+
+    def _end_session(self, how: str) -> None:
+        try:
+            self.conn.execute(
+                "UPDATE sessions SET ended = ?, ended_wall = ? WHERE id = ?", (how, time.time_ns(), self.session)
+            )
+        except sqlite3.Error:
+            pass  # the disk is full or locked: the session stays "unknown"
 
 
 class StoreSink:
