@@ -50,6 +50,7 @@ IGNORE = wire.PROC_CN_MCAST_IGNORE
 EXEC_EXIT_MASK = event_mask(frozenset({"exec", "exit"}))
 #: Capture readers the CLI starts by default (one per online CPU).
 CPUS = len(online_cpus())
+CPU_LIST = online_cpus()
 
 pytestmark = pytest.mark.skipif(STRACE is None, reason="strace is not installed (apt-get install strace)")
 
@@ -946,3 +947,53 @@ def _comm(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+# -- the kernel's own witness: a leaked subscription keeps every CPU's seq moving --------------
+
+
+def _pinned_true(cpu: int) -> int:
+    child = subprocess.Popen(["/bin/true"], preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    child.wait()
+    return child.pid
+
+
+def _seq_marks() -> dict[int, int]:
+    """Each CPU's event counter now: a process pinned to each CPU, seen by a
+    short subscription of our own (which says IGNORE when it closes)."""
+    marks: dict[int, int] = {}
+    with procevents.listen(events="exit", kernel_filter=False) as conn:
+        pids = {_pinned_true(cpu): cpu for cpu in CPU_LIST}
+        deadline = time.monotonic() + TIMEOUT
+        while len(marks) < len(pids) and time.monotonic() < deadline:
+            for event in conn.read_batch(0.1):
+                if event.tgid in pids and event.pid == event.tgid:
+                    marks[pids[event.tgid]] = event.seq
+    assert len(marks) == len(CPU_LIST), marks
+    return marks
+
+
+def _numbered_while_nobody_listened(runs: int = 100) -> int:
+    """Events the kernel numbered on the quietest CPU while we did not listen:
+    about 0 with no subscriber anywhere, about 3 x ``runs`` when one leaked."""
+    before = _seq_marks()
+    for cpu in CPU_LIST:
+        for _ in range(runs):
+            _pinned_true(cpu)
+    after = _seq_marks()
+    return min(after[cpu] - before[cpu] for cpu in CPU_LIST)
+
+
+def test_no_leaked_subscription_after_kill_9(traced: Start) -> None:
+    """The doc's seq test: after procevents is killed with SIGKILL (its guardian
+    says IGNORE), the kernel stops numbering events again."""
+    if _numbered_while_nobody_listened() > 150:
+        pytest.skip("this machine already has another subscriber, or a leaked one (e.g. a killed forkstat)")
+    t = traced([*_cli(), "--no-enrich"], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    main = t.tracee()
+    (guardian,) = _guardians(main)
+    os.kill(main, signal.SIGKILL)
+    t.wait()
+    assert not Path(f"/proc/{guardian}").exists() or _comm(guardian) == ""
+    assert _numbered_while_nobody_listened() < 150  # 100 processes per CPU: 300 events if it had leaked
