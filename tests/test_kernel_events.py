@@ -570,6 +570,26 @@ def test_listen_exec_filter_is_done_in_the_kernel() -> None:
     assert conn.closed
 
 
+@pytest.mark.skipif(not kernel_supports_filter(), reason="event filters need kernel 6.6+")
+def test_a_kernel_filtered_stream_reports_no_false_loss() -> None:
+    """Bug caught: per-CPU seq-gap tracking left on under a kernel filter (the
+    forks and exits the kernel filtered out leave gaps that are not losses)."""
+    with procevents.listen(events={"exec"}) as conn:
+        assert conn.kernel_filtered
+        pids = set()
+        for _ in range(20):
+            proc = subprocess.Popen([TRUE])
+            assert proc.wait() == 0
+            pids.add(proc.pid)
+        events: list[Event] = []
+        deadline = time.monotonic() + DEADLINE
+        while not pids <= {ev.pid for ev in events if isinstance(ev, Exec)}:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"not every Exec within {DEADLINE} s"
+            events.extend(conn.read_batch(remaining))
+        assert not [ev for ev in events if isinstance(ev, Lost)] and conn.lost == 0
+
+
 def test_listen_exec_without_kernel_filter_filters_in_userspace() -> None:
     with procevents.listen(events="exec", kernel_filter=False) as conn:
         assert conn.kernel_filtered is False

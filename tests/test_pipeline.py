@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_helpers import skip_unless_connector
@@ -167,3 +168,40 @@ def test_choose_sink() -> None:
     assert isinstance(choose_sink(out, json=False, depth=lambda _proc: 0), TreeSink)
     text_sink = choose_sink(out, json=False, depth=None, clock=clock)
     assert isinstance(text_sink, TextSink) and text_sink.renderer.clock is clock
+
+
+def _encoders() -> list[Any]:
+    from procevents.render import jsonl
+
+    found: list[Any] = [jsonl._stdlib_dumps]
+    try:
+        import orjson
+    except ImportError:
+        pass
+    else:
+        found.append(orjson.dumps)
+    return found
+
+
+@pytest.mark.parametrize("dumps", _encoders(), ids=lambda f: f.__module__)
+def test_json_keeps_every_odd_text_exactly(dumps: Any) -> None:
+    """Bug caught: cwd (or exe, user, comm, cmdline) not escaped in JSON: a
+    process whose cwd is not UTF-8 broke the line, or the program."""
+    import base64
+    import json
+
+    from procevents.events import Exec
+    from procevents.pipeline import JsonSink
+
+    buf = io.BytesIO()
+    sink = JsonSink(Output(buf))
+    sink.dumps = dumps
+    odd = "/tmp/x\udcff"  # the byte 0xff, as os.fsdecode shows it
+    info = {"cwd": odd, "exe": odd, "user": "u\udcfe", "comm": "c\udcfd", "cmdline": ["a\udcfc", "b"]}
+    sink.emit(Exec(0, 1, 0, 7, 7), None, info)
+    sink.output.flush()
+    line = json.loads(buf.getvalue())
+    for key, raw in (("cwd", b"/tmp/x\xff"), ("exe", b"/tmp/x\xff"), ("user", b"u\xfe"), ("comm", b"c\xfd")):
+        assert line[key] == raw.decode("utf-8", "replace"), key
+        assert base64.b64decode(line[f"{key}_b64"]) == raw, key
+    assert line["cmdline"] == ["a\ufffd", "b"]

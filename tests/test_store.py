@@ -14,6 +14,7 @@ import shutil
 import signal
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -424,3 +425,55 @@ def test_sql_is_read_only(tmp_path: Path) -> None:
                 list(rows)
     assert _digest(path) == before
     assert not (tmp_path / "x.db").exists()
+
+
+# -- the audit's surviving bugs, caught from synthetic events ------------------------------------
+
+
+def _recorded(tmp_path: Path, events: list[tuple[Event, Proc]], retain_ns: int | None = None) -> StoreWriter:
+    writer = StoreWriter(str(tmp_path / "synthetic.db"), retain_ns=retain_ns)
+    sink = StoreSink(writer)
+    for event, proc in events:
+        sink.emit(event, proc, {"comm": proc.comm, "duration": 1.0} if type(event) is Exit else {"comm": proc.comm})
+    writer.commit()
+    return writer
+
+
+def test_a_core_dump_is_kept_in_lifetimes_and_the_view(tmp_path: Path) -> None:
+    """Bug caught: core_dumped always false in stored lifetimes and in the lifetimes view."""
+    from procevents.events import Fork
+
+    proc = Proc(pid=4242, ppid=1, start_ns=1_000, comm="crash")
+    aborted = 0x80 | signal.SIGABRT  # killed by SIGABRT, core dumped
+    writer = _recorded(tmp_path, [
+        (Fork(0, 1, 1_000, 1, 1, 4242, 4242), proc),
+        (Exit(0, 2, 2_000, 4242, 4242, aborted, 17, 1, 1), proc),
+    ])
+    writer.close()
+    with StoreReader(writer.path) as reader:
+        (life,) = reader.lifetimes(LifetimeQuery())
+        assert (life.signal, life.core_dumped, life.status) == (signal.SIGABRT, True, None)
+        _, rows = reader.sql("SELECT signal, core_dumped, status FROM lifetimes")
+        assert list(rows) == [(signal.SIGABRT, 1, None)]
+
+
+def test_retention_goes_by_the_end_of_a_lifetime(tmp_path: Path) -> None:
+    """Bug caught: retention deleting lifetimes by their start time (a long
+    life that ended recently must stay)."""
+    from procevents.events import Fork
+
+    day = 86_400 * 10**9
+    t0 = time.monotonic_ns()
+    short, long = Proc(pid=501, ppid=1, start_ns=t0, comm="short"), Proc(pid=502, ppid=1, start_ns=t0, comm="long")
+    writer = _recorded(tmp_path, [
+        (Fork(0, 1, t0, 1, 1, 501, 501), short),
+        (Fork(0, 2, t0, 1, 1, 502, 502), long),
+        (Exit(0, 3, t0 + 10**9, 501, 501, 0, 17, 1, 1), short),
+        (Exit(0, 4, t0 + 3 * day, 502, 502, 0, 17, 1, 1), long),
+    ], retain_ns=day)
+    writer.prune(now_ns=wall_clock_ns(t0) + 2 * day + 3_600 * 10**9)  # cutoff: t0 + 1 day + 1 h
+    writer.close()
+    with StoreReader(writer.path) as reader:
+        assert [life.comm for life in reader.lifetimes(LifetimeQuery())] == ["long"]
+        _, rows = reader.sql("SELECT event, pid FROM events ORDER BY id")
+        assert list(rows) == [("exit", 502)]  # events go by their own time

@@ -476,6 +476,22 @@ def test_nlmsg_error_padded_to_event_size() -> None:
         decode(bytes(data))
 
 
+def test_nlmsg_error_that_looks_like_an_event_is_still_an_error() -> None:
+    """Bug caught: the fast path accepting NLMSG_ERROR (an error message whose
+    body happens to carry the proc connector's idx and val)."""
+    data = bytearray(VALID)
+    struct.pack_into("<H", data, 4, 2)  # only the type differs from a valid event
+    with pytest.raises(DecodeError):
+        decode(bytes(data))
+
+
+@given(st.binary(min_size=60, max_size=200))
+def test_nlmsg_error_always_raises(body: bytes) -> None:
+    data = struct.pack("<IHHII", 16 + len(body), 2, 0, 0, 0) + body
+    with pytest.raises(DecodeError):
+        decode(data)
+
+
 def test_decode_error_is_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
 

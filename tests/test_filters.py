@@ -1,0 +1,86 @@
+"""The per-event filters, from synthetic events: each test catches one
+plausible bug (named in its docstring) that the kernel tests did not."""
+
+from __future__ import annotations
+
+import re
+
+from procevents.events import Comm, Exec, Exit, Fork, Lost
+from procevents.filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
+from procevents.proctable import Proc
+
+_seq = iter(range(1, 1_000_000))
+
+
+def fork(parent: int, child: int, *, thread_of: int | None = None) -> Fork:
+    """``child`` forked by process ``parent`` (a thread of ``thread_of`` when given)."""
+    tgid = child if thread_of is None else thread_of
+    return Fork(0, next(_seq), 0, parent, parent, child, tgid)
+
+
+def exit_(pid: int, tgid: int | None = None) -> Exit:
+    return Exit(0, next(_seq), 0, pid, pid if tgid is None else tgid, 0, 17, 1, 1)
+
+
+def exec_(pid: int) -> Exec:
+    return Exec(0, next(_seq), 0, pid, pid)
+
+
+def test_p_follows_forks_of_the_tree_only() -> None:
+    follow = DescendantFilter({100})
+    assert follow(fork(100, 101)) and follow(exec_(101)) and follow(fork(101, 102))
+    assert not follow(fork(1, 200)) and not follow(exec_(200))
+
+
+def test_p_forgets_an_exited_pid() -> None:
+    """Bug caught: -p never forgetting an exited pid (a stranger reusing it is followed)."""
+    follow = DescendantFilter({100})
+    assert follow(fork(100, 101))
+    assert follow(exit_(101))
+    assert not follow(fork(1, 101)), "pid 101, reused by a stranger, is still followed"
+    assert not follow(exec_(101))
+
+
+def test_a_threads_exit_keeps_its_process_followed() -> None:
+    """Bug caught: a thread's exit dropping the whole process from -p."""
+    follow = DescendantFilter({100})
+    assert follow(fork(100, 105, thread_of=100))  # a thread of the root
+    assert follow(exit_(105, tgid=100))  # the thread ends...
+    assert follow(exec_(100)) and follow(fork(100, 106)), "...and its process is forgotten"
+
+
+def test_lost_events_pass_every_filter() -> None:
+    lost = Lost(0, 0, 0, 5, "seq-gap")
+    assert DescendantFilter(set())(lost)
+    assert UserFilter(0)(lost, None) and CommandFilter("x")(lost, None)
+    assert EventTypeFilter({"exec"})(lost)
+
+
+def test_u_matches_the_real_or_the_effective_uid() -> None:
+    """Bug caught: -u matching the effective uid only (a user's setuid program is theirs too)."""
+    setuid_run = Proc(pid=10, ppid=1, ruid=1000, euid=0)
+    assert UserFilter(1000)(exec_(10), setuid_run), "the real uid is not matched"
+    assert UserFilter(0)(exec_(10), setuid_run)
+    assert not UserFilter(1001)(exec_(10), setuid_run)
+    assert not UserFilter(1000)(exec_(10), None)  # unknown is not a match
+
+
+def test_c_matches_comm_exe_or_argv0() -> None:
+    """Bug caught: -c matching comm only."""
+    match = CommandFilter(re.compile("^gcc$|/gcc-12$"))
+    by_comm = Proc(pid=1, ppid=0, comm="gcc")
+    by_exe = Proc(pid=2, ppid=0, comm="cc1", exe="/usr/bin/gcc-12")
+    by_argv0 = Proc(pid=3, ppid=0, comm="cc1", argv=["gcc", "-c", "x.c"])
+    neither = Proc(pid=4, ppid=0, comm="cc1", exe="/usr/bin/cc1", argv=["cc1", "gcc"])
+    assert match(exec_(1), by_comm)
+    assert match(exec_(2), by_exe), "exe is not matched"
+    assert match(exec_(3), by_argv0), "argv[0] is not matched"
+    assert not match(exec_(4), neither)  # a later argument does not count
+    assert not match(exec_(5), None)
+
+
+def test_event_types_and_threads() -> None:
+    only = EventTypeFilter({"exec", "comm"})
+    assert only(exec_(1)) and only(Comm(0, 1, 0, 1, 1, b"x")) and not only(fork(1, 2))
+    assert no_threads(fork(1, 2)) and not no_threads(fork(1, 3, thread_of=1))
+    assert not no_threads(exit_(3, tgid=1)) and no_threads(exit_(1))
