@@ -137,6 +137,7 @@ class Running:
         self.skip: set[int] = set()
         #: (pid, start time in clock ticks) of the tree, main process first
         self.tree: list[tuple[int, int]] = []
+        self._helpers: list[int] = []
         self.cpu_before: dict[int, float] = {}
         self.cpu_after: dict[int, float] = {}
         self.pss_kib: dict[int, int] = {}
@@ -209,12 +210,14 @@ class Running:
     def helpers(self) -> list[int]:
         """procevents' capture readers: the tree's processes other than the
         main one and its guardian (which counts in the tree's totals only)."""
-        return [pid for pid, _ in self.tree[1:] if _comm(pid) != GUARDIAN_COMM]
+        return self._helpers
 
     def measure_before(self) -> None:
         """Note the tree and its CPU times, just before the load."""
         self.tree = [(pid, start) for pid in process_tree(self.pid, self.skip)
                      if (start := proc_start(pid)) is not None]
+        # Named now, while they run (the guardian renames itself after its fork).
+        self._helpers = [pid for pid, _ in self.tree[1:] if _comm(pid) != GUARDIAN_COMM]
         self.cpu_before = {pid: cpu_seconds(pid) for pid, _ in self.tree}
 
     def measure_after(self) -> None:
