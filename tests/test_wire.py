@@ -792,3 +792,62 @@ def test_nlmsg_error_any_errno(seed: bytes, error: int) -> None:
     struct.pack_into("<i", data, 16, error)
     _decode_or_error(bytes(data))
 
+
+
+# --------------------------------------------------------------------------
+# what a malformed datagram is reported as (the warning shows this text)
+
+
+def _patched(fmt: str, offset: int, *values: int) -> bytes:
+    data = bytearray(VALID)
+    struct.pack_into(fmt, data, offset, *values)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (VALID[:10], "truncated datagram: 10 bytes, a netlink header needs 16"),
+        (_patched("<I", 0, 8), "bad netlink length 8 in a datagram of 76 bytes"),
+        (_patched("<I", 0, 80), "bad netlink length 80 in a datagram of 76 bytes"),
+        (nlmsg_error(-105), "netlink error message: No buffer space available"),
+        (nlmsg_error(-5000), "netlink error message: error 5000"),
+        (struct.pack("<IHHII", 16, 2, 0, 0, 0), "netlink error message: error 0"),
+        (_patched("<I", 12, 7), "datagram not from the kernel (sender port 7)"),
+        (_patched("<I", 0, 40)[:40], "truncated event: 40 bytes, headers need 52"),
+        (_patched("<I", 16, 2), "not a proc connector message (idx/val 2/1)"),
+        (_patched("<I", 20, 9), "not a proc connector message (idx/val 1/9)"),
+        (_patched("<H", 32, 100), "cn_msg.len 100 overruns the 76-byte message"),
+        (_patched("<H", 32, 20), "truncated proc_event: 20 bytes, need 40"),
+    ],
+    ids=[
+        "short", "len-small", "len-large", "enobufs", "big-errno", "no-errno", "sender", "headers", "idx", "val",
+        "cn-overrun", "cn-short",
+    ],
+)
+def test_malformed_datagrams_say_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(data)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\0" * 20, "request truncated: 20 bytes, need at least 36"),
+        (
+            encode_request(PROC_CN_MCAST_LISTEN)[:16] + struct.pack("<IIIIHH", 2, 1, 0, 0, 4, 0) + b"\1\0\0\0",
+            "not a proc connector request (idx/val 2/1)",
+        ),
+        (encode_request(PROC_CN_MCAST_LISTEN)[:38], "request truncated"),
+        (
+            struct.pack("<IHHII", 42, 3, 0, 0, 0) + struct.pack("<IIIIHH", 1, 1, 0, 0, 6, 0) + b"\0" * 6,
+            "request payload of 6 bytes; expected 4 or 8",
+        ),
+    ],
+    ids=["short", "idx", "overrun", "payload"],
+)
+def test_malformed_requests_say_what_is_wrong(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_request(data)
+    assert str(caught.value) == message
