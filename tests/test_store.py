@@ -477,3 +477,67 @@ def test_retention_goes_by_the_end_of_a_lifetime(tmp_path: Path) -> None:
         assert [life.comm for life in reader.lifetimes(LifetimeQuery())] == ["long"]
         _, rows = reader.sql("SELECT event, pid FROM events ORDER BY id")
         assert list(rows) == [("exit", 502)]  # events go by their own time
+
+
+_READING_PRAGMAS = [
+    "user_version", "application_id", "page_count", "page_size", "freelist_count", "table_list", "database_list",
+    "collation_list", "function_list", "pragma_list", "compile_options", "journal_mode",
+    "table_info(events)", "table_xinfo(procs)", "index_list(events)", "index_info(events_ts)",
+    "index_xinfo(events_ts)", "foreign_key_list(events)", "quick_check", "integrity_check",
+]
+
+
+@pytest.fixture
+def small_db(tmp_path: Path) -> str:
+    from procevents.events import Fork
+
+    proc = Proc(pid=77, ppid=1, start_ns=5, comm="x")
+    writer = _recorded(tmp_path, [(Fork(0, 1, 5, 1, 1, 77, 77), proc)])
+    writer.close()
+    return writer.path
+
+
+@pytest.mark.parametrize("pragma", _READING_PRAGMAS)
+def test_sql_may_run_every_reading_pragma(small_db: str, pragma: str) -> None:
+    with StoreReader(small_db) as reader:
+        _columns, rows = reader.sql(f"PRAGMA {pragma}")
+        list(rows)  # no StoreError
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO sessions (started_wall, clock_offset) VALUES (1, 1)",
+        "UPDATE procs SET comm = 'y'",
+        "DELETE FROM events",
+        "CREATE TABLE t (x)",
+        "DROP TABLE events",
+        "ALTER TABLE procs ADD COLUMN z",
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA user_version = 9",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA wal_checkpoint",
+        "CREATE TEMP VIEW v AS SELECT 1",
+    ],
+)
+def test_sql_refuses_every_write(small_db: str, statement: str) -> None:
+    before = _digest_file(small_db)
+    with StoreReader(small_db) as reader, pytest.raises(StoreError, match="not authorized"):
+        reader.sql(statement)
+    assert _digest_file(small_db) == before
+
+
+def test_sql_reads_with_functions_and_recursion(small_db: str) -> None:
+    with StoreReader(small_db) as reader:
+        _, rows = reader.sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
+            "SELECT upper(p.comm), (SELECT count(*) FROM n) FROM procs p"
+        )
+        assert list(rows) == [("X", 3)]
+
+
+def _digest_file(path: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).digest()
