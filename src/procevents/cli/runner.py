@@ -116,15 +116,16 @@ def run_pipeline(
 ) -> int:
     """Shared main loop: open, run, and close on every way out.
 
-    With ``own_signals`` (the default), SIGINT, SIGTERM and SIGHUP ask the
-    loop to stop between two batches, so output lines are never torn; a
-    second Ctrl-C aborts the final drain.
+    With ``own_signals`` (the default), Ctrl-C and every other signal that
+    would end the process ask the loop to stop between two batches, so
+    output lines are never torn and IGNORE is sent; a second Ctrl-C aborts
+    the final drain; SIGUSR1 prints the summary so far.
 
-    Events gather for ``linger`` seconds (default: as suits ``output``)
-    before each read, unless /proc is read after the event (async capture),
-    where every moment counts.  ``stop`` is asked after every batch and
-    every ``tick`` seconds; with no tick an idle loop sleeps until an event
-    or a signal.
+    While events keep coming, reads are spaced out up to ``linger`` seconds
+    (default: as suits ``output``), unless /proc is read after the event
+    (async capture), where every moment counts.  ``stop`` is asked after
+    every batch and every ``tick`` seconds; with no tick an idle loop sleeps
+    until an event or a signal.
     """
     from ..connector import ConnectorError, Terminated
     from ..pipeline import Pipeline
