@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from .options import (
     EVENT_TYPES_HELP,
@@ -26,6 +25,8 @@ from .options import (
     version,
 )
 from .runner import ancestor_depth, open_output, run_pipeline
+
+TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
 if TYPE_CHECKING:
     from ..pipeline import Filter
