@@ -101,7 +101,6 @@ HERE = Path(__file__).resolve().parent
 # -- setups and results ----------------------------------------------------------
 
 
-
 def make_setups(names: Sequence[str], alone: bool) -> list[Setup]:
     """Head-to-head groups: each procevents mode with every peer (never two
     procevents modes in one run: the sync readers hold each exec'ing process,
@@ -119,10 +118,6 @@ def make_setups(names: Sequence[str], alone: bool) -> list[Setup]:
         setups.append(Setup("none", "no monitor", ()))
         setups.extend(Setup(n, f"{n} alone", (n,)) for n in names)
     return setups
-
-
-
-
 
 
 # -- one run -----------------------------------------------------------------------------
@@ -302,7 +297,6 @@ def run_once(shape: str, index: int, setup: Setup, args: argparse.Namespace, bin
     return RunResult(shape, index, setup, load, others, gen_s, len(truth.lives), desc, results, truth_check, notes)
 
 
-
 # -- long run ---------------------------------------------------------------------------------
 
 
@@ -371,22 +365,6 @@ def long_run(args: argparse.Namespace, bins: dict[str, Path], workdir: Path) -> 
     if summary:
         print(summary[-1])
     return 0
-
-
-# -- report -----------------------------------------------------------------------------------
-
-
-METRICS = (
-    ("lost", "lost %", 3),
-    ("argv", "argv % shown", 2),
-    ("argv_all", "argv % all", 2),
-    ("cpu", "CPU ms/1k", 1),
-    ("helper_cpu", "readers ms/1k", 1),
-    ("pss", "PSS MiB", 1),
-    ("helper_pss", "PSS/reader", 2),
-    ("helper_uss", "USS/reader", 2),
-    ("rss", "RSS sum MiB", 1),
-)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -542,7 +520,6 @@ def source_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "source version unknown"
     return f"git {head}" + (f", {len(dirty)} file(s) in src/ modified or new" if dirty else ", src/ clean")
-
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ class Setup:
     head_to_head: bool = False
 
 
-
 @dataclass
 class ToolResult:
     spec: ToolSpec
@@ -77,7 +76,6 @@ class ToolResult:
         }
 
 
-
 @dataclass
 class RunResult:
     shape: str
@@ -97,7 +95,6 @@ class RunResult:
         return self.processes / self.gen_s if self.gen_s > 0 else None
 
 
-
 METRICS = (
     ("lost", "lost %", 3),
     ("argv", "argv % shown", 2),
@@ -111,11 +108,9 @@ METRICS = (
 )
 
 
-
 #: procevents' synchronous capture: the real argv of at least this share of
 #: all generated execs (%), per shape
 ARGV_TARGET = {"exec": 99.5, "mixed": 99.9}
-
 
 
 def report_shape(shape: str, runs: list[RunResult], setups: Sequence[Setup], args: argparse.Namespace) -> list[str]:
@@ -229,7 +224,6 @@ def report_shape(shape: str, runs: list[RunResult], setups: Sequence[Setup], arg
         for note in r.notes:
             print(f"{head} note: {note}")
     return problems
-
 
 
 def report_startup(procevents: list[str], runs: int) -> list[str]:

@@ -54,6 +54,9 @@ TERMINATING_SIGNALS: Final = tuple(
     )
     if hasattr(signal, name)
 ) + tuple(range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+#: What a command line stops on (or passes on to its command): Ctrl-C and
+#: the terminating signals but SIGUSR1, which asks for the summary instead.
+STOPPING_SIGNALS: Final = (signal.SIGINT, *(sig for sig in TERMINATING_SIGNALS if sig != signal.SIGUSR1))
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from .options import (
@@ -78,13 +79,18 @@ class StoreOutput:
     def flush_due_in(self) -> float | None:
         return None if self.failed else self.writer.flush_due_in
 
+    def _write(self, write: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        try:
+            write()
+        except OSError:
+            self.failed = True
+            raise
+
     def batch_done(self) -> None:
+        self._write(self.writer.flush)
         if not self.failed:
-            try:
-                self.writer.flush()
-            except OSError:
-                self.failed = True
-                raise
             self._tell_lock()
 
     def _tell_lock(self) -> None:
@@ -97,12 +103,7 @@ class StoreOutput:
         self._told_locked = locked
 
     def flush(self) -> None:
-        if not self.failed:
-            try:
-                self.writer.commit()
-            except OSError:
-                self.failed = True
-                raise
+        self._write(self.writer.commit)
 
     def close(self) -> None:
         try:

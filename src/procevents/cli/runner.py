@@ -188,14 +188,7 @@ def run_pipeline(
             capture.close()
         if stopper is not None:
             stopper.uninstall()
-        try:
-            output.flush()
-        except BrokenPipeError:
-            silence_stdout()
-        except OSError as exc:
-            stderr(f"error: writing output: {exc.strerror or exc}")
-            status = 1
-        output.close()
+        status = finish_output(output) or status
         if conn.malformed:
             stderr(f"skipped {conn.malformed} malformed datagrams (last: {conn.last_decode_error})")
         if after is not None:
@@ -215,9 +208,9 @@ class _StopOnSignal:
     prints the summary so far (``-S`` prints its table instead)."""
 
     def __init__(self, on_usr1: Callable[[], None] | None = None) -> None:
-        from ..exits import TERMINATING_SIGNALS
+        from ..exits import STOPPING_SIGNALS
 
-        self.signals = (signal.SIGINT, *(sig for sig in TERMINATING_SIGNALS if sig != signal.SIGUSR1))
+        self.signals = STOPPING_SIGNALS
         self.on_usr1 = on_usr1
         self.requested = False
         self._previous: dict[int, Any] = {}

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..exits import TERMINATING_SIGNALS
+from ..exits import STOPPING_SIGNALS
 from ..stats import LifecycleCounter
 from .options import (
     PROG,
@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 stderr(line)
 
     # Signals that would end us go to CMD (as strace does); we end with it.
-    forwarded = (signal.SIGINT, *(sig for sig in TERMINATING_SIGNALS if sig != signal.SIGUSR1))
-    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
+    previous = {sig: signal.signal(sig, forward) for sig in STOPPING_SIGNALS}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, progress)
     try:
         conn = make_connector(args)
