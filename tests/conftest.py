@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -21,13 +23,38 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-
-import procevents
-from procevents.events import Event, Exit, Lost
+from hypothesis.configuration import set_hypothesis_home_dir
 
 #: The repository root, found from this file rather than hard-coded.
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SRC_DIR = REPO_ROOT / "src"
+
+# The suite tests the source tree, never an installed copy (pyproject's
+# pythonpath puts src/ first for this process): every child process, however
+# started (sys.executable, setpriv, unshare, another user's Python), finds
+# the same code through PYTHONPATH.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), os.environ.get("PYTHONPATH", "")) if p)
+# No bytecode in src/ or tests/, from this process (modules imported from
+# here on) or its children.
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+
+import procevents  # noqa: E402 - after the line above, so it leaves no bytecode in src/
+from procevents.events import Event, Exit, Lost  # noqa: E402
+
+#: The command line, from the source tree (not a console script a venv may hold from another checkout).
+CLI = [sys.executable, "-m", "procevents"]
+
+#: Scratch space for the whole session (hypothesis' example database and
+#: unicode tables, bench binaries): the suite writes nothing into the source tree.
+SESSION_TMP = Path(tempfile.mkdtemp(prefix="procevents-tests-"))
+set_hypothesis_home_dir(SESSION_TMP / "hypothesis")
+
+
+def pytest_unconfigure() -> None:
+    # A hook, not atexit: forked children that exit normally must not remove it.
+    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+
 
 #: Generous upper bound for events to arrive; normally they take microseconds.
 DEADLINE = 5.0

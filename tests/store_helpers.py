@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import pytest
+from conftest import CLI, SESSION_TMP
 
 import procevents
 from procevents import wire
@@ -54,8 +55,7 @@ def env() -> dict[str, str]:
 
 
 def cli_argv() -> list[str]:
-    script = Path(sys.executable).with_name("procevents")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "procevents"]
+    return list(CLI)
 
 
 def _default_signals() -> None:
@@ -360,10 +360,11 @@ def bench_module(name: str) -> ModuleType:
 
 
 def burst_tools() -> tuple[Path, Path]:
-    """(burst, tiny), compiled by bench/benchlib if needed; skip without a compiler."""
+    """(burst, tiny), compiled by bench/benchlib once per session into its
+    scratch directory (never bench/.build); skip without a compiler."""
     build = bench_module("build")
     try:
-        tools: tuple[Path, Path] = build.build_all()
+        tools: tuple[Path, Path] = build.build_all(SESSION_TMP / "bench")
     except build.BenchError as exc:
         pytest.skip(str(exc))
     return tools

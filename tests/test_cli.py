@@ -17,11 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from conftest import CLI
 
 import procevents
 
@@ -57,10 +59,7 @@ def _default_signals() -> None:
 
 
 def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("procevents")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "procevents"]
+    return list(CLI)
 
 
 class LineReader:
@@ -499,12 +498,23 @@ def test_trace_help() -> None:
     assert "examples:" in result.stdout.decode()
 
 
+def _console_script() -> list[str]:
+    """What the ``procevents`` script pip generates runs, from pyproject's [project.scripts],
+    on the source tree (the suite never relies on an installed copy)."""
+    with open(SRC.parent / "pyproject.toml", "rb") as f:
+        target = tomllib.load(f)["project"]["scripts"]["procevents"]
+    module, _, func = target.partition(":")
+    code = f"import sys; sys.argv[0] = 'procevents'; from {module} import {func}; sys.exit({func}())"
+    return [sys.executable, "-c", code]
+
+
 @pytest.mark.parametrize("how", ["script", "python -m"])
 def test_version(how: str) -> None:
-    argv0 = _cli() if how == "script" else [sys.executable, "-m", "procevents"]
+    argv0 = _console_script() if how == "script" else [sys.executable, "-m", "procevents"]
     result = _run("--version", argv0=argv0)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == f"procevents {procevents.__version__}"
+    assert _run("--help", argv0=argv0).stdout.decode().startswith("usage: procevents ")
 
 
 # -- trace ------------------------------------------------------------------------------------

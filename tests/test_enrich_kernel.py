@@ -1,6 +1,6 @@
 """Enrichment end to end, against the real kernel.
 
-procevents runs as a subprocess (the installed CLI) writing to a file while
+procevents runs as a subprocess (`python -m procevents`, from src/) writing to a file while
 the tests start real processes; assertions are made on the lines about the
 processes the test itself started (the machine has other activity).  Some
 tests freeze procevents with SIGSTOP so that processes exit, or pids are
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import CLI
 
 from procevents.procfs import GONE, ProcessHandle, ProcFS
 from procevents.snapshot import read_exec_snapshots
@@ -46,14 +47,6 @@ def _why_not() -> str | None:
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
-def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("procevents")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "procevents"]
-
-
-CLI = _cli()
 
 
 def nonce() -> str:

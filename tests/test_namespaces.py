@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import CLI
 
 UNSHARE = shutil.which("unshare")
 pytestmark = pytest.mark.skipif(UNSHARE is None, reason="unshare (util-linux) is not installed")
-CLI = [str(Path(sys.executable).with_name("procevents"))]
 
 
 def run_in(namespace_args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from conftest import CLI
 
 import procevents
 from procevents import wire
@@ -89,10 +90,7 @@ def _default_signals() -> None:
 
 
 def _cli() -> list[str]:
-    script = Path(sys.executable).with_name("procevents")
-    if script.exists():
-        return [str(script)]
-    return [sys.executable, "-m", "procevents"]
+    return list(CLI)
 
 
 def _spawn_true(n: int = 3) -> None:

@@ -22,16 +22,16 @@ TINY_FLAGS = [
 BURST_FLAGS = ["-O2", "-Wall", "-Wextra"]
 
 
-def build(name: str, flags: Sequence[str]) -> Path:
-    """Compile bench/NAME.c into bench/.build/NAME unless it is up to date."""
+def build(name: str, flags: Sequence[str], into: Path = BUILD) -> Path:
+    """Compile bench/NAME.c into INTO/NAME (bench/.build/ by default) unless it is up to date."""
     src = BENCH / f"{name}.c"
-    out = BUILD / name
+    out = into / name
     if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
         return out
     cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise BenchError("no C compiler found (install gcc)")
-    BUILD.mkdir(exist_ok=True)
+    into.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
     proc = subprocess.run([cc, *flags, "-o", str(tmp), str(src)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -40,9 +40,9 @@ def build(name: str, flags: Sequence[str]) -> Path:
     return out
 
 
-def build_all() -> tuple[Path, Path]:
-    """(burst, tiny), each compiled if needed."""
-    return build("burst", BURST_FLAGS), build("tiny", TINY_FLAGS)
+def build_all(into: Path = BUILD) -> tuple[Path, Path]:
+    """(burst, tiny), each compiled into INTO if needed (the tests pass a temporary directory)."""
+    return build("burst", BURST_FLAGS, into), build("tiny", TINY_FLAGS, into)
 
 
 def burst_command(burst: Path, tiny: Path, pidfile: Path, shape: str, n: int, workers: int,
