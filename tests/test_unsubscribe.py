@@ -148,7 +148,12 @@ def _unhex(escaped: str) -> bytes:
 def _payloads(args: str) -> list[bytes]:
     """The datagrams a sendto/sendmsg line shows (strace -xx)."""
     found = []
+    matched = False
     for m in _NLMSG.finditer(args):
+        matched = True
+        kind = m["type"].split("/*", 1)[0].strip()
+        if kind not in _NLMSG_TYPES and not kind.startswith("0x"):
+            continue  # a generic netlink family's (nlctrl, TASKSTATS: the exit costs socket), not the connector's
         header = struct.pack(
             "<IHHII",
             int(m["len"]),
@@ -158,7 +163,7 @@ def _payloads(args: str) -> list[bytes]:
             int(m["pid"]),
         )
         found.append(header + _unhex(m["data"]))
-    if not found:
+    if not matched:
         # strace did not decode the netlink header: the buffer is one string.
         plain = _STRING.search(args)
         if plain:

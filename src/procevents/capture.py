@@ -242,8 +242,13 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, path
 
 def online_cpus() -> list[int]:
     """CPUs that can run tasks, hence generate events."""
+    return cpu_set("online")
+
+
+def cpu_set(which: str) -> list[int]:
+    """/sys/devices/system/cpu/{online,possible} as a list of CPU numbers."""
     try:
-        with open("/sys/devices/system/cpu/online") as f:
+        with open(f"/sys/devices/system/cpu/{which}") as f:
             text = f.read().strip()
     except OSError:
         return list(range(os.cpu_count() or 1))

@@ -21,7 +21,9 @@ from .proctable import Proc, ProcessTable
 from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
 
 if TYPE_CHECKING:
+    from .accounting import ExitCosts
     from .capture import ExecCapture
+    from .taskstats import TaskCost
 
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0
@@ -32,7 +34,9 @@ class EventInfo(TypedDict, total=False):
 
     exec: cmdline, exe, cwd, ppid, uid, user, comm, and missing (why cmdline
     is null), cmdline_truncated, env and env_truncated (``--env``); exit:
-    comm, cmdline, duration (seconds), ppid, uid, user; fork and other
+    comm, cmdline, duration (seconds), ppid, uid, user, and with taskstats
+    (``costs``) utime, stime, max_rss, rchar, wchar, read_bytes, write_bytes,
+    cpu_delay, io_delay, mem_delay (seconds and bytes); fork and other
     events: comm, ppid; a thread's fork and exit: thread.  None is unknown.
     """
 
@@ -49,6 +53,16 @@ class EventInfo(TypedDict, total=False):
     env_truncated: bool
     duration: float | None
     thread: bool
+    utime: float | None
+    stime: float | None
+    max_rss: int | None
+    rchar: int | None
+    wchar: int | None
+    read_bytes: int | None
+    write_bytes: int | None
+    cpu_delay: float | None
+    io_delay: float | None
+    mem_delay: float | None
 
 
 class Users:
@@ -89,6 +103,7 @@ class Enricher:
         *,
         capture: ExecCapture | None = None,
         env_limit: int = 0,
+        costs: ExitCosts | None = None,
     ) -> None:
         self.procfs = procfs or (table.procfs if table is not None else ProcFS())
         self.table = table or ProcessTable(self.procfs)
@@ -97,6 +112,11 @@ class Enricher:
         self.capture = capture
         #: Read the environment of each exec, up to this many bytes (0: no).
         self.env_limit = env_limit
+        #: What each task cost, from taskstats (None: not asked for, or
+        #: unavailable); opened and closed by the main loop, like ``capture``.
+        self.costs = costs
+        #: tgid -> figures of its threads that ended (summed into the process's).
+        self._thread_costs: dict[int, list[TaskCost]] = {}
         #: pid -> the argv we started it with (``trace``): the truth for its
         #: first exec should no reader have it.
         self.launched: dict[int, list[str]] = {}
@@ -114,7 +134,18 @@ class Enricher:
 
         ``drain_more`` returns events queued since the batch was read (they
         stay queued for the next batch); it closes the pid-reuse window.
+        Then read the taskstats records: each was queued before its task's
+        exit event was, so every exit in the batch finds its own.
         """
+        found = self._read_execs(batch, drain_more)
+        costs = self.costs
+        if costs is not None and not costs.closed:
+            costs.collect()
+        return found
+
+    def _read_execs(
+        self, batch: Sequence[Event], drain_more: Callable[[], tuple[Sequence[Event], bool]]
+    ) -> dict[int, ExecSnapshot]:
         exec_indexes = [i for i, event in enumerate(batch) if type(event) is Exec]
         if not exec_indexes:
             return {}
@@ -230,8 +261,32 @@ class Enricher:
             }
             if event.process_pid != event.process_tgid:
                 info["thread"] = True
+            if self.costs is not None:
+                self._add_costs(event, proc, start, info)
         else:
             info = {"comm": proc.comm, "ppid": proc.ppid}
             if cls is Fork and event.is_thread:
                 info["thread"] = True
         return proc, info
+
+    def _add_costs(self, event: Exit, proc: Proc, start: int | None, info: EventInfo) -> None:
+        from .taskstats import COST_KEYS, cost_fields, whole_process
+
+        assert self.costs is not None
+        cost = self.costs.take(event.process_pid, start, event.timestamp_ns)
+        if event.process_pid != event.process_tgid:
+            if cost is not None:
+                self._thread_costs.setdefault(event.process_tgid, []).append(cost)
+        else:
+            threads = self._thread_costs.pop(event.process_tgid, None)
+            if cost is not None:
+                cost = whole_process(cost, threads or ())
+                # The kernel's last word on the task's name: it corrects a
+                # name read too late, or never read (a missed exec).
+                final = cost.comm_text
+                if final is not None and final != proc.comm:
+                    proc.comm = info["comm"] = final
+        if cost is None:
+            info.update(dict.fromkeys(COST_KEYS))  # type: ignore[typeddict-item]
+        else:
+            info.update(cost_fields(cost))  # type: ignore[typeddict-item]

@@ -200,6 +200,17 @@ def duration_arg(text: str) -> int:
 _NS_LIMIT = 2**63
 
 
+def cpu_seconds_arg(text: str) -> float:
+    """A CPU time: 0.5, 2s, 1m (seconds, 0 or more)."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 0 <= seconds < 1e12:
+        raise argparse.ArgumentTypeError(f"not a CPU time: {text!r}")
+    return seconds
+
+
 def time_arg(text: str) -> int:
     try:
         ns = parse_time(text)
@@ -228,6 +239,13 @@ def add_quiet_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -
 
 def add_pid_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, help: str) -> None:
     group.add_argument("-p", "--pid", metavar="PID", type=pid_arg, action="append", help=help)
+
+
+def add_keep_running_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+    group.add_argument(
+        "--keep-running", action="store_true",
+        help="with -p, go on after every followed process has exited (by default that ends it, status 0)",
+    )
 
 
 def add_duration_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
@@ -285,6 +303,11 @@ def add_capture_options(group: argparse._ArgumentGroup, *, env: bool = True, thr
         )
     if threads:
         group.add_argument("--no-threads", action="store_true", help="hide events of threads (thread fork and exit)")
+    group.add_argument(
+        "--no-costs", dest="costs", action="store_false",
+        help="do not read what each process cost from the kernel's taskstats (CPU time, peak memory, "
+        "I/O on every exit; on by default where permitted: root or CAP_NET_ADMIN, host namespaces)",
+    )
 
 
 def add_metrics_option(group: argparse._ArgumentGroup) -> None:
@@ -315,12 +338,18 @@ def make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_optio
 
     env_limit = ENV_LIMIT if getattr(args, "env", False) else 0
     capture = ExecCapture(env_limit=env_limit, paths=paths) if args.capture == "sync" else None
+    costs = None
+    events = getattr(args, "events", None)
+    if getattr(args, "costs", True) and (events is None or "exit" in events):
+        from ..accounting import ExitCosts
+
+        costs = ExitCosts()
     if table_options:
         from ..procfs import ProcFS
         from ..proctable import ProcessTable
 
-        return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit)
-    return Enricher(capture=capture, env_limit=env_limit)
+        return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit, costs=costs)
+    return Enricher(capture=capture, env_limit=env_limit, costs=costs)
 
 
 def check_pids(pids: Sequence[int] | None) -> set[int] | None:

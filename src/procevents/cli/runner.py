@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..enrich import Enricher
     from ..pipeline import Filter, Output, Sink
     from ..proctable import Proc
+    from ..stats import Summary
 
 
 def stderr(message: str) -> None:
@@ -30,12 +31,30 @@ def stderr(message: str) -> None:
         pass
 
 
-def describe_subscription(conn: Connector) -> str:
-    wanted = "all events" if conn.wanted is None else ",".join(sorted(conn.wanted))
+def describe_subscription(
+    conn: Connector, shown: frozenset[str] | None = None, selection: Sequence[str] = ()
+) -> str:
+    """``listening for exec, exit events, following pid 42 and its
+    descendants (all events subscribed, receive buffer 128 MiB)``: what is
+    shown (``shown``: the event types, when the kernel sends more), what
+    else selects, then what the kernel was asked for."""
+    from ..events import EVENT_NAMES
+
+    types = conn.wanted if shown is None else shown
+    wanted = "all events" if types is None else ", ".join(n for n in EVENT_NAMES if n in types) + " events"
     where = "kernel filter" if conn.kernel_filtered else "all events subscribed"
     size = conn.rcvbuf
-    shown = f"{size // 1024**2} MiB" if size >= 1024**2 else f"{size // 1024} KiB"
-    return f"listening for {wanted} ({where}, receive buffer {shown})"
+    buffer = f"{size // 1024**2} MiB" if size >= 1024**2 else f"{size // 1024} KiB"
+    return f"listening for {', '.join([wanted, *selection])} ({where}, receive buffer {buffer})"
+
+
+def following(roots: set[int] | None, keep_running: bool) -> list[str]:
+    """The notice's words for ``-p``."""
+    if not roots:
+        return []
+    pids = ", ".join(map(str, sorted(roots)))
+    text = f"following pid {pids} and {'its' if len(roots) == 1 else 'their'} descendants"
+    return [text if keep_running else f"{text} until they have all exited"]
 
 
 def silence_stdout() -> None:
@@ -113,6 +132,9 @@ def run_pipeline(
     own_signals: bool = True,
     tick: float | None = None,
     linger: float | None = None,
+    shown: frozenset[str] | None = None,
+    selection: Sequence[str] = (),
+    summary: Summary | None = None,
 ) -> int:
     """Shared main loop: open, run, and close on every way out.
 
@@ -125,13 +147,15 @@ def run_pipeline(
     (default: as suits ``output``), unless /proc is read after the event
     (async capture), where every moment counts.  ``stop`` is asked after
     every batch and every ``tick`` seconds; with no tick an idle loop sleeps
-    until an event or a signal.
+    until an event or a signal.  ``shown`` and ``selection`` are for the
+    notice (see describe_subscription); ``summary`` counts for the last line.
     """
     from ..connector import ConnectorError, Terminated
     from ..pipeline import Pipeline
 
     pipeline = Pipeline(
-        conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output
+        conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output,
+        summary=summary,
     )
     status = 0
     stopper = _StopOnSignal(lambda: stderr(pipeline.summary.line())) if own_signals else None
@@ -142,6 +166,7 @@ def run_pipeline(
             return stopper.requested or (outer_stop is not None and outer_stop())
 
     capture = enricher.capture if enricher is not None else None
+    costs = enricher.costs if enricher is not None else None
     try:
         try:
             if stopper is not None:
@@ -150,6 +175,7 @@ def run_pipeline(
                 capture.start()
             if conn.closed:
                 conn.open()
+            cost_notice = open_costs(enricher) if enricher is not None and costs is not None and costs.closed else None
             races = enricher is not None and (capture is None or not capture.active)
             pipeline.linger = 0.0 if races else (output.linger if linger is None else linger)
             if stopper is not None:
@@ -160,7 +186,9 @@ def run_pipeline(
                     stderr(capture.describe())
                 elif enricher is not None:
                     stderr("argv capture: async (--capture async)")
-                stderr(describe_subscription(conn))
+                if cost_notice is not None:
+                    stderr(cost_notice)
+                stderr(describe_subscription(conn, shown, selection))
             try:
                 pipeline.run(duration=duration, stop=stop, tick=tick)
             except (KeyboardInterrupt, Terminated):
@@ -184,6 +212,8 @@ def run_pipeline(
     finally:
         conn.wake_on(None)
         conn.close()
+        if costs is not None:
+            costs.close()
         if capture is not None:
             capture.close()
         if stopper is not None:
@@ -196,6 +226,21 @@ def run_pipeline(
         if not quiet:
             stderr(pipeline.summary.line())
     return status
+
+
+def open_costs(enricher: Enricher) -> str:
+    """Register for taskstats; where that is not possible, say why once
+    and go on without figures."""
+    from ..accounting import CostsUnavailable
+
+    costs = enricher.costs
+    assert costs is not None
+    try:
+        costs.open()
+    except CostsUnavailable as exc:
+        enricher.costs = None
+        return f"no exit costs: {exc.strerror} (--no-costs hides this notice)"
+    return costs.describe()
 
 
 class _StopOnSignal:

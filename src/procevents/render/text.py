@@ -46,6 +46,29 @@ def format_duration(seconds: float) -> str:
     return f"{int(hours)}h{int(minutes):02d}m"
 
 
+def format_bytes(size: int) -> str:
+    """``512B``, ``4.0K``, ``212M``, ``1.5G`` (powers of 1024, as ps and top)."""
+    value = float(size)
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1024 or unit == "T":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_cost(info: Mapping[str, Any]) -> str:
+    """``cpu 0.52s rss 212M`` from an exit's taskstats figures ('' without them)."""
+    utime, stime, rss = info.get("utime"), info.get("stime"), info.get("max_rss")
+    parts = []
+    if utime is not None and stime is not None:
+        parts.append(f"cpu {format_duration(utime + stime)}")
+    if rss is not None:
+        parts.append(f"rss {format_bytes(rss)}")
+    return " ".join(parts)
+
+
 def format_command(info: Mapping[str, Any]) -> str:
     """The best available description of the program: argv, else [comm]."""
     argv = info.get("cmdline")
@@ -107,6 +130,10 @@ def details(event: Event, info: Mapping[str, Any] | None = None) -> str:
         duration = info.get("duration")
         if duration is not None:
             text = f"{text} after {format_duration(duration)}" if text else format_duration(duration)
+        if cls is Exit:
+            cost = format_cost(info)
+            if cost:
+                text = f"{text} {cost}" if text else cost
         user = info.get("user")
         if user is not None and cls is Exec:
             text = f"{text} user {escape(str(user))}" if text else f"user {escape(str(user))}"

@@ -3,6 +3,7 @@ replay, and one read-only SQL statement at a time."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,6 +14,7 @@ from urllib.parse import quote
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, decode_wait_status
 from ..proctable import Proc
 from .schema import (
+    COST_COLUMNS,
     EVENT_COLUMNS,
     MAX_ANCESTRY,
     PROC_COLUMNS,
@@ -50,16 +52,41 @@ class Lifetime:
     execs: int
     exit_code: int | None
     duration: float | None
+    #: What it cost (taskstats; None: not read), as the COST_COLUMNS.
+    utime: float | None = None
+    stime: float | None = None
+    max_rss: int | None = None
+    rchar: int | None = None
+    wchar: int | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    cpu_delay: float | None = None
+    io_delay: float | None = None
+    mem_delay: float | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Lifetime:
         (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
-         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row
+         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row[:19]
         return cls(
             life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
             decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
-            execs, exit_code, duration,
+            execs, exit_code, duration, *row[19:],
         )
+
+    @property
+    def cpu(self) -> float | None:
+        """User plus system CPU seconds (None: not read)."""
+        if self.utime is None or self.stime is None:
+            return None
+        return self.utime + self.stime
+
+    @property
+    def io(self) -> int | None:
+        """Bytes read and written from and to storage (None: not read)."""
+        if self.read_bytes is None or self.write_bytes is None:
+            return None
+        return self.read_bytes + self.write_bytes
 
     @property
     def status(self) -> int | None:
@@ -79,6 +106,15 @@ class Lifetime:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecPoint:
+    """One recorded exec of a lifetime: when (wall-clock ns) and what it ran."""
+
+    wall: int
+    argv: list[str] | None
+    comm: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class LifetimeQuery:
     """Which lifetimes: those alive at some time in [since, until] (wall ns),
     matching every condition given."""
@@ -89,9 +125,22 @@ class LifetimeQuery:
     user: str | None = None  # a name or a uid
     pids: frozenset[int] | None = None  # these and their descendants
     failed: bool = False
+    min_cpu: float | None = None  # seconds of user plus system CPU
+    sort: str | None = None  # one of SORT_KEYS: heaviest first, instead of by start time
 
 
-_PROC_SELECT: Final = f"SELECT {', '.join('p.' + c for c in PROC_COLUMNS)} FROM procs p"
+#: --sort keys: the expression ordered by, heaviest first.
+SORT_KEYS: Final = {
+    "cpu": "p.utime + p.stime",
+    "rss": "p.max_rss",
+    "io": "p.read_bytes + p.write_bytes",
+    "duration": "p.duration",
+}
+
+
+def _proc_select(present: set[str]) -> str:
+    # A file from schema 1, opened read-only, has no cost columns: NULLs.
+    return f"SELECT {', '.join('p.' + c if c in present else 'NULL' for c in PROC_COLUMNS)} FROM procs p"
 
 
 class StoreReader:
@@ -108,6 +157,7 @@ class StoreReader:
         try:
             check_identity(self.conn, path, writable=False)
             self.conn.execute("PRAGMA query_only=ON")
+            present = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(procs)")}
         except StoreError:
             self.conn.close()
             raise
@@ -116,6 +166,9 @@ class StoreReader:
             raise damaged(path, exc) from None
         self.conn.create_function("procevents_match", 4, self._match, deterministic=True)
         self._pattern: Any = None
+        self._proc_select = _proc_select(present)
+        #: The file has the taskstats columns (schema 2 and later).
+        self.has_costs = "utime" in present
 
     def close(self) -> None:
         self.conn.close()
@@ -170,6 +223,11 @@ class StoreReader:
             params.append(query.until)
         if query.failed:
             where.append("p.exit_code != 0")
+        if (query.min_cpu is not None or query.sort in ("cpu", "rss", "io")) and not self.has_costs:
+            raise StoreError(f"{self.path} was recorded without exit costs (schema 1): nothing to sort or filter by")
+        if query.min_cpu is not None:
+            where.append("p.utime + p.stime >= ?")
+            params.append(query.min_cpu)
         if query.user is not None:
             if query.user.isdigit():
                 where.append("p.uid = ?")
@@ -188,10 +246,13 @@ class StoreReader:
                 "UNION SELECT c.id FROM procs c JOIN sub ON c.parent = sub.id) SELECT id FROM sub)"
             )
             params.extend(sorted(query.pids))
-        sql = _PROC_SELECT
+        sql = self._proc_select
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY p.start_wall, p.id"
+        if query.sort is not None:
+            sql += f" ORDER BY {SORT_KEYS[query.sort]} DESC NULLS LAST, p.start_wall, p.id"
+        else:
+            sql += " ORDER BY p.start_wall, p.id"
         return [Lifetime.from_row(row) for row in self._rows(self._execute(sql, params))]
 
     def lifetimes_by_id(self, ids: Iterable[int]) -> dict[int, Lifetime]:
@@ -199,10 +260,34 @@ class StoreReader:
         found: dict[int, Lifetime] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            sql = f"{_PROC_SELECT} WHERE p.id IN ({', '.join('?' * len(chunk))})"
+            sql = f"{self._proc_select} WHERE p.id IN ({', '.join('?' * len(chunk))})"
             for row in self._rows(self._execute(sql, chunk)):
                 life = Lifetime.from_row(row)
                 found[life.id] = life
+        return found
+
+    def exec_points(self, lives: Sequence[Lifetime]) -> dict[int, list[ExecPoint]]:
+        """The recorded execs of these lifetimes (when, what), by lifetime id,
+        in arrival order."""
+        ids = {life.id for life in lives}
+        found: dict[int, list[ExecPoint]] = {}
+        if not ids:
+            return found
+        # By time (events has an index on wall, none on proc), then by lifetime.
+        starts = [life.start_wall for life in lives]
+        ends = [life.end_wall for life in lives]
+        where = ["event = 'exec'"]
+        params: list[Any] = []
+        if None not in starts:
+            where.append("wall >= ?")
+            params.append(min(s for s in starts if s is not None))
+        if None not in ends:
+            where.append("wall <= ?")
+            params.append(max(e for e in ends if e is not None))
+        sql = f"SELECT proc, wall, argv, comm FROM events WHERE {' AND '.join(where)} ORDER BY id"
+        for life_id, wall, argv, comm in self._rows(self._execute(sql, params)):
+            if life_id in ids:
+                found.setdefault(life_id, []).append(ExecPoint(wall, decode_argv(argv), decode_text(comm)))
         return found
 
     def with_ancestors(self, lives: Sequence[Lifetime]) -> dict[int, Lifetime]:
@@ -379,6 +464,10 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) 
                 "comm": comm_text, "cmdline": cmdline, "duration": life_duration, "ppid": ppid,
                 "uid": uid, "user": user_name(uid),
             }
+            if tgid != pid:
+                info["thread"] = True
+            if data is not None:
+                info.update(_costs(data))
         else:
             cmdline = decode_argv(life_argv)
             info = {"comm": comm_text, "ppid": ppid}
@@ -390,6 +479,17 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) 
         )
         proc.extra["life"] = life_id
     return Recorded(event, info, proc, wall, life_id, life_parent)
+
+
+def _costs(data: object) -> dict[str, Any]:
+    """An exit's taskstats figures, stored as a JSON list in COST_COLUMNS order."""
+    try:
+        values = json.loads(data if isinstance(data, (str, bytes)) else "null")
+    except ValueError:
+        return {}
+    if not isinstance(values, list) or len(values) != len(COST_COLUMNS):
+        return {}
+    return dict(zip(COST_COLUMNS, values, strict=True))
 
 
 def _blob(value: object) -> bytes:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 
 #: ``PRAGMA application_id``: "PEVT".
@@ -19,6 +19,39 @@ APPLICATION_ID: Final = 0x50455654
 #: Parent links followed at most this deep (a loop in bad data ends there).
 MAX_ANCESTRY: Final = 256
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+
+VIEWS: Final = """
+CREATE VIEW events_named AS SELECT
+    id, proc, ts, wall, event, cpu, seq, pid, tgid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN a END AS parent_pid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN b END AS parent_tgid,
+    CASE WHEN event = 'exit' THEN c END AS exit_code,
+    CASE WHEN event = 'exit' THEN d END AS exit_signal,
+    CASE WHEN event = 'uid' THEN a END AS ruid,
+    CASE WHEN event = 'uid' THEN b END AS euid,
+    CASE WHEN event = 'gid' THEN a END AS rgid,
+    CASE WHEN event = 'gid' THEN b END AS egid,
+    CASE WHEN event = 'ptrace' THEN a END AS tracer_pid,
+    CASE WHEN event = 'ptrace' THEN b END AS tracer_tgid,
+    CASE WHEN event = 'comm' THEN data END AS new_comm,
+    CASE WHEN event = 'lost' THEN a END AS count,
+    CASE WHEN event = 'lost' THEN CAST(data AS TEXT) END AS reason,
+    CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
+    CASE WHEN event = 'unknown' THEN a END AS what,
+    CASE WHEN event = 'exit' THEN CAST(data AS TEXT) END AS costs,
+    comm, ppid, uid, argv, exe, cwd
+FROM events;
+CREATE VIEW lifetimes AS SELECT
+    procs.*,
+    CASE WHEN exit_code & 127 = 0 THEN (exit_code >> 8) & 255 END AS status,
+    CASE WHEN exit_code & 127 != 0 THEN exit_code & 127 END AS signal,
+    CASE WHEN exit_code IS NOT NULL THEN exit_code & 127 != 0 AND exit_code & 128 != 0 END AS core_dumped,
+    exit_code != 0 AS failed,
+    strftime('%Y-%m-%dT%H:%M:%fZ', start_wall / 1e9, 'unixepoch') AS start_time,
+    strftime('%Y-%m-%dT%H:%M:%fZ', end_wall / 1e9, 'unixepoch') AS end_time
+FROM procs;
+"""
 
 
 SCHEMA: Final = """
@@ -52,7 +85,18 @@ CREATE TABLE procs (                 -- one row per process lifetime
     user TEXT,
     execs INTEGER NOT NULL,
     exit_code INTEGER,               -- raw wait status
-    duration REAL                    -- seconds
+    duration REAL,                   -- seconds
+    -- what it cost, from taskstats (schema 2; NULL: not read)
+    utime REAL,                      -- user CPU seconds
+    stime REAL,                      -- system CPU seconds
+    max_rss INTEGER,                 -- peak resident memory, bytes
+    rchar INTEGER,                   -- bytes read, any source
+    wchar INTEGER,                   -- bytes written, any destination
+    read_bytes INTEGER,              -- bytes read from storage
+    write_bytes INTEGER,             -- bytes written to storage
+    cpu_delay REAL,                  -- seconds waiting for a CPU
+    io_delay REAL,                   -- seconds waiting for block I/O
+    mem_delay REAL                   -- seconds waiting for memory (swap-in, reclaim, thrashing, compaction)
 );
 CREATE INDEX procs_start ON procs(start_wall);
 CREATE INDEX procs_end ON procs(end_wall);
@@ -82,35 +126,7 @@ CREATE TABLE events (                -- one row per event, in arrival order
     cwd TEXT
 );
 CREATE INDEX events_wall ON events(wall);
-CREATE VIEW events_named AS SELECT
-    id, proc, ts, wall, event, cpu, seq, pid, tgid,
-    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN a END AS parent_pid,
-    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN b END AS parent_tgid,
-    CASE WHEN event = 'exit' THEN c END AS exit_code,
-    CASE WHEN event = 'exit' THEN d END AS exit_signal,
-    CASE WHEN event = 'uid' THEN a END AS ruid,
-    CASE WHEN event = 'uid' THEN b END AS euid,
-    CASE WHEN event = 'gid' THEN a END AS rgid,
-    CASE WHEN event = 'gid' THEN b END AS egid,
-    CASE WHEN event = 'ptrace' THEN a END AS tracer_pid,
-    CASE WHEN event = 'ptrace' THEN b END AS tracer_tgid,
-    CASE WHEN event = 'comm' THEN data END AS new_comm,
-    CASE WHEN event = 'lost' THEN a END AS count,
-    CASE WHEN event = 'lost' THEN CAST(data AS TEXT) END AS reason,
-    CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
-    CASE WHEN event = 'unknown' THEN a END AS what,
-    comm, ppid, uid, argv, exe, cwd
-FROM events;
-CREATE VIEW lifetimes AS SELECT
-    procs.*,
-    CASE WHEN exit_code & 127 = 0 THEN (exit_code >> 8) & 255 END AS status,
-    CASE WHEN exit_code & 127 != 0 THEN exit_code & 127 END AS signal,
-    CASE WHEN exit_code IS NOT NULL THEN exit_code & 127 != 0 AND exit_code & 128 != 0 END AS core_dumped,
-    exit_code != 0 AS failed,
-    strftime('%Y-%m-%dT%H:%M:%fZ', start_wall / 1e9, 'unixepoch') AS start_time,
-    strftime('%Y-%m-%dT%H:%M:%fZ', end_wall / 1e9, 'unixepoch') AS end_time
-FROM procs;
-"""
+""" + VIEWS
 
 
 EVENT_COLUMNS: Final = (
@@ -119,9 +135,15 @@ EVENT_COLUMNS: Final = (
 )
 
 
+#: The taskstats figures of a lifetime (the keys of procevents.taskstats.COST_KEYS).
+COST_COLUMNS: Final = (
+    "utime", "stime", "max_rss", "rchar", "wchar", "read_bytes", "write_bytes", "cpu_delay", "io_delay", "mem_delay",
+)
+
+
 PROC_COLUMNS: Final = (
     "id", "session", "pid", "ppid", "parent", "start_ns", "start_wall", "forked", "end_ns", "end_wall",
-    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration",
+    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration", *COST_COLUMNS,
 )
 
 
@@ -241,6 +263,21 @@ def check_identity(conn: sqlite3.Connection, path: str, *, writable: bool) -> bo
     if version < 1:
         raise StoreError(f"{path} has no procevents schema")
     return False
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a file written by an earlier procevents up to :data:`SCHEMA_VERSION`
+    (one transaction: all of it or nothing)."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version >= SCHEMA_VERSION:
+        return
+    steps = ["BEGIN IMMEDIATE;"]
+    if version < 2:
+        seconds = {"utime", "stime", "cpu_delay", "io_delay", "mem_delay"}
+        steps += [f"ALTER TABLE procs ADD COLUMN {c} {'REAL' if c in seconds else 'INTEGER'};" for c in COST_COLUMNS]
+        steps += ["DROP VIEW IF EXISTS events_named;", "DROP VIEW IF EXISTS lifetimes;", VIEWS]
+    steps.append(f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+    conn.executescript("\n".join(steps))
 
 
 def damaged(path: str, exc: sqlite3.Error) -> StoreError:

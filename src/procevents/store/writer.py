@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from ..procfs import boot_id
 from ..proctable import Proc
 from .schema import (
     APPLICATION_ID,
+    COST_COLUMNS,
     INSERT_EVENT,
     MAX_ANCESTRY,
     SCHEMA,
@@ -29,6 +31,7 @@ from .schema import (
     describe_error,
     encode_argv,
     encode_text,
+    migrate,
     user_names,
 )
 
@@ -60,14 +63,15 @@ _NONE5: Final = (None, None, None, None, None)
 
 
 _NONE6: Final = (None, None, None, None, None, None)
+_NO_COSTS: Final = (None,) * len(COST_COLUMNS)
 
 
 class Life:
     """The in-memory side of one ``procs`` row, mirrored from the table's Proc."""
 
     __slots__ = (
-        "argv", "argv_blob", "comm", "cwd", "duration", "end_ns", "exe", "execs", "exit_code", "forked", "id",
-        "parent", "pid", "ppid", "start_ns", "uid", "user",
+        "argv", "argv_blob", "comm", "costs", "cwd", "duration", "end_ns", "exe", "execs", "exit_code", "forked",
+        "id", "parent", "pid", "ppid", "start_ns", "uid", "user",
     )
 
     def __init__(self, life_id: int, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> None:
@@ -88,6 +92,8 @@ class Life:
         self.execs = 0
         self.exit_code: int | None = None
         self.duration: float | None = None
+        #: The COST_COLUMNS values, from the exit's taskstats record.
+        self.costs: tuple[Any, ...] = _NO_COSTS
 
     def row(self, session: int) -> tuple[Any, ...]:
         start, end = self.start_ns, self.end_ns
@@ -96,7 +102,7 @@ class Life:
             None if start is None else wall_clock_ns(start), int(self.forked),
             end, None if end is None else wall_clock_ns(end),
             encode_text(self.comm), encode_text(self.exe), self.argv_blob, encode_text(self.cwd),
-            self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration,
+            self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration, *self.costs,
         )
 
 
@@ -175,6 +181,8 @@ class StoreWriter:
             raise
         try:
             new = check_identity(conn, path, writable=True)
+            if not new:
+                migrate(conn)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
@@ -436,6 +444,8 @@ class StoreSink:
                 life.end_ns = ts
                 life.exit_code = event.exit_code
                 life.duration = info.get("duration")
+                if "utime" in info:
+                    life.costs = tuple(info.get(key) for key in COST_COLUMNS)
                 if not life.ppid:
                     life.ppid = info.get("ppid") or event.parent_tgid or None
             self.writer.touch(life)
@@ -447,6 +457,11 @@ class StoreSink:
             get = info.get
             row += (None, None, None, None, get("missing"), encode_text(get("comm")), get("ppid"), get("uid"),
                     encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")))
+        elif cls is Exit and "utime" in info:
+            assert isinstance(event, Exit)
+            costs = json.dumps([info.get(key) for key in COST_COLUMNS], separators=(",", ":"))
+            row += (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, costs,
+                    encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None)
         else:
             row += _specific(event)
             if not info:

@@ -1,0 +1,249 @@
+"""What each process cost, from the real kernel's taskstats: figures checked
+against what a child really did, pid reuse, release on every way out, and
+running without the privilege."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NOBODY, Children
+from test_cli import Cli, LineReader
+
+from procevents import taskstats
+from procevents.accounting import CostsUnavailable, ExitCosts
+
+MIB = 1024 * 1024
+TIMEOUT = 30.0
+
+
+def _available() -> str | None:
+    try:
+        ExitCosts().open().close()
+    except CostsUnavailable as exc:
+        return str(exc)
+    return None
+
+
+pytestmark = pytest.mark.skipif(_available() is not None, reason=f"taskstats: {_available()}")
+
+#: Waits on its pipe until released, then burns about 0.5 s of CPU, touches
+#: 200 MiB and writes 16 MiB to the file named by argv[1].
+WORKLOAD = """
+import os, sys, time
+os.read(int(sys.argv[2]), 1)
+start = time.process_time()
+while time.process_time() - start < 0.5:
+    pass
+block = b"\\1" * (200 * 1024 * 1024)
+with open(sys.argv[1], "wb") as f:
+    for _ in range(16):
+        f.write(block[: 1024 * 1024])
+    f.flush()
+    os.fsync(f.fileno())
+sys.exit(3)
+"""
+
+
+def _held(code: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The child, waiting to read a byte from the pipe (its fd in argv[-1]); the pipe's write end."""
+    read_end, release = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", code, *args, str(read_end)], pass_fds=(read_end,))
+    os.close(read_end)
+    return proc, release
+
+
+@pytest.fixture
+def clis() -> Iterator[list[Cli]]:
+    started: list[Cli] = []
+    yield started
+    for c in started:
+        c.cleanup()
+
+
+def test_an_exit_carries_what_the_child_really_did(tmp_path: Path, clis: list[Cli]) -> None:
+    proc, release = _held(WORKLOAD, str(tmp_path / "written"))
+    try:
+        as_json = Cli(["-e", "exit", "--json", "-p", str(proc.pid)])
+        as_text = Cli(["-e", "exit", "-p", str(proc.pid)])
+        clis += [as_json, as_text]
+        as_json.err.wait_for(lambda line: line.startswith(b"procevents: exit costs: taskstats on cpu"))
+        as_json.wait_listening()
+        as_text.wait_listening()
+    finally:
+        os.write(release, b"x")
+        os.close(release)
+    assert proc.wait(TIMEOUT) == 3
+    exit_event = as_json.wait_json(lambda e: e["event"] == "exit" and e["pid"] == proc.pid)
+    assert exit_event["status"] == 3
+    cpu = exit_event["utime"] + exit_event["stime"]
+    assert 0.45 <= cpu < 5.0, exit_event
+    assert 200 * MIB <= exit_event["max_rss"] < 400 * MIB, exit_event
+    assert exit_event["wchar"] >= 16 * MIB
+    assert exit_event["rchar"] > 0  # the interpreter read its modules
+    for key in ("read_bytes", "write_bytes", "cpu_delay", "io_delay", "mem_delay"):
+        assert isinstance(exit_event[key], (int, float)) and exit_event[key] >= 0, key
+    line = as_text.out.wait_for(lambda raw: b" exit " in raw and f" {proc.pid} ".encode() in raw)
+    text = line.decode()
+    assert "status 3" in text and " cpu " in text and " rss 2" in text, text
+
+
+def test_a_reused_pid_never_mixes_two_processes_figures(children: Children, clis: list[Cli]) -> None:
+    watcher = Cli(["-e", "exit", "--json", "--no-threads"])
+    clis.append(watcher)
+    watcher.wait_listening()
+
+    def burn() -> int:
+        start = time.process_time()
+        while time.process_time() - start < 0.3:
+            pass
+        return 3
+
+    first = children.fork(burn)
+    assert os.WEXITSTATUS(children.wait(first)) == 3
+    second = None
+    for _ in range(200):  # another process may take the pid first: try again
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(first - 1))
+        candidate = children.fork(lambda: 4)
+        children.wait(candidate)
+        if candidate == first:
+            second = candidate
+            break
+    if second is None:
+        pytest.skip("could not get the same pid again (a busy machine took it each time)")
+    exits = []
+    while len(exits) < 2:
+        event = watcher.wait_json(lambda e: e["event"] == "exit" and e["pid"] == first and e not in exits)
+        exits.append(event)
+    burned, idle = sorted(exits, key=lambda e: e["status"])
+    assert (burned["status"], idle["status"]) == (3, 4)
+    assert burned["utime"] + burned["stime"] >= 0.25
+    assert idle["utime"] + idle["stime"] < 0.1
+    assert idle["duration"] < burned["duration"]
+
+
+def _records_for(fd: int, pid: int) -> list[int]:
+    """pids of the exit records queued on ``fd`` (read without waiting)."""
+    found = []
+    while select.select([fd], [], [], 0)[0]:
+        data = os.read(fd, 65536)
+        for kind, _seq, start, end in taskstats.iter_messages(data):
+            if kind > 16:
+                found += [cost.pid for cost in taskstats.decode_exit_message(data, start, end)]
+    return [p for p in found if p == pid]
+
+
+def test_close_deregisters_even_while_the_socket_lives_on(children: Children) -> None:
+    costs = ExitCosts().open()
+    kept = os.dup(costs.fileno())  # keeps the socket alive after close()
+    try:
+        before = children.fork(lambda: 0)
+        children.wait(before)  # its record is queued before its exit completes
+        assert _records_for(kept, before) == [before]
+        costs.close()
+        assert costs.closed
+        after = children.fork(lambda: 0)
+        children.wait(after)
+        assert _records_for(kept, after) == []
+    finally:
+        os.close(kept)
+
+
+def test_garbage_collection_deregisters(children: Children) -> None:
+    costs = ExitCosts().open()
+    kept = os.dup(costs.fileno())
+    try:
+        del costs
+        import gc
+
+        gc.collect()
+        after = children.fork(lambda: 0)
+        children.wait(after)
+        assert _records_for(kept, after) == []
+    finally:
+        os.close(kept)
+
+
+def _generic_netlink_inodes() -> set[int]:
+    with open("/proc/net/netlink") as f:
+        next(f)
+        rows = [line.split() for line in f]
+    return {int(fields[-1]) for fields in rows if fields[1] == str(taskstats.NETLINK_GENERIC)}
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+def test_the_socket_is_released_on_every_way_out(sig: int, clis: list[Cli]) -> None:
+    watcher = Cli(["-e", "exit", "--json"])
+    clis.append(watcher)
+    watcher.wait_listening()
+    mine = _socket_inodes(watcher.proc.pid) & _generic_netlink_inodes()
+    assert len(mine) == 1
+    watcher.proc.send_signal(sig)
+    watcher.wait()
+    # the guardian (kill -9) keeps only the connector's socket
+    deadline = time.monotonic() + TIMEOUT
+    while mine & _generic_netlink_inodes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not mine & _generic_netlink_inodes()
+
+
+def test_without_the_privilege_one_notice_and_events_without_figures(
+    nobody_python: str, children: Children
+) -> None:
+    proc = subprocess.Popen(
+        [nobody_python, "-m", "procevents", "-e", "exit", "--json", "--capture", "async"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = LineReader(proc.stdout), LineReader(proc.stderr)
+    try:
+        err.wait_for(lambda line: line.startswith(b"procevents: listening"), TIMEOUT)
+        child = children.fork(lambda: 5)
+        children.wait(child)
+        line = out.wait_for(lambda raw: json.loads(raw).get("pid") == child, TIMEOUT)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(TIMEOUT)
+        out.join()
+        err.join()
+    event: dict[str, Any] = json.loads(line)
+    assert event["status"] == 5
+    assert "utime" not in event and "max_rss" not in event
+    notices = [raw for raw in err.lines if b"exit costs" in raw]
+    assert notices == [
+        b"procevents: no exit costs: taskstats needs root or CAP_NET_ADMIN (--no-costs hides this notice)\n"
+    ]
+
+
+def test_no_costs_asks_nothing_of_taskstats(children: Children, clis: list[Cli]) -> None:
+    watcher = Cli(["-e", "exit", "--json", "--no-costs"])
+    clis.append(watcher)
+    watcher.wait_listening()
+    assert not _socket_inodes(watcher.proc.pid) & _generic_netlink_inodes()
+    child = children.fork(lambda: 0)
+    children.wait(child)
+    event = watcher.wait_json(lambda e: e["pid"] == child)
+    assert "utime" not in event
+    assert not any(b"exit costs" in raw for raw in watcher.err.lines)
