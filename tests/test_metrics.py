@@ -33,7 +33,7 @@ from store_helpers import (
     wait_until,
 )
 
-from procevents.metrics import OTHER, LabelSet, parse_address
+from procevents.metrics import OTHER, Histogram, LabelSet, parse_address
 
 pytest.importorskip("prometheus_client")
 
@@ -47,6 +47,14 @@ def cli() -> Iterator[Callable[..., Cli]]:
 
 
 # -- pure parts ----------------------------------------------------------------------------
+
+
+def test_histogram_buckets_are_cumulative_and_bounds_inclusive() -> None:
+    histogram = Histogram((0.01, 1.0))
+    for value in (0.005, 0.01, 0.5, 1.0, 2.0, 30.0):
+        histogram.observe(value)
+    assert histogram.cumulative() == [("0.01", 2), ("1.0", 4), ("+Inf", 6)]
+    assert (histogram.count, histogram.total) == (6, 33.515)
 
 
 @pytest.mark.parametrize(
@@ -140,6 +148,14 @@ def test_metrics_match_the_processes_made(cli: Callable[..., Cli], tmp_path: Pat
     assert sample(page, "procevents_receive_buffer_drops", "procevents_receive_buffer_drops_total") == 0
     assert page["procevents_receive_buffer_bytes"].samples[0].value >= 32 * 1024 * 1024
     assert page["procevents_events"].type == "counter"
+    # Every exit observed once in each histogram (CPU from taskstats: run as root here).
+    for family in ("procevents_process_lifetime_seconds", "procevents_process_cpu_seconds"):
+        assert page[family].type == "histogram"
+        buckets = [s for s in page[family].samples if s.name == f"{family}_bucket"]
+        counts = [s.value for s in buckets]
+        assert counts == sorted(counts) and buckets[-1].labels["le"] == "+Inf" and counts[-1] == 7, family
+        assert sample(page, family, f"{family}_count") == 7
+    assert 0 < sample(page, "procevents_process_cpu_seconds", "procevents_process_cpu_seconds_sum") < 5
     assert c.stop() == 0, c.err.text
 
 

@@ -16,8 +16,9 @@ added to ``other`` stays there).
 
 from __future__ import annotations
 
+import bisect
 import threading
-from collections.abc import Iterator, Mapping, Sized
+from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .escape import escape
@@ -143,6 +144,38 @@ class LabelSet:
         return out
 
 
+class Histogram:
+    """Counts per bucket (upper bounds, +Inf last), their sum and count: a
+    Prometheus histogram kept by the pipeline, read at scrape time."""
+
+    __slots__ = ("bounds", "buckets", "count", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.buckets = [0] * len(self.bounds)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.buckets[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(le, observations at or below it), as the exposition format wants."""
+        out = []
+        running = 0
+        for bound, count in zip(self.bounds, self.buckets, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return out
+
+
+#: Bucket bounds, seconds: from a 1 ms helper to a build of hours.
+LIFETIME_BOUNDS: Final = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0)
+CPU_BOUNDS: Final = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0)
+
+
 class MetricsObserver(LifecycleCounter):
     """Pipeline observer: events by type, lost events, and per command name
     process starts (new processes, by the name they are born with: their
@@ -156,6 +189,9 @@ class MetricsObserver(LifecycleCounter):
         self.execs = CommandCounter()
         self.exits = CommandCounter()
         self.failures = CommandCounter()
+        self.lifetimes = Histogram(LIFETIME_BOUNDS)
+        #: Only exits with a taskstats record (run as root, --no-costs not given).
+        self.cpu = Histogram(CPU_BOUNDS)
 
     def forked(self, info: Mapping[str, Any]) -> None:
         self.starts.add(info.get("comm"))
@@ -168,6 +204,12 @@ class MetricsObserver(LifecycleCounter):
         self.exits.add(comm)
         if event.exit_code:
             self.failures.add(comm)
+        duration = info.get("duration")
+        if duration is not None:
+            self.lifetimes.observe(duration)
+        utime, stime = info.get("utime"), info.get("stime")
+        if utime is not None and stime is not None:
+            self.cpu.observe(utime + stime)
 
 
 class _Drops(Protocol):
@@ -211,7 +253,7 @@ class Collector:
             yield from self._collect()
 
     def _collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         obs = self.observer
         events = CounterMetricFamily("procevents_events", "Process events received, by type", labels=["type"])
@@ -235,6 +277,12 @@ class Collector:
             for command, value in self.labels[key].export(counter.snapshot()):
                 family.add_metric([command], value)
             yield family
+        for name, doc, histogram in (
+            ("procevents_process_lifetime_seconds", "How long processes lived, fork to exit", obs.lifetimes),
+            ("procevents_process_cpu_seconds", "CPU time (user and system) of processes that exited, from "
+             "taskstats", obs.cpu),
+        ):
+            yield HistogramMetricFamily(name, doc, buckets=histogram.cumulative(), sum_value=histogram.total)
         if self.table is not None:
             yield GaugeMetricFamily(
                 "procevents_processes_alive", "Processes in the process table", value=len(self.table)
