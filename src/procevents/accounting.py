@@ -29,6 +29,9 @@ _RECV_SIZE: Final = 8192
 _SO_RCVBUFFORCE: Final = 33
 _ANSWER_TIMEOUT: Final = 1.0
 _NO_ANSWER: Final = "the kernel did not answer the taskstats registration"
+#: Datagrams read per collect() at most: exits that keep coming while we
+#: read must not keep the loop from its events (the rest waits its turn).
+MAX_COLLECT: Final = 8192
 
 
 class CostsUnavailable(OSError):
@@ -179,7 +182,7 @@ class ExitCosts:
         buf = self._buf
         view = memoryview(buf)
         costs: list[TaskCost] = []
-        while True:
+        for _ in range(MAX_COLLECT):
             try:
                 size = sock.recv_into(buf)
             except BlockingIOError:
