@@ -83,6 +83,8 @@ TOOLS: dict[str, ToolSpec] = {
                            output="json", capture="sync"),
     "procevents-async": ToolSpec("procevents-async", "procevents --json --capture async", KINDS, argv=True,
                                  family="procevents", output="json", capture="async"),
+    "procevents-no-costs": ToolSpec("procevents-no-costs", "procevents --json --no-costs (sync, no taskstats)",
+                                    KINDS, argv=True, family="procevents", output="json", capture="sync"),
     "procevents-no-enrich": ToolSpec("procevents-no-enrich", "procevents --json --no-enrich", KINDS, argv=False,
                                      family="procevents", output="json"),
     "procevents-text": ToolSpec("procevents-text", "procevents (live text view, sync)", KINDS, argv=True,
@@ -252,6 +254,8 @@ def tool_command(name: str, out: Path, procevents: list[str]) -> list[str]:
         return [*procevents, "--json", "-o", str(out)]  # --capture sync is the default
     if name == "procevents-async":
         return [*procevents, "--json", "--capture", "async", "-o", str(out)]
+    if name == "procevents-no-costs":
+        return [*procevents, "--json", "--no-costs", "-o", str(out)]
     if name == "procevents-no-enrich":
         return [*procevents, "--json", "--no-enrich", "-o", str(out)]
     if name == "procevents-text":
