@@ -8,7 +8,7 @@ from typing import Any
 from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
 from ..proctable import Proc
-from .text import exit_description, format_command, format_duration
+from .text import exit_description, format_command, format_cost, format_duration
 
 INDENT = "  "
 
@@ -54,6 +54,9 @@ class TreeRenderer:
             level = self.shown.pop(proc.pid)
             duration = info.get("duration")
             took = f" after {format_duration(duration)}" if duration is not None else ""
+            cost = format_cost(info)
+            if cost:
+                took = f"{took} {cost}"
             name = f" [{escape(proc.comm)}]" if proc.comm else ""
             return f"{INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
         if cls is Lost:
