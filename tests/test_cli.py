@@ -30,7 +30,10 @@ import procevents
 SRC = Path(__file__).resolve().parent.parent / "src"
 TIMEOUT = 10.0
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-SUMMARY = re.compile(r"^procevents: (\d+) events received(?: \(([^)]*)\))?, (\d+) events lost$")
+#: The exit summary: (shown, by type, lost); "of N events received" when some were not shown.
+SUMMARY = re.compile(
+    r"^procevents: (\d+) events? (?:received|shown)(?: \(([^)]*)\))?(?: of \d+ events? received)?, (\d+) events? lost$"
+)
 COMMON_KEYS = ("event", "time", "timestamp_ns", "cpu", "pid", "tgid")
 EVIL = b"\x1b[2Jevil\n"
 NOT_UTF8 = b"bad\xff\xfename"

@@ -41,7 +41,7 @@ from store_helpers import (
 
 SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-SUMMARY = re.compile(rb"procevents: (\d+) events received.*, (\d+) events lost")
+SUMMARY = re.compile(rb"procevents: (\d+) events? received.*, (\d+) events? lost")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -177,7 +177,8 @@ def test_record_then_query_back_exactly(cli: Callable[..., Cli], gated: Callable
 
     # The table
     table = _query(db, "--pid", str(fail.pid)).stdout.decode().splitlines()
-    assert table[0].split() == ["START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND"]
+    # recorded with taskstats (root here): what each one cost, before its exit
+    assert table[0].split() == ["START", "PID", "PPID", "USER", "DURATION", "CPU", "MAXRSS", "EXIT", "COMMAND"]
     assert f" {fail.pid} " in table[1] and "status 3" in table[1]
 
     # SQL passthrough, and it is read-only
@@ -270,7 +271,8 @@ def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[...,
     # Selection: -e and --since
     result = run_cli("replay", "--db", str(db), "--json", "-e", "exit", "--since", "10m")
     assert [e["event"] for e in events(result.stdout)] == ["exit"]
-    assert re.search(rb"\d+ events replayed \(exit \d+\)", result.stderr), result.stderr
+    replayed = rb"^procevents: \d+ events? replayed \(exit \d+\) of \d+ events read, 0 events lost$"
+    assert re.search(replayed, result.stderr, re.M), result.stderr
 
 
 # -- crash safety -------------------------------------------------------------------------------

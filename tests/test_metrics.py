@@ -108,7 +108,8 @@ def test_metrics_match_the_processes_made(cli: Callable[..., Cli], tmp_path: Pat
     root = Gated([links_to(tmp_path, "pe-root", "sh"), "-c", gated_children_script(children)])
     out = tmp_path / "out.jsonl"
     try:
-        c = cli("--json", "-o", str(out), "--metrics", "0", "-p", str(root.pid))
+        # --keep-running: the page is read after the tree has exited.
+        c = cli("--json", "-o", str(out), "--metrics", "0", "-p", str(root.pid), "--keep-running")
         c.wait_listening()
         url = metrics_url(c)
         assert url.startswith("http://127.0.0.1:")  # loopback unless told otherwise
@@ -166,7 +167,7 @@ def test_metrics_during_a_storm_match_the_ground_truth(cli: Callable[..., Cli], 
     # The root execs burst when told: with -p, the page counts exactly the storm.
     root = Gated(["sh", "-c", f'read _; exec "{burst}" -o "{pidfile}" -m exec -n {n} -p 2 -t "{tiny}"'])
     try:
-        c = cli("--json", "-o", "/dev/null", "--metrics", "0", "-p", str(root.pid))
+        c = cli("--json", "-o", "/dev/null", "--metrics", "0", "-p", str(root.pid), "--keep-running")
         c.wait_listening()
         url = metrics_url(c)
         assert root.proc.stdin is not None
@@ -279,7 +280,7 @@ def test_recorder_serves_metrics_too(cli: Callable[..., Cli], tmp_path: Path) ->
     db = tmp_path / "events.db"
     root = Gated(["sh", "-c", "read _; sh -c 'exit 3'; exit 0"])
     try:
-        c = cli("record", "--db", str(db), "-p", str(root.pid), "--metrics", "127.0.0.1:0")
+        c = cli("record", "--db", str(db), "-p", str(root.pid), "--keep-running", "--metrics", "127.0.0.1:0")
         c.wait_listening()
         url = metrics_url(c)
         assert root.release() == 0

@@ -59,7 +59,8 @@ def test_stats_table_at_exit_and_on_sigusr1(cli: Callable[..., Cli], tmp_path: P
     root = Gated([spawn, "-c", gated_children_script(children)])
     out = tmp_path / "out.jsonl"
     try:
-        c = cli("-S", "-p", str(root.pid), "--json", "-o", str(out))
+        # --keep-running: SIGUSR1 is sent again after the tree has exited.
+        c = cli("-S", "-p", str(root.pid), "--keep-running", "--json", "-o", str(out))
         c.wait_listening()
         c.proc.send_signal(signal.SIGUSR1)
         c.err.wait_for(lambda line: b"statistics: events by type" in line)
@@ -83,7 +84,7 @@ def test_stats_table_at_exit_and_on_sigusr1(cli: Callable[..., Cli], tmp_path: P
     err = c.err.text
     assert err.count("statistics: events by type") == 3  # two SIGUSR1, one at exit
     # After SIGUSR1 it keeps going, and the summary line comes last.
-    assert re.search(r"procevents: \d+ events received", err.splitlines()[-1])
+    assert re.search(r"procevents: \d+ events shown .* of \d+ events received", err.splitlines()[-1])
     assert "\x1b" not in err  # escaped for the terminal
     for which in (1, 2):
         rows = _table(err, which)
@@ -94,7 +95,7 @@ def test_stats_table_at_exit_and_on_sigusr1(cli: Callable[..., Cli], tmp_path: P
         assert rows["pe-ok"][:3] == ["0", "1", "0"], rows
         assert rows["pe-evil"][:3] == ["0", "1", "0"], rows  # exec'd under this name...
         assert rows["\\x1b[2Jevil"][:3] == ["0", "0", "1"], rows  # ... failed under the new one
-        assert rows["COMMAND"] == ["FORKS", "EXECS", "FAILED", "LIFETIME"]
+        assert rows["COMMAND"] == ["FORKS", "EXECS", "FAILED", "LIFETIME", "CPU"]
     first = _table(err, 0)
     assert "pe-fail" not in first  # nothing happened yet at the first SIGUSR1
 
@@ -129,6 +130,7 @@ def test_leaders_are_the_top_by_each_measure() -> None:
         ("flaky", Exit(0, 3, 3, 13, 13, 256, 17, 10, 10), {"comm": "flaky", "duration": 0.5}, 3),
         ("slow", Exit(0, 4, 4, 14, 14, 0, 17, 10, 10), {"comm": "slow", "duration": 100.0}, 1),
         ("quiet", Exec(0, 5, 5, 15, 15), {"comm": "quiet"}, 1),
+        ("burner", Exit(0, 8, 8, 16, 16, 0, 17, 10, 10), {"comm": "burner", "utime": 2.0, "stime": 0.5}, 2),
     ]
     for _name, event, info, times in feed:
         for _ in range(times):
@@ -141,7 +143,10 @@ def test_leaders_are_the_top_by_each_measure() -> None:
     assert (leaders["busy"].execs, leaders["quiet"].execs) == (4, 1)
     assert leaders["flaky"].failures == 3 and leaders["flaky"].lifetime == pytest.approx(1.5)
     assert leaders["slow"].lifetime == 100.0
+    assert leaders["burner"].cpu == 5.0 and leaders["slow"].cpu == 0.0  # CPU only from taskstats' figures
     assert next(iter(leaders)) == "forker"
+    burner_row = next(line.split() for line in stats.lines() if line.split()[:1] == ["burner"])
+    assert burner_row[-1] == "5.000s"
     lines = stats.lines()
     assert lines[0] == "statistics: events by type"
     assert any(line.split()[:2] == ["fork", "6"] for line in lines)
@@ -150,4 +155,4 @@ def test_leaders_are_the_top_by_each_measure() -> None:
 def test_summary_api_unchanged() -> None:
     summary = Summary()
     summary.add(Exec(0, 1, 1, 2, 2))
-    assert summary.line() == "1 events received (exec 1), 0 events lost"
+    assert summary.line() == "1 event received (exec 1), 0 events lost"

@@ -24,7 +24,7 @@ KINDS = ("fork", "exec", "exit")
 #: procevents' notice on stderr once it is subscribed
 LISTENING = "procevents: listening"
 #: procevents' summary line at exit ("N events received (...), M events lost")
-SUMMARY_RE = re.compile(r"(\d+) events received.*?, (\d+) events lost")
+SUMMARY_RE = re.compile(r"(\d+) events? (?:received|shown).*?, (\d+) events? lost")
 #: How often the size of a text output is sampled, to know when each line
 #: was written (an event happened before its line was written).
 SAMPLE_S = 0.02

@@ -6,9 +6,10 @@ Lost events pass every filter: loss is data.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .events import Event, Exit, Fork, Lost
+from .procfs import ProcFS, Stat
 from .proctable import Proc
 
 
@@ -42,6 +43,66 @@ class DescendantFilter:
             # The process is gone; its pid may be reused by a stranger.
             tgids.discard(tgid)
         return True
+
+
+def live_descendants(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
+    """The roots that are alive and every live process below them, from a
+    pid -> ppid map of the running processes."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found = {pid for pid in roots if pid in parents}
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+class FollowEnd:
+    """``-p``'s end, as the main loop's ``stop``: True once every followed
+    process has exited.
+
+    The followed set was taken from the process table before subscribing:
+    a process that exited before the subscription took effect would wait
+    forever for an exit the kernel never sends.  So the first call (after
+    subscribing, before the first read) reads /proc: who is alive joins the
+    set, and who is not is doubtful.  Once a batch read after that has gone
+    through the filter (``seen()``, the events handled so far, has grown),
+    the exits then queued have been seen, and the doubtful still in the set
+    are dropped."""
+
+    __slots__ = ("doubtful", "follow", "procfs", "roots", "seen", "seen_first")
+
+    def __init__(
+        self, follow: DescendantFilter, roots: Iterable[int], seen: Callable[[], int], procfs: ProcFS | None = None
+    ) -> None:
+        self.follow = follow
+        self.roots = frozenset(roots)
+        self.seen = seen
+        self.procfs = procfs
+        self.seen_first: int | None = None
+        self.doubtful: set[int] = set()
+
+    def __call__(self) -> bool:
+        tgids = self.follow.tgids
+        if self.seen_first is None:
+            self.seen_first = self.seen()
+            procfs = self.procfs or ProcFS()
+            parents: dict[int, int] = {}
+            for pid in procfs.pids():
+                stat = procfs.stat(pid)
+                if isinstance(stat, Stat):
+                    parents[pid] = stat.ppid
+            self.doubtful = {pid for pid in tgids if pid not in parents}
+            tgids |= live_descendants(self.roots | tgids, parents)
+            return False
+        if self.doubtful and self.seen() > self.seen_first:
+            tgids -= self.doubtful
+            self.doubtful = set()
+        return not tgids
 
 
 class EventTypeFilter:

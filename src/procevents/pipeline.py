@@ -248,6 +248,7 @@ class Pipeline:
         empty: Mapping[str, Any] = {}
         proc: Proc | None
         info: Mapping[str, Any]
+        seen = len(batch)
         for index, event in enumerate(batch):
             if enricher is not None:
                 proc, info = enricher.apply(event, snapshots.get(index))
@@ -258,11 +259,13 @@ class Pipeline:
             for observe in observers:
                 observe(event, proc, info)
             written = sink.emit(event, proc, info)
-            summary.add(event)
+            summary.add(event, written)
             if written and self.remaining is not None and type(event) is not Lost:
                 self.remaining -= 1
                 if self.remaining <= 0:
+                    seen = index + 1
                     break
+        summary.seen += seen
         if enricher is not None:
             enricher.maybe_resync()
 
@@ -270,12 +273,15 @@ class Pipeline:
         self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float | None = None
     ) -> None:
         """Process batches until ``count`` events, ``duration`` seconds, or
-        ``stop()`` (asked after every batch, and at least every ``tick``
-        seconds when given; with no tick, an idle loop never wakes)."""
+        ``stop()`` (asked once before the first read, after every batch, and
+        at least every ``tick`` seconds when given; with no tick, an idle
+        loop never wakes)."""
         output = self.output
         connector = self.connector
         linger = self.linger
         deadline = None if duration is None else time.monotonic() + duration
+        if stop is not None and stop():
+            return
         while not self.done:
             timeout = tick
             if deadline is not None:

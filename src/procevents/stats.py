@@ -12,30 +12,60 @@ if TYPE_CHECKING:
     from .proctable import Proc
 
 
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """``1 event``, ``2 events``, ``1 process``, ``3 processes``."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
 class Summary:
-    """Counts events by type name; ``lost`` sums the Lost events' counts."""
+    """Counts the events shown by type name, and those that arrived
+    (``seen``: every event the filters were asked about, ``lost`` events
+    too); ``lost`` sums the Lost events' counts.  The words say what
+    became of the events: ``shown`` (or ``recorded``...) and ``received``
+    (or ``read``...); ``everything``, the word when all of them were shown
+    (default: ``received``)."""
 
-    __slots__ = ("counts", "lost")
+    __slots__ = ("counts", "everything", "lost", "lost_events", "seen", "words")
 
-    def __init__(self) -> None:
+    def __init__(self, shown: str = "shown", received: str = "received", everything: str | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.lost = 0
+        self.lost_events = 0
+        self.seen = 0
+        self.words = (shown, received)
+        self.everything = everything or received
 
-    def add(self, event: Event) -> None:
-        self.counts[event.name] += 1
+    def add(self, event: Event, shown: bool = True) -> None:
+        """An event that passed the filters (``shown``: and was written)."""
+        if shown:
+            self.counts[event.name] += 1
         if type(event) is Lost:
             assert isinstance(event, Lost)
             self.lost += event.count
+            self.lost_events += 1
+
+    @property
+    def shown(self) -> int:
+        return sum(n for name, n in self.counts.items() if name != "lost")
 
     @property
     def received(self) -> int:
-        return sum(n for name, n in self.counts.items() if name != "lost")
+        """Events that arrived (from the kernel, or from the store for replay);
+        at least those shown, should nobody have counted them."""
+        return max(self.seen - self.lost_events, self.shown)
 
     def line(self) -> str:
-        """``1234 events received (fork 400, exec 300, exit 400), 0 events lost``."""
+        """``1234 events received (fork 400, exec 300, exit 400), 0 events lost``
+        when everything was shown; else ``12 events shown (exec 6, exit 6) of
+        1234 events received, 0 events lost``."""
         parts = [f"{name} {self.counts[name]}" for name in EVENT_NAMES if name != "lost" and self.counts[name]]
         by_type = f" ({', '.join(parts)})" if parts else ""
-        return f"{self.received} events received{by_type}, {self.lost} events lost"
+        lost = f"{counted(self.lost, 'event')} lost"
+        if self.shown == self.received:
+            return f"{counted(self.shown, 'event')} {self.everything}{by_type}, {lost}"
+        shown, received = self.words
+        total = counted(self.received, "event")
+        return f"{counted(self.shown, 'event')} {shown}{by_type} of {total} {received}, {lost}"
 
 
 class LifecycleCounter:
@@ -83,13 +113,15 @@ class CommandCounts:
     """Per command name: processes it forked, times it was exec'd, failed
     exits, and the summed lifetime of its processes."""
 
-    __slots__ = ("execs", "failures", "forks", "lifetime")
+    __slots__ = ("cpu", "execs", "failures", "forks", "lifetime")
 
     def __init__(self) -> None:
         self.forks = 0
         self.execs = 0
         self.failures = 0
         self.lifetime = 0.0
+        #: CPU seconds (user plus system) of its processes that exited, from taskstats.
+        self.cpu = 0.0
 
 
 class CommandStats(LifecycleCounter):
@@ -135,6 +167,9 @@ class CommandStats(LifecycleCounter):
             duration = info.get("duration")
             if duration is not None:
                 counts.lifetime += duration
+            utime, stime = info.get("utime"), info.get("stime")
+            if utime is not None and stime is not None:
+                counts.cpu += utime + stime
 
     def leaders(self) -> list[tuple[str, CommandCounts]]:
         """The top ``top`` commands by each measure, together, most forks first."""
@@ -145,6 +180,7 @@ class CommandStats(LifecycleCounter):
             lambda item: item[1].execs,
             lambda item: item[1].failures,
             lambda item: item[1].lifetime,
+            lambda item: item[1].cpu,
         ]
         for key in measures:
             ranked = sorted((item for item in items if key(item)), key=key, reverse=True)
@@ -171,13 +207,15 @@ class CommandStats(LifecycleCounter):
         leaders = self.leaders()
         if not leaders:
             return out
-        out.append(f"statistics: top commands (up to {self.top} by each of forks, execs, failures, lifetime)")
+        out.append(
+            f"statistics: top commands (up to {self.top} by each of forks, execs, failures, lifetime, CPU)"
+        )
         rows = [
             (escape(name), f"{c.forks:,}", f"{c.execs:,}", f"{c.failures:,}",
-             format_duration(c.lifetime) if c.lifetime else "-")
+             format_duration(c.lifetime) if c.lifetime else "-", format_duration(c.cpu) if c.cpu else "-")
             for name, c in leaders
         ]
-        header = ("COMMAND", "FORKS", "EXECS", "FAILED", "LIFETIME")
+        header = ("COMMAND", "FORKS", "EXECS", "FAILED", "LIFETIME", "CPU")
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             cells = [row[0].ljust(widths[0])] + [cell.rjust(w) for cell, w in zip(row[1:], widths[1:], strict=True)]

@@ -12,6 +12,7 @@ from .options import (
     add_capture_options,
     add_db_option,
     add_duration_option,
+    add_keep_running_option,
     add_metrics_option,
     add_pid_option,
     add_quiet_option,
@@ -22,7 +23,7 @@ from .options import (
     make_enricher,
 )
 from .reporting import Reporting
-from .runner import run_pipeline, stderr
+from .runner import following, run_pipeline, stderr
 
 if TYPE_CHECKING:
     from ..pipeline import Filter, Output
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 RECORD_EPILOG = """\
 examples:
   procevents record                       record every process event (Ctrl-C to stop)
-  procevents record --db build.db -p $$   this shell and everything it starts
+  procevents record --db build.db -p $$   this shell and everything it starts, until it exits
   procevents record --retain 7d           and delete what is older than a week
   procevents record --metrics 9100        with Prometheus metrics on 127.0.0.1:9100
 
@@ -54,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retain", metavar="DURATION", type=duration_arg,
         help="delete events and ended lifetimes older than DURATION (e.g. 12h, 7d), at start and every minute",
     )
-    add_pid_option(parser, "only this process and its descendants (repeatable); lost events are always recorded")
+    add_pid_option(
+        parser, "only this process and its descendants (repeatable; ends when they have all exited); "
+        "lost events are always recorded",
+    )
+    add_keep_running_option(parser)
     add_duration_option(parser)
     add_quiet_option(parser)
     group = parser.add_argument_group("capture, metrics and tuning")
@@ -116,8 +121,9 @@ class StoreOutput:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..filters import DescendantFilter
+    from ..filters import DescendantFilter, FollowEnd
     from ..pipeline import RECORD_LINGER
+    from ..stats import Summary
     from ..store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
 
     path = args.db or default_db_path()
@@ -133,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
         conn = make_connector(args)
         enricher = make_enricher(args)
         filters: list[Filter] = []
+        counts = Summary("recorded")
+        end = None
         if roots is not None:
-            filters.append(DescendantFilter(enricher.table.descendants(roots)))
+            follow = DescendantFilter(enricher.table.descendants(roots))
+            filters.append(follow)
+            if not args.keep_running:
+                end = FollowEnd(follow, roots, lambda: counts.seen)
         sink = StoreSink(writer, enricher.table.get)
         reporting = Reporting(
             stats=False, metrics=args.metrics, connector=conn, table=enricher.table, writer=writer, quiet=args.quiet
@@ -157,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             # Duck-typed: the loop only flushes and closes its Output.
             conn, sink, cast("Output", output), enricher=enricher, filters=filters, count=None,
             duration=args.duration, quiet=args.quiet, observers=reporting.observers, after=summary,
-            linger=RECORD_LINGER,
+            linger=RECORD_LINGER, stop=end, selection=following(roots, args.keep_running),
+            summary=counts,
         )
     finally:
         reporting.close()

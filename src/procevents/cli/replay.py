@@ -140,18 +140,18 @@ def run(args: argparse.Namespace) -> int:
     output = open_output(args.output)
     clock = replay_clock()
     sink = choose_sink(output, json=args.json, depth=replay_depth(reader, roots) if args.tree else None, clock=clock)
-    summary = Summary()
+    summary = Summary("replayed", "read", "replayed")
     offset = wall_clock_ns(0)
     status = 0
     try:
         with reader:
             for n, rec in enumerate(reader.events(args.since, args.until), 1):
                 event = rec.event
+                summary.seen = n
                 if filters and not all(check(event, rec.proc) for check in filters):
                     continue
                 clock.shift = rec.wall - event.timestamp_ns - offset
-                sink.emit(event, rec.proc, rec.info)
-                summary.add(event)
+                summary.add(event, sink.emit(event, rec.proc, rec.info))
                 if n % 4096 == 0:
                     output.flush()
     except StoreError as exc:
@@ -165,6 +165,6 @@ def run(args: argparse.Namespace) -> int:
         status = 130
     status = finish_output(output) or status
     if not args.quiet:
-        stderr(summary.line().replace(" received", " replayed"))
+        stderr(summary.line())
     return status
 

@@ -13,6 +13,7 @@ from .options import (
     add_command_option,
     add_duration_option,
     add_events_option,
+    add_keep_running_option,
     add_output_options,
     add_pid_option,
     add_tuning_options,
@@ -24,7 +25,7 @@ from .options import (
     positive_int,
     version,
 )
-from .runner import ancestor_depth, open_output, run_pipeline
+from .runner import ancestor_depth, following, open_output, run_pipeline
 
 TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
@@ -46,7 +47,7 @@ examples:
   procevents -e exec,exit            only execs and exits
   procevents --json -D 5             five seconds of JSON Lines
   procevents --tree                  execs drawn under their ancestors
-  procevents -p 1234                 pid 1234 and everything below it
+  procevents -p 1234                 pid 1234 and everything below it, until all of it has exited
   procevents -c '^sleep$' -u root    root's sleep processes
   procevents --json -o events.jsonl  write JSON Lines to a file
   procevents --no-enrich -e exec     the bare, fastest stream
@@ -95,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_options(out)
     sel = parser.add_argument_group("selection")
     add_events_option(sel)
-    add_pid_option(sel, "only this process and its descendants, running or started later (repeatable)")
+    add_pid_option(
+        sel, "only this process and its descendants, running or started later (repeatable); "
+        "ends when they have all exited",
+    )
+    add_keep_running_option(sel)
     add_user_option(sel)
     add_command_option(sel)
     stop = parser.add_argument_group("stopping")
@@ -124,9 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def selection(args: argparse.Namespace, roots: set[int] | None) -> list[str]:
+    """The startup notice's words for -p, -u and -c."""
+    from ..escape import escape
+
+    words = following(roots, args.keep_running)
+    if args.user is not None:
+        words.append(f"of uid {args.user}")
+    if args.command is not None:
+        words.append(f"of commands matching {escape(args.command.pattern)!r}")
+    return words
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
+    from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, FollowEnd, UserFilter, no_threads
     from ..pipeline import choose_sink
+    from ..stats import Summary
 
     enrich = not args.no_enrich
     if not enrich and (args.user is not None or args.command is not None or args.tree or args.env):
@@ -143,9 +161,14 @@ def run(args: argparse.Namespace) -> int:
     if args.no_threads:
         filters.append(no_threads)
     roots = check_pids(args.pid)
+    summary = Summary()
+    end = None
     if roots is not None:
         followed = enricher.table.descendants(roots) if enricher is not None else roots
-        filters.append(DescendantFilter(followed))
+        follow = DescendantFilter(followed)
+        filters.append(follow)
+        if not args.keep_running:
+            end = FollowEnd(follow, roots, lambda: summary.seen)
     if needs_all and args.events:
         filters.append(EventTypeFilter(args.events))
     if args.user is not None:
@@ -164,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         return run_pipeline(
             conn, sink, output, enricher=enricher, filters=filters, count=args.count,
-            duration=args.duration, quiet=args.quiet,
+            duration=args.duration, quiet=args.quiet, stop=end,
             observers=reporting.observers if reporting else (), after=reporting.after if reporting else None,
+            shown=args.events, selection=selection(args, roots), summary=summary,
         )
     finally:
         if reporting is not None:
