@@ -247,3 +247,41 @@ def test_no_costs_asks_nothing_of_taskstats(children: Children, clis: list[Cli])
     event = watcher.wait_json(lambda e: e["pid"] == child)
     assert "utime" not in event
     assert not any(b"exit costs" in raw for raw in watcher.err.lines)
+
+
+THREADS = """
+import os, sys, threading, time
+os.read(int(sys.argv[1]), 1)
+
+def burn():
+    start = time.thread_time()
+    while time.thread_time() - start < 0.25:
+        pass
+
+workers = [threading.Thread(target=burn) for _ in range(2)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+"""
+
+
+def test_a_thread_has_its_own_figures_and_its_process_the_sum(clis: list[Cli]) -> None:
+    proc, release = _held(THREADS)
+    try:
+        watcher = Cli(["-e", "exit", "--json", "-p", str(proc.pid)])
+        clis.append(watcher)
+        watcher.wait_listening()
+    finally:
+        os.write(release, b"x")
+        os.close(release)
+    assert proc.wait(TIMEOUT) == 0
+    process = watcher.wait_json(lambda e: e["pid"] == proc.pid)
+    threads = [e for e in watcher.json() if e.get("thread") and e["tgid"] == proc.pid]
+    assert len(threads) == 2, threads
+    for thread in threads:
+        assert thread["pid"] != proc.pid
+        assert 0.2 <= thread["utime"] + thread["stime"] < 2.0, thread
+    own = sum(t["utime"] + t["stime"] for t in threads)
+    assert process["utime"] + process["stime"] >= own  # the threads' CPU counted in the process's
+    assert process["max_rss"] >= max(t["max_rss"] for t in threads)

@@ -208,6 +208,8 @@ class Enricher:
         self._resync_wanted = False
         self.resyncs += 1
         self.table.resync()
+        # Lost events may have taken a process's exit: its threads' figures go too.
+        self._thread_costs = {tgid: costs for tgid, costs in self._thread_costs.items() if tgid in self.table}
 
     def apply(self, event: Event, snapshot: ExecSnapshot | None) -> tuple[Proc | None, EventInfo]:
         """Update the table with ``event``; return its process and what is
