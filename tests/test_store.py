@@ -207,8 +207,8 @@ def test_replay_equals_live_output(session: Session, tmp_path: Path) -> None:
     # live table; the workload's lines are the same.
     mine = [str(pid).encode() for pid in pids]
 
-    def ours(lines: list[bytes]) -> list[bytes]:
-        return [line for line in lines if line.split()[:1] and line.split()[0] in mine]
+    def ours(lines: list[bytes]) -> list[bytes]:  # (time, pid, ...)
+        return [line for line in lines if line.split()[1:2] and line.split()[1] in mine]
 
     live_tree = ours(s.text("tree"))
     assert live_tree, s.text("tree")

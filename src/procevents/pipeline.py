@@ -184,9 +184,15 @@ class JsonSink:
 
 
 class TreeSink:
-    def __init__(self, output: Output, depth: Callable[[Proc], int]) -> None:
+    def __init__(
+        self,
+        output: Output,
+        depth: Callable[[Proc], int] | None = None,
+        clock: Clock | None = None,
+        lineage: Callable[[Proc], Sequence[Proc]] | None = None,
+    ) -> None:
         self.output = output
-        self.renderer = TreeRenderer(depth)
+        self.renderer = TreeRenderer(depth, clock, lineage)
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         line = self.renderer.render(event, proc, info)
@@ -197,13 +203,19 @@ class TreeSink:
 
 
 def choose_sink(
-    output: Output, *, json: bool, depth: Callable[[Proc], int] | None, clock: Clock | None = None
+    output: Output,
+    *,
+    json: bool,
+    depth: Callable[[Proc], int] | None = None,
+    clock: Clock | None = None,
+    lineage: Callable[[Proc], Sequence[Proc]] | None = None,
 ) -> Sink:
-    """JSON Lines, else the tree view when given its ``depth``, else text."""
+    """JSON Lines, else the tree view when given its ``lineage`` (or
+    ``depth``), else text."""
     if json:
         return JsonSink(output, clock)
-    if depth is not None:
-        return TreeSink(output, depth)
+    if lineage is not None or depth is not None:
+        return TreeSink(output, depth, clock, lineage)
     return TextSink(output, clock)
 
 

@@ -81,34 +81,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 def replay_depth(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], int]:
     """Tree indentation from the recorded parent links (as the live view's)."""
-    from ..render.tree import depth_below
+    lineage = replay_lineage(reader, roots)
+    return lambda proc: len(lineage(proc))
 
-    nodes: dict[int, tuple[int, int | None]] = {}
 
-    def node(life_id: int) -> tuple[int, int | None]:
-        found = nodes.get(life_id)
-        if found is None:
+def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], list[Proc]]:
+    """The tree's ancestors from the recorded parent links (as the live view's
+    come from its table)."""
+    from ..proctable import Proc
+    from ..render.tree import lineage_below
+
+    nodes: dict[int, tuple[Proc, int | None] | None] = {}
+
+    def node(life_id: int) -> tuple[Proc, int | None] | None:
+        if life_id not in nodes:
             life = reader.lifetimes_by_id([life_id]).get(life_id)
-            found = nodes[life_id] = (0, None) if life is None else (life.pid, life.parent)
-        return found
+            nodes[life_id] = None if life is None else (
+                Proc(pid=life.pid, ppid=life.ppid or 0, start_ns=life.start_ns, comm=life.comm, argv=life.argv),
+                life.parent,
+            )
+        return nodes[life_id]
 
-    def ancestors(life_id: int) -> Iterator[int]:
+    def ancestors(life_id: int) -> Iterator[Proc]:
         seen = {life_id}
-        parent = node(life_id)[1]
+        found = node(life_id)
+        parent = None if found is None else found[1]
         while parent is not None and parent not in seen and len(seen) < 256:
             seen.add(parent)
-            pid, parent = node(parent)
-            if pid == 0:  # not recorded
+            found = node(parent)
+            if found is None:  # not recorded
                 return
-            yield pid
+            yield found[0]
+            parent = found[1]
 
-    def depth(proc: Proc) -> int:
+    def lineage(proc: Proc) -> list[Proc]:
         life_id = proc.extra.get("life")
         if not isinstance(life_id, int):
-            return 0
-        return depth_below(proc.pid, ancestors(life_id), roots)
+            return []
+        return lineage_below(proc.pid, ancestors(life_id), roots)
 
-    return depth
+    return lineage
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_output_onto(args.output, path)
     output = open_output(args.output)
     clock = replay_clock()
-    sink = choose_sink(output, json=args.json, depth=replay_depth(reader, roots) if args.tree else None, clock=clock)
+    lineage = replay_lineage(reader, roots) if args.tree else None
+    sink = choose_sink(output, json=args.json, lineage=lineage, clock=clock)
     summary = Summary("replayed", "read", "replayed")
     offset = wall_clock_ns(0)
     status = 0

@@ -105,15 +105,20 @@ def write_lines(output: Output, lines: Sequence[str] | Sequence[bytes]) -> None:
         output.write(line if isinstance(line, bytes) else line.encode("utf-8", "backslashreplace"))
 
 
+def ancestor_lineage(enricher: Enricher, roots: set[int] | None) -> Callable[[Proc], list[Proc]]:
+    """For the tree: the ancestors up to a root (or to init), from the table."""
+    from ..render.tree import lineage_below
+
+    def lineage(proc: Proc) -> list[Proc]:
+        return lineage_below(proc.pid, enricher.table.ancestors(proc.pid), roots)
+
+    return lineage
+
+
 def ancestor_depth(enricher: Enricher, roots: set[int] | None) -> Callable[[Proc], int]:
     """Indentation for the tree: ancestors up to a root (or to init)."""
-
-    from ..render.tree import depth_below
-
-    def depth(proc: Proc) -> int:
-        return depth_below(proc.pid, (ancestor.pid for ancestor in enricher.table.ancestors(proc.pid)), roots)
-
-    return depth
+    lineage = ancestor_lineage(enricher, roots)
+    return lambda proc: len(lineage(proc))
 
 
 def run_pipeline(

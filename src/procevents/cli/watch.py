@@ -25,7 +25,7 @@ from .options import (
     positive_int,
     version,
 )
-from .runner import ancestor_depth, following, open_output, run_pipeline
+from .runner import ancestor_lineage, following, open_output, run_pipeline
 
 TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
@@ -182,8 +182,8 @@ def run(args: argparse.Namespace) -> int:
         reporting = Reporting.for_watch(args, conn, enricher)
         reporting.start()
     output = open_output(args.output)
-    depth = ancestor_depth(enricher, roots) if args.tree and enricher is not None else None
-    sink = choose_sink(output, json=args.json, depth=depth)
+    lineage = ancestor_lineage(enricher, roots) if args.tree and enricher is not None else None
+    sink = choose_sink(output, json=args.json, lineage=lineage)
     try:
         return run_pipeline(
             conn, sink, output, enricher=enricher, filters=filters, count=args.count,

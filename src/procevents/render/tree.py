@@ -1,16 +1,29 @@
-"""Tree view: each exec under its ancestors, indented, like extrace."""
+"""Tree view: each exec under its ancestors, indented, like extrace.
+
+Every line starts with a time.  The first time a process of a branch not
+shown yet appears, the ancestors it hangs from are printed once above it,
+with their start time and marked ``(ancestor)``: the indentation is never
+left unexplained.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
 from ..proctable import Proc
-from .text import exit_description, format_command, format_cost, format_duration
+from .clock import Clock
+from .text import exit_description, format_command, format_duration
 
 INDENT = "  "
+
+#: The time column where a time is unknown (as wide as ``10:40:01.123``).
+NO_TIME = " " * 12
+
+#: An ancestor's command line is context: cut to this many characters.
+CONTEXT_WIDTH = 100
 
 
 def depth_below(pid: int, ancestor_pids: Iterable[int], roots: set[int] | None) -> int:
@@ -30,36 +43,83 @@ def depth_below(pid: int, ancestor_pids: Iterable[int], roots: set[int] | None) 
     return level
 
 
-class TreeRenderer:
-    """Renders execs as ``<indent><pid> <argv>`` and, for processes shown,
-    their exit as ``<indent><pid> exit <status> after <duration>``.
+def lineage_below(pid: int, ancestors: Iterable[Proc], roots: set[int] | None) -> list[Proc]:
+    """The ancestors a tree line hangs from, nearest first: up to a root
+    (included; a root itself has none), or without roots those below init
+    and kthreadd.  Its length is the line's indentation (see depth_below)."""
+    if roots is not None and pid in roots:
+        return []
+    chain: list[Proc] = []
+    for ancestor in ancestors:
+        if roots is None and ancestor.pid <= 2:
+            return chain
+        chain.append(ancestor)
+        if roots is not None and ancestor.pid in roots:
+            return chain
+    return chain
 
-    ``depth`` gives a process's indentation level.
+
+class TreeRenderer:
+    """Renders execs as ``<time> <indent><pid> <argv>`` and, for processes
+    shown, their exit as ``<time> <indent><pid> exit <status> after
+    <duration>``.
+
+    ``lineage`` gives a process's ancestors below the tree's top, nearest
+    first: those not shown yet are printed above it.  Without it, ``depth``
+    gives the indentation alone.
     """
 
-    def __init__(self, depth: Callable[[Proc], int]) -> None:
+    def __init__(
+        self,
+        depth: Callable[[Proc], int] | None = None,
+        clock: Clock | None = None,
+        lineage: Callable[[Proc], Sequence[Proc]] | None = None,
+    ) -> None:
         self.depth = depth
-        self.shown: dict[int, int] = {}
+        self.lineage = lineage
+        self.clock = clock or Clock()
+        #: pid -> (indentation, start) of the processes on screen.
+        self.shown: dict[int, tuple[int, int | None]] = {}
+
+    def _ancestors(self, chain: Sequence[Proc]) -> list[str]:
+        lines = []
+        for level, ancestor in enumerate(reversed(chain)):
+            known = self.shown.get(ancestor.pid)
+            if known is not None and known[1] == ancestor.start_ns:
+                continue
+            self.shown[ancestor.pid] = (level, ancestor.start_ns)
+            stamp = NO_TIME if ancestor.start_ns is None else self.clock.local_ms(ancestor.start_ns)
+            command = format_command({"cmdline": ancestor.argv, "comm": ancestor.comm}) or "?"
+            if len(command) > CONTEXT_WIDTH:
+                command = command[: CONTEXT_WIDTH - 3] + "..."
+            lines.append(f"{stamp} {INDENT * level}{ancestor.pid} {command}  (ancestor)\n")
+        return lines
 
     def render(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
         cls = type(event)
         if cls is Exec and proc is not None:
-            level = self.depth(proc)
-            self.shown[proc.pid] = level
-            return f"{INDENT * level}{proc.pid} {format_command(info) or '?'}\n"
+            lines: list[str] = []
+            if self.lineage is not None:
+                chain = self.lineage(proc)
+                lines = self._ancestors(chain)
+                level = len(chain)
+            else:
+                level = self.depth(proc) if self.depth is not None else 0
+            self.shown[proc.pid] = (level, proc.start_ns)
+            stamp = self.clock.local_ms(event.timestamp_ns)
+            lines.append(f"{stamp} {INDENT * level}{proc.pid} {format_command(info) or '?'}\n")
+            return "".join(lines)
         if cls is Exit and proc is not None and event.pid == event.tgid:
             assert isinstance(event, Exit)
             if proc.pid not in self.shown:
                 return None
-            level = self.shown.pop(proc.pid)
+            level, _ = self.shown.pop(proc.pid)
             duration = info.get("duration")
             took = f" after {format_duration(duration)}" if duration is not None else ""
-            cost = format_cost(info)
-            if cost:
-                took = f"{took} {cost}"
             name = f" [{escape(proc.comm)}]" if proc.comm else ""
-            return f"{INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
+            stamp = self.clock.local_ms(event.timestamp_ns)
+            return f"{stamp} {INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
         if cls is Lost:
             assert isinstance(event, Lost)
-            return f"!! {event.count} events lost ({event.reason})\n"
+            return f"{self.clock.local_ms(event.timestamp_ns)} !! {event.count} events lost ({event.reason})\n"
         return None
