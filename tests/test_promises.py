@@ -143,6 +143,8 @@ def test_trace_flat_is_one_text_line_per_event() -> None:
     assert [k for k, p in kinds if p == root][-1] == "exit", lines
     assert any(line.endswith("sh -c 'exit 3'") and " exec " in line for line in lines), lines
     assert any(" status 3 " in line for line in lines) and any(" status 5 " in line for line in lines), lines
+    both = run_cli("trace", "--json", "--flat", "--", "true")
+    assert (both.returncode, both.stderr) == (2, b"procevents: error: choose one of --json and --flat\n")
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
