@@ -9,7 +9,7 @@ as markup).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
 #: Distinct command names counted one by one; beyond, they count together.
 MAX_COMMANDS = 10_000
+
+#: Rates are over the last this many seconds (or since the start, if sooner).
+WINDOW = 5.0
 OTHER = "(other)"
 
 
@@ -44,7 +47,7 @@ class Spawner:
 class Frame:
     """What one refresh shows."""
 
-    elapsed: float  # seconds since the previous frame
+    elapsed: float  # seconds the rates are over: the window, or less just after the start
     uptime: float  # seconds since the first frame
     totals: dict[str, int]
     rates: dict[str, float]
@@ -76,7 +79,8 @@ class TopModel(LifecycleCounter):
         self.forks: Counter[str] = Counter()
         self.execs: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
-        self._previous: _Counts | None = None
+        #: Counts at each frame, oldest first: the window's start and what follows.
+        self._samples: deque[_Counts] = deque()
         self._first: _Counts | None = None
 
     def _key(self, counter: Counter[str], info: Mapping[str, Any]) -> str:
@@ -95,16 +99,21 @@ class TopModel(LifecycleCounter):
         if event.exit_code:
             self.failures[self._key(self.failures, info)] += 1
 
-    def frame(self, now: float, rows: int = 10, *, overall: bool = False) -> Frame:
-        """The counts now, with rates since the previous frame (``overall``:
-        since the first; the first frame has no rates)."""
+    def frame(self, now: float, rows: int = 10, *, window: float = WINDOW) -> Frame:
+        """The counts now, with rates over the last ``window`` seconds: from
+        the newest earlier frame at least that old (or the first frame, before
+        then), so a burst shows for the whole window and a quiet spell before
+        the start is never counted.  The first frame has no rates."""
         current: _Counts = (
             now, Counter(self.events), self.lost, Counter(self.forks), Counter(self.execs), Counter(self.failures)
         )
         if self._first is None:
             self._first = current
-        previous = self._first if overall else (self._previous or current)
-        self._previous = current
+        samples = self._samples
+        samples.append(current)
+        while len(samples) > 1 and samples[1][0] <= now - window:
+            samples.popleft()
+        previous = samples[0]
         elapsed = now - previous[0]
 
         def rate(new: float, old: float) -> float:
@@ -133,9 +142,9 @@ class TopModel(LifecycleCounter):
         )
 
 
-def render(frame: Frame, *, overall: bool = False) -> RenderableType:
-    """The frame as rich renderables (import rich only when called); ``overall``:
-    the rates are averages over the whole run."""
+def render(frame: Frame, *, keys: bool = False) -> RenderableType:
+    """The frame as rich renderables (import rich only when called); ``keys``:
+    say which keys work."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -144,7 +153,7 @@ def render(frame: Frame, *, overall: bool = False) -> RenderableType:
 
     alive = "" if frame.alive is None else f"{frame.alive:,} processes, "
     header = Text(
-        f"procevents top: {alive}{frame.rate:,.0f} events/s{' on average' if overall else ''} "
+        f"procevents top: {alive}{frame.rate:,.0f} events/s over {frame.elapsed:.1f} s "
         f"({frame.total:,} in {frame.uptime:.0f} s), "
         f"{frame.lost:,} lost"
     )
@@ -167,4 +176,5 @@ def render(frame: Frame, *, overall: bool = False) -> RenderableType:
             f"{s.forks_rate:,.1f}", f"{s.execs_rate:,.1f}", f"{s.failures_rate:,.1f}",
             f"{s.forks:,}", f"{s.execs:,}", f"{s.failures:,}",
         )
-    return Group(header, Text(""), events, Text(""), spawners)
+    footer = [Text(""), Text("q: quit", style="dim")] if keys else []
+    return Group(header, Text(""), events, Text(""), spawners, *footer)
