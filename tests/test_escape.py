@@ -150,3 +150,41 @@ def test_json_text_undecodable(raw: bytes) -> None:
 def test_json_text_hostile_comm_exact() -> None:
     text = b"\xff\x1b[2J".decode("utf-8", "surrogateescape")
     assert json_text(text) == ("\ufffd\x1b[2J", base64.b64encode(b"\xff\x1b[2J").decode("ascii"))
+
+
+def test_json_text_lone_surrogate() -> None:
+    """A surrogate that no byte decodes to (not from os.fsdecode, but a str
+    may hold one): its surrogatepass bytes, shown as replacement characters."""
+    assert json_text("a\ud800b") == ("a\ufffd\ufffd\ufffdb", base64.b64encode(b"a\xed\xa0\x80b").decode("ascii"))
+    assert escape("a\ud800") == "a\\ud800"
+
+
+@pytest.mark.parametrize("arg", ["X", "XX", "aXXb", "x"])
+def test_quote_arg_plain_letters_stay_bare(arg: str) -> None:
+    assert quote_arg(arg) == arg
+
+
+@pytest.mark.parametrize(
+    ("ch", "expected"),
+    [
+        ("\x7f", "\\x7f"),  # DEL
+        ("\x85", "\\x85"),  # NEL, a C1 control
+        ("\xa0", "\\xa0"),  # no-break space: not printable
+        ("\xad", "\\xad"),  # soft hyphen
+        ("\u0378", "\\u0378"),  # unassigned
+        ("\ufeff", "\\ufeff"),  # BOM
+        ("\U000e0001", "\\U000e0001"),  # language tag
+        ("\U0010ffff", "\\U0010ffff"),  # noncharacter, the last code point
+        ("\udc7f", "\\udc7f"),  # a surrogate below the surrogateescape range
+        ("\udc80", "\\x80"),  # the first surrogateescape byte
+        ("\udcff", "\\xff"),  # the last
+        ("\udd00", "\\udd00"),  # just above the range
+    ],
+)
+def test_escape_each_width(ch: str, expected: str) -> None:
+    assert escape(ch) == expected
+    assert escape(f"a{ch}b") == f"a{expected}b"
+
+
+def test_escape_bytes_exact() -> None:
+    assert escape_bytes(b"caf\xc3\xa9\n\xff") == "caf\u00e9\\n\\xff"

@@ -312,3 +312,30 @@ def test_events_hashable_and_equal_by_value() -> None:
     assert a != Exit(0, 1, TS, 1, 1, 9, 17, 1, 1)
     # Same fields, different type: never equal.
     assert Exec(0, 0, TS, 1, 1) != Sid(0, 0, TS, 1, 1)
+
+
+def test_parse_event_names_messages_exact() -> None:
+    every = "fork, exec, uid, gid, sid, ptrace, comm, coredump, exit"
+    with pytest.raises(ValueError) as info:
+        parse_event_names("fork,zeta,alpha")
+    assert str(info.value) == f"unknown event type alpha, zeta; choose from {every}"
+    with pytest.raises(ValueError) as info:
+        parse_event_names(" , ")
+    assert str(info.value) == f"no event types given; choose from {every}"
+
+
+def test_resync_clock_takes_the_midpoint_of_two_monotonic_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The offset is the wall clock minus the middle of the monotonic reads
+    around it (rounded down), in integer ns; resync_clock() re-reads it."""
+    import types
+
+    from procevents import events
+
+    reads = iter([100, 1_001])  # monotonic before and after the wall-clock read
+    clock = types.SimpleNamespace(monotonic_ns=lambda: next(reads), time_ns=lambda: 5_000_000)
+    monkeypatch.setattr(events, "_clock_offset_ns", events._clock_offset_ns)  # put back afterwards
+    monkeypatch.setattr(events, "_time", clock)
+    events.resync_clock()
+    assert wall_clock_ns(0) == 5_000_000 - 550
+    assert type(wall_clock_ns(0)) is int
+    assert Exec(0, 0, 50, 1, 1).wall_ns == 5_000_000 - 500

@@ -84,3 +84,20 @@ def test_event_types_and_threads() -> None:
     assert only(exec_(1)) and only(Comm(0, 1, 0, 1, 1, b"x")) and not only(fork(1, 2))
     assert no_threads(fork(1, 2)) and not no_threads(fork(1, 3, thread_of=1))
     assert not no_threads(exit_(3, tgid=1)) and no_threads(exit_(1))
+
+
+def test_p_follows_a_process_added_later() -> None:
+    """``add``: a process found after the filter was made (trace's command)
+    is followed with its children."""
+    follow = DescendantFilter({100})
+    assert not follow(exec_(300))
+    follow.add(300)
+    assert follow(exec_(300))
+    assert follow(fork(300, 301))
+    assert follow(exec_(301))
+
+
+def test_c_takes_a_pattern_as_text() -> None:
+    match = CommandFilter("^ba")
+    assert match(exec_(1), Proc(pid=1, ppid=0, comm="bash"))
+    assert not match(exec_(1), Proc(pid=1, ppid=0, comm="zsh"))

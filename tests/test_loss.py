@@ -265,3 +265,36 @@ def test_drops_with_track_seq_false_still_count() -> None:
     lost = t.on_drops(3, now_ns=1)
     assert lost is not None
     assert lost.count == 3
+
+
+def test_lost_events_are_exact() -> None:
+    """The whole Lost: the CPU and seq of the event that showed the gap, its
+    time, the count and the reason; from the drop counter cpu -1 and seq 0."""
+    t = LossTracker(track_seq=True)
+    t.on_event(ev(3, 10, ts=100))
+    assert t.on_event(ev(3, 15, ts=200)) == Lost(3, 15, 200, 4, "seq-gap")
+    assert t.on_drops(0, 300) is None
+    assert t.on_drops(9, 400) == Lost(-1, 0, 400, 5, "drops")
+    assert t.on_drops(12, 500, "enobufs") == Lost(-1, 0, 500, 3, "enobufs")
+
+
+def test_gap_right_after_the_last_seq_before_wrapping() -> None:
+    """After 0xFFFFFFFF the next seq expected is 0: 0 is no loss, 5 is five."""
+    t = LossTracker(track_seq=True)
+    t.on_event(ev(0, U32))
+    assert t.on_event(ev(0, 0)) is None
+    t = LossTracker(track_seq=True)
+    t.on_event(ev(0, U32))
+    assert t.on_event(ev(0, 5, ts=7)) == Lost(0, 5, 7, 5, "seq-gap")
+
+
+def test_the_highest_cpu_number_is_tracked_and_beyond_ignored() -> None:
+    """CPU numbers up to 65535 are tracked; a larger one is taken for a
+    malformed datagram and never reports loss (nor grows the table)."""
+    t = LossTracker(track_seq=True)
+    t.on_event(ev(65535, 1))
+    assert t.on_event(ev(65535, 4, ts=9)) == Lost(65535, 4, 9, 2, "seq-gap")
+    t.on_event(ev(65536, 1))
+    assert t.on_event(ev(65536, 100)) is None
+    assert t.on_event(ev(1 << 31, 1)) is None
+    assert t.reported == 2

@@ -851,3 +851,119 @@ def test_malformed_requests_say_what_is_wrong(data: bytes, message: str) -> None
     with pytest.raises(DecodeError) as caught:
         decode_request(data)
     assert str(caught.value) == message
+
+
+# --------------------------------------------------------------------------
+# edges the cases above leave open
+
+
+def _headers_only(cn_len: int) -> bytes:
+    """A 52-byte message: nlmsghdr, cn_msg and the proc_event header."""
+    data = bytearray(VALID[:52])
+    struct.pack_into("<I", data, 0, 52)
+    struct.pack_into("<H", data, 32, cn_len)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # an nlmsgerr cut right after its error field: the errno is still read
+        (struct.pack("<IHHIIi", 20, 2, 0, 0, 0, -1), "netlink error message: Operation not permitted"),
+        (struct.pack("<IHHIIi", 19, 2, 0, 0, 0, -1)[:19], "netlink error message: error 0"),
+        (nlmsg_error(-4095), "netlink error message: Unknown error 4095"),
+        (nlmsg_error(-4096), "netlink error message: error 4096"),
+        # the headers and nothing more: complete headers, a short proc_event
+        (_headers_only(40), "cn_msg.len 40 overruns the 52-byte message"),
+        (_headers_only(16), "truncated proc_event: 16 bytes, need 40"),
+        # the cn_msg val checked on its own (a seq of 1 is no proc connector val)
+        (datagram(W_EXEC, struct.pack("<ii", 1, 1), val=2, seq=1), "not a proc connector message (idx/val 1/2)"),
+        (datagram(W_EXEC, struct.pack("<ii", 1, 1), idx=0, seq=0), "not a proc connector message (idx/val 0/1)"),
+    ],
+    ids=["errno-at-20", "errno-cut", "errno-4095", "errno-4096", "headers-only", "cn-16-at-52", "val", "idx"],
+)
+def test_more_malformed_datagrams(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode(data)
+    assert str(caught.value) == message
+    with pytest.raises(DecodeError) as caught:
+        decode_all(data)
+    assert str(caught.value) == message
+
+
+def test_decode_all_checks_the_second_message_s_own_header() -> None:
+    a = datagram(W_EXEC, struct.pack("<ii", 5, 5))
+    b = datagram(W_EXEC, struct.pack("<ii", 6, 6), idx=2)
+    with pytest.raises(DecodeError) as caught:
+        decode_all(a + b)
+    assert str(caught.value) == "not a proc connector message (idx/val 2/1)"
+
+
+def test_unknown_data_is_the_union_only() -> None:
+    """An unknown type's data: cn_len - 16 bytes after the header, never
+    what lies beyond the message in a reused buffer."""
+    union = bytes(range(1, 25))
+    buf = bytearray(b"\xee" * 256)
+    buf[:76] = datagram(0x400, union)
+    assert decode(buf, 76) == Unknown(CPU, SEQ, TS, 0x400, union)
+    (ev,) = decode_all(buf, 76)
+    assert ev == Unknown(CPU, SEQ, TS, 0x400, union)
+    (ev,) = decode_all(datagram(0x400, union))
+    assert ev == Unknown(CPU, SEQ, TS, 0x400, union)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        # headers only, no payload
+        (struct.pack("<IHHII", 36, 3, 0, 0, 0) + struct.pack("<IIIIHH", 1, 1, 0, 0, 0, 0),
+         "request payload of 0 bytes; expected 4 or 8"),
+        # cn_msg.len says 8, the message holds 4
+        (struct.pack("<IHHII", 40, 3, 0, 0, 0) + struct.pack("<IIIIHH", 1, 1, 0, 0, 8, 0) + b"\1\0\0\0",
+         "request truncated"),
+    ],
+    ids=["no-payload", "payload-overrun"],
+)
+def test_more_malformed_requests(data: bytes, message: str) -> None:
+    with pytest.raises(DecodeError) as caught:
+        decode_request(data)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("op", [0, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
+def test_request_op_is_a_u32(op: int) -> None:
+    data = encode_request(op)
+    assert data[36:] == struct.pack("<I", op)
+    assert decode_request(data) == (op, None, 0, 0)
+
+
+def test_encode_event_refuses_what_has_no_wire_form() -> None:
+    from procevents.events import Lost
+
+    with pytest.raises(TypeError) as caught:
+        encode_event(Lost(-1, 0, 5, 3, "drops"))
+    assert str(caught.value) == "Lost has no wire form"
+
+
+# Each field at the ends of its wire type: pids are s32, ids, the exit code
+# and the ack's errno u32.
+_EXTREMES: list[Event] = [
+    Exec(0, 1, 2, -(2**31), 2**31 - 1),
+    Exec(0, 1, 2, -1, -1),
+    Sid(0, 1, 2, -(2**31), -1),
+    Uid(0, 1, 2, -1, -(2**31), 0xFFFFFFFF, 0),
+    Gid(0, 1, 2, -(2**31), -1, 0, 0xFFFFFFFF),
+    Ptrace(0, 1, 2, -1, -(2**31), -1, -(2**31)),
+    Coredump(0, 1, 2, -(2**31), -1, -1, -(2**31)),
+    Exit(0, 1, 2, -1, -(2**31), 0xFFFFFFFF, -(2**31), -1, -(2**31)),
+    Exit(0, 1, 2, 2**31 - 1, 2**31 - 1, 0x80000000, 2**31 - 1, 2**31 - 1, 2**31 - 1),
+    Comm(0, 1, 2, -(2**31), -1, b"x"),
+    Ack(0, 1, 2, 0xFFFFFFFF, 0xFFFFFFFF),
+    Ack(0, 1, 2, 0x80000000, 0),
+]
+
+
+@pytest.mark.parametrize("event", _EXTREMES, ids=lambda e: type(e).__name__)
+def test_encode_event_round_trips_the_ends_of_every_field(event: Event) -> None:
+    assert decode(encode_event(event)) == event
+    assert decode_all(encode_event(event)) == [event]

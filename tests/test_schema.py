@@ -1,0 +1,232 @@
+"""The store's values and identity checks (procevents.store.schema): text
+and argv kept as exact bytes, where the database lives, which files are
+refused, and every refusal's one line."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from procevents.store import StoreReader, StoreWriter
+from procevents.store.schema import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    StoreError,
+    check_file,
+    check_identity,
+    damaged,
+    database_bytes,
+    decode_argv,
+    decode_text,
+    default_db_path,
+    describe_error,
+    encode_argv,
+    encode_text,
+    raw_bytes,
+)
+
+# -- values ---------------------------------------------------------------------------------
+
+
+def test_text_as_stored() -> None:
+    assert encode_text(None) is None
+    assert encode_text("plain") == "plain"
+    assert encode_text("caf\u00e9") == "caf\u00e9"  # valid UTF-8 stays TEXT
+    assert encode_text("bad\udcff") == b"bad\xff"  # an undecodable byte: the exact bytes
+    assert decode_text(b"bad\xff") == "bad\udcff"
+    assert decode_text("caf\u00e9") == "caf\u00e9"
+    assert decode_text(None) is None
+    assert decode_text(7) == "7"
+
+
+def test_a_lone_surrogate_is_kept_as_its_utf8_form() -> None:
+    """A surrogate no byte decodes to (U+D800) cannot come from a file name,
+    but a str may hold it: stored as the bytes Python's surrogatepass gives."""
+    assert raw_bytes("a\ud800b") == b"a\xed\xa0\x80b"
+    assert encode_text("a\ud800") == b"a\xed\xa0\x80"
+    assert raw_bytes("x\udcffy") == b"x\xffy"
+    assert raw_bytes("caf\u00e9") == b"caf\xc3\xa9"
+
+
+def test_argv_as_stored() -> None:
+    assert encode_argv(["caf\u00e9", "x"]) == b"caf\xc3\xa9\0x\0"
+    assert encode_argv(["odd\udcfe"]) == b"odd\xfe\0"
+    assert decode_argv(b"a\0b\0") == ["a", "b"]
+    assert decode_argv(b"a\0b") == ["a", "b"]  # a last argument without its NUL
+    assert decode_argv(b"\0\0") == ["", ""]
+    assert decode_argv(b"odd\xfe\0") == ["odd\udcfe"]
+    assert decode_argv(b"") == []
+    assert decode_argv(None) is None
+    assert decode_argv(42) is None
+
+
+def test_argv_written_as_text_by_another_tool() -> None:
+    assert decode_argv("ls\0-l\0") == ["ls", "-l"]
+    assert decode_argv("caf\u00e9\0") == ["caf\u00e9"]
+    assert decode_argv("") == []
+
+
+def test_an_error_without_a_message_is_named_by_its_type() -> None:
+    assert describe_error(sqlite3.OperationalError()) == "OperationalError"
+    assert describe_error(sqlite3.DatabaseError("disk I/O error")) == "disk I/O error"
+
+
+def test_damaged_tells_failures_from_corruption() -> None:
+    assert str(damaged("/x.db", sqlite3.OperationalError("database is locked"))) == "/x.db: database is locked"
+    assert str(damaged("/x.db", sqlite3.DatabaseError("file is not a database"))) == (
+        "/x.db is damaged or not a procevents database: file is not a database"
+    )
+    assert str(damaged("/x.db", sqlite3.OperationalError())) == "/x.db: OperationalError"
+
+
+# -- where the database lives ----------------------------------------------------------------
+
+
+def _as_nobody(env: dict[str, str | None]) -> str:
+    """default_db_path() in a child process that is not root, with this environment."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, default_db_path().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        answer = f.read().decode()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def test_default_db_path_as_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("root's default path is only chosen as root")
+    assert default_db_path() == "/var/lib/procevents/events.db"
+
+
+@pytest.mark.parametrize(
+    ("xdg", "expected"),
+    [
+        ("/data/xdg", "/data/xdg/procevents/events.db"),
+        (None, "/home/someone/.local/share/procevents/events.db"),
+        ("", "/home/someone/.local/share/procevents/events.db"),
+        ("relative/dir", "/home/someone/.local/share/procevents/events.db"),  # not absolute: ignored
+    ],
+)
+def test_default_db_path_of_a_user(xdg: str | None, expected: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+    assert _as_nobody({"XDG_DATA_HOME": xdg, "HOME": "/home/someone"}) == expected
+
+
+def test_database_bytes_counts_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "size.db"
+    assert database_bytes(str(path)) == 0
+    writer = StoreWriter(str(path))
+    try:
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 0
+        assert database_bytes(str(path)) == path.stat().st_size + wal.stat().st_size
+    finally:
+        writer.close()
+    assert not wal.exists()  # checkpointed at close
+    assert database_bytes(str(path)) == path.stat().st_size > 0
+
+
+# -- files refused, in one line --------------------------------------------------------------
+
+
+@pytest.fixture
+def unix_socket(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    try:
+        yield path
+    finally:
+        s.close()
+
+
+def test_files_that_are_not_databases(tmp_path: Path, unix_socket: Path) -> None:
+    (tmp_path / "empty").touch()
+    check_file(str(tmp_path / "empty"))  # an empty file: a database not yet written
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, not SQLite at all\n")
+    cases = {
+        str(tmp_path / "none.db"): f"no database at {tmp_path}/none.db (record one with: procevents record "
+        f"--db {tmp_path}/none.db)",
+        str(tmp_path): f"{tmp_path} is a directory, not a database",
+        str(text): f"{text} is not a procevents database (not an SQLite file)",
+        f"{text}/below": f"cannot read {text}/below: Not a directory",
+        str(unix_socket): f"cannot read {unix_socket}: No such device or address",
+    }
+    for path, message in cases.items():
+        with pytest.raises(StoreError) as err:
+            check_file(path)
+        assert str(err.value) == message
+
+
+def _sqlite_file(path: Path, app_id: int, version: int, table: bool = True) -> str:
+    conn = sqlite3.connect(path)
+    if table:
+        conn.execute("CREATE TABLE t (x)")
+    conn.execute(f"PRAGMA application_id = {app_id}")
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("app_id", "version", "table", "message"),
+    [
+        (0, 0, True, "{} is an SQLite database but not a procevents one"),
+        (0x12345678, 1, True, "{} is an SQLite database but not a procevents one"),
+        (APPLICATION_ID, 0, True, "{} has no procevents schema"),
+        (APPLICATION_ID, 0, False, "{} has no procevents schema"),
+        (APPLICATION_ID, SCHEMA_VERSION + 1, True,
+         f"{{}} was written by a newer procevents (schema {SCHEMA_VERSION + 1}; this one knows {SCHEMA_VERSION})"),
+        (0, 0, False, "{} is an empty database (nothing recorded yet)"),
+    ],
+)
+def test_identity_refusals(tmp_path: Path, app_id: int, version: int, table: bool, message: str) -> None:
+    path = _sqlite_file(tmp_path / "other.db", app_id, version, table)
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(StoreError) as err:
+            check_identity(conn, path, writable=False)
+    finally:
+        conn.close()
+    assert str(err.value) == message.format(path)
+    with pytest.raises(StoreError) as err:  # the reader says the same
+        StoreReader(path)
+    assert str(err.value) == message.format(path)
+
+
+def test_identity_of_a_new_file_and_of_ours(tmp_path: Path) -> None:
+    new = _sqlite_file(tmp_path / "new.db", 0, 0, table=False)
+    ours = _sqlite_file(tmp_path / "ours.db", APPLICATION_ID, 1)
+    conn = sqlite3.connect(new)
+    try:
+        assert check_identity(conn, new, writable=True) is True  # empty: to be written
+    finally:
+        conn.close()
+    conn = sqlite3.connect(ours)
+    try:
+        assert check_identity(conn, ours, writable=True) is False
+        assert check_identity(conn, ours, writable=False) is False
+    finally:
+        conn.close()
