@@ -45,15 +45,27 @@ from procevents.events import Event, Exit, Lost  # noqa: E402
 #: The command line, from the source tree (not a console script a venv may hold from another checkout).
 CLI = [sys.executable, "-m", "procevents"]
 
-#: Scratch space for the whole session (hypothesis' example database and
-#: unicode tables, bench binaries): the suite writes nothing into the source tree.
-SESSION_TMP = Path(tempfile.mkdtemp(prefix="procevents-tests-"))
-set_hypothesis_home_dir(SESSION_TMP / "hypothesis")
+_session_tmp: Path | None = None
+
+
+def session_tmp() -> Path:
+    """Scratch space for the whole session (hypothesis' example database and
+    unicode tables, bench binaries): the suite writes nothing into the source tree."""
+    assert _session_tmp is not None, "only inside a pytest session"
+    return _session_tmp
+
+
+def pytest_configure() -> None:
+    # Made here, not at import: a script that imports a test module makes none.
+    global _session_tmp
+    _session_tmp = Path(tempfile.mkdtemp(prefix="procevents-tests-"))
+    set_hypothesis_home_dir(_session_tmp / "hypothesis")
 
 
 def pytest_unconfigure() -> None:
     # A hook, not atexit: forked children that exit normally must not remove it.
-    shutil.rmtree(SESSION_TMP, ignore_errors=True)
+    if _session_tmp is not None:
+        shutil.rmtree(_session_tmp, ignore_errors=True)
 
 
 #: Generous upper bound for events to arrive; normally they take microseconds.

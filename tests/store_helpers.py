@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import pytest
-from conftest import CLI, SESSION_TMP
+from conftest import CLI, session_tmp
 
 import procevents
 from procevents import wire
@@ -364,7 +364,7 @@ def burst_tools() -> tuple[Path, Path]:
     scratch directory (never bench/.build); skip without a compiler."""
     build = bench_module("build")
     try:
-        tools: tuple[Path, Path] = build.build_all(SESSION_TMP / "bench")
+        tools: tuple[Path, Path] = build.build_all(session_tmp() / "bench")
     except build.BenchError as exc:
         pytest.skip(str(exc))
     return tools

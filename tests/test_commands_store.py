@@ -440,7 +440,7 @@ def test_damaged_or_foreign_file_is_one_clear_line(command: str, tmp_path: Path)
 def test_default_database_path_for_a_user(nobody_python: str, tmp_path: Path) -> None:
     code = "from procevents.store import default_db_path; print(default_db_path())"
     src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "HOME": "/nonexistent"}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
         [nobody_python, "-c", code], user=65534, group=65534, extra_groups=[],
         env={**env, "XDG_DATA_HOME": "/xdg"}, capture_output=True, timeout=TIMEOUT, cwd="/",
