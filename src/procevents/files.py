@@ -45,6 +45,13 @@ def open_append(path: str) -> BinaryIO:
     return os.fdopen(fd, "ab")
 
 
+def open_replace(path: str) -> BinaryIO:
+    """``path`` emptied for writing, created 0600 if new, never through a planted link."""
+    check_planted_link(path)
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def same_file(a: str, b: str) -> bool:
     """Do both paths name one file (after links)?  False if either is missing."""
     try:

@@ -30,12 +30,25 @@ examples:
   procevents query --since 10m --failed --tree   what failed lately, under which parents
   procevents query --command '^gcc$' --json      every gcc run, as JSON Lines
   procevents query --pid 1234 --tree             pid 1234 and everything it started
+  procevents query --pid 1234 --timeline build.json
+                                                 a timeline for ui.perfetto.dev ("Open trace file")
   procevents query --sql "SELECT comm, count(*) FROM procs GROUP BY comm ORDER BY 2 DESC LIMIT 10"
 
 Each result is a process lifetime (fork to exit) that overlaps the time
 range.  TIME is relative (10m, '2h ago'), a clock time today (14:30), ISO
 8601 (2026-11-21T14:30, local time unless a zone is given) or @EPOCH.  With
 --tree, lines marked * match; the others are their recorded ancestors.
+
+--command REGEX searches (re.search): 'ls' also matches 'false' and
+'/usr/bin/lsblk'; anchor it ('^ls$') for the program ls alone.  It is tried
+on the comm, the exe path and argv[0].  The table shortens each command line
+to the terminal's width; --json has it whole.
+
+--timeline FILE writes the selected lifetimes in the Chrome trace event
+format (JSON) for Perfetto (ui.perfetto.dev, "Open trace file") or
+chrome://tracing: one track per process, grouped by process tree, each span
+from fork to exit named by its argv (details in its args), execs and failed
+exits marked, forks drawn as arrows.
 
 --json keys: pid, ppid, comm, cmdline, exe, cwd, uid, user, start_time,
 end_time (ISO 8601 UTC), duration (seconds), exit_code, status, signal,
@@ -62,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_option(parser)
     sel = parser.add_argument_group("selection")
     add_time_range_options(sel, "alive")
-    add_command_option(sel, "comm, exe or argv[0] matches REGEX")
+    add_command_option(sel, "comm, exe or argv[0] contains a match for REGEX (a search: '^ls$' for ls alone)")
     add_user_option(sel, recorded=True)
     add_pid_option(sel, "processes with this pid and their descendants (repeatable)")
     sel.add_argument("--failed", action="store_true", help="only those that exited non-zero or by a signal")
@@ -70,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--tree", action="store_true", help="under their recorded ancestors")
     out.add_argument("--json", action="store_true", help="one JSON object per process lifetime")
     out.add_argument("--sql", metavar="STATEMENT", help="run one read-only SQL statement instead")
+    out.add_argument(
+        "--timeline", metavar="FILE",
+        help="write a timeline (Chrome trace JSON) to FILE for ui.perfetto.dev or chrome://tracing",
+    )
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE (appending) instead of stdout")
     return parser
 
@@ -128,7 +145,8 @@ def _command(life: Lifetime) -> str:
     return format_command({"cmdline": life.argv, "comm": life.comm}) or "?"
 
 
-def _table_lines(lives: Sequence[Lifetime]) -> list[str]:
+def _table_lines(lives: Sequence[Lifetime], width: int | None = None) -> list[str]:
+    """The table; with a ``width``, each command line is cut to fit it."""
     from ..escape import escape
     from ..render.text import exit_description, format_duration
 
@@ -143,12 +161,36 @@ def _table_lines(lives: Sequence[Lifetime]) -> list[str]:
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     right = {1, 2, 4}
+    room = None if width is None else max(_MIN_COMMAND, width - sum(widths) - 2 * len(widths))
     lines = []
     for row in [header, *rows]:
         pairs = enumerate(zip(row[:-1], widths, strict=True))
         cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in pairs]
-        lines.append("  ".join([*cells, row[-1]]).rstrip() + "\n")
+        command = row[-1] if room is None else _cut(row[-1], room)
+        lines.append("  ".join([*cells, command]).rstrip() + "\n")
     return lines
+
+
+#: However narrow the terminal, this much of a command line is shown.
+_MIN_COMMAND = 20
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def terminal_width(output: Output) -> int | None:
+    """The terminal's columns when the output is one (else None: a file or
+    pipe gets whole lines); $COLUMNS wins, as for ls."""
+    import os
+    import shutil
+
+    try:
+        if not os.isatty(output.stream.fileno()):
+            return None
+    except (OSError, ValueError, AttributeError):
+        return None
+    return shutil.get_terminal_size().columns
 
 
 _CONTEXT_WIDTH = 100
@@ -177,11 +219,80 @@ def _tree_lines(matches: Sequence[Lifetime], known: Mapping[int, Lifetime]) -> l
             mark = "*"
         else:  # context: kept short
             mark = " "
-            if len(command) > _CONTEXT_WIDTH:
-                command = command[: _CONTEXT_WIDTH - 3] + "..."
+            command = _cut(command, _CONTEXT_WIDTH)
         lines.append(f"{mark} {local_wall(life.start_wall)}  {'  ' * level}{life.pid} {command}  ({_outcome(life)})\n")
         stack.extend((kid, level + 1) for kid in reversed(children.get(life.id, [])))
     return lines
+
+
+def timeline_args(life: Lifetime, clock: Clock) -> dict[str, Any]:
+    """A timeline span's details: the --json object's values that are known,
+    then any other field the store gives a lifetime (so new columns show
+    up here without more work)."""
+    import dataclasses
+
+    from ..render.jsonl import put_argv, put_text
+
+    out = {key: value for key, value in lifetime_fields(life, clock).items() if value is not None}
+    for field in dataclasses.fields(life):
+        name = field.name
+        value = getattr(life, name)
+        if value is None or name in out or name in _TIMELINE_SHOWN:
+            continue
+        if isinstance(value, str):
+            put_text(out, name, value)
+        elif isinstance(value, list):
+            put_argv(out, name, [str(v) for v in value])
+        elif isinstance(value, bool | int | float):
+            out[name] = value
+        else:
+            put_text(out, name, str(value))
+    return out
+
+
+#: Lifetime fields a span already shows: its name (argv), its track (id), its
+#: times (ts and dur; start_time and end_time in its args).
+_TIMELINE_SHOWN = frozenset({"argv", "id", "start_ns", "start_wall", "end_ns", "end_wall"})
+
+
+def write_timeline(
+    reader: StoreReader, lives: Sequence[Lifetime], output: Output,
+    window: tuple[int | None, int | None] = (None, None),
+) -> int:
+    """The lifetimes' timeline (Chrome trace JSON) into ``output``, cut to
+    the ``window`` (wall-clock ns); returns the spans written."""
+    from ..render.clock import Clock
+    from ..render.jsonl import choose_dumps
+    from ..render.timeline import write_timeline as write_events
+
+    clock = Clock()
+    return write_events(
+        output.write, lives, reader.exec_points(lives), lambda life: timeline_args(life, clock), choose_dumps(),
+        window,
+    )
+
+
+def open_timeline(path: str) -> Output:
+    """The timeline's file, emptied (a second JSON object appended would be
+    no trace at all); ``-`` is stdout."""
+    from ..files import UnsafePath, open_replace
+    from ..pipeline import Output
+
+    if path == "-":
+        return Output.open(None)
+    try:
+        return Output(open_replace(path), owned=True)
+    except UnsafePath as exc:
+        raise UsageError(f"refusing {exc.strerror}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+
+
+def timeline_notice(spans: int, path: str) -> str:
+    from ..stats import counted
+
+    where = "stdout" if path == "-" else path
+    return f"timeline of {counted(spans, 'process', 'processes')} written to {where}: open it at ui.perfetto.dev"
 
 
 def open_reader(path: str) -> StoreReader:
@@ -196,16 +307,24 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.db or default_db_path()
     selection = (args.since, args.until, args.command, args.user, args.pid)
-    if args.sql is not None and (any(v is not None for v in selection) or args.failed or args.tree):
+    if args.sql is not None and (any(v is not None for v in selection) or args.failed or args.tree or args.timeline):
         raise UsageError("--sql runs alone; put the conditions in the statement")
-    if args.tree and args.json:
-        raise UsageError("choose one of --tree and --json")
+    views = [name for name, on in (("--tree", args.tree), ("--json", args.json), ("--timeline", args.timeline)) if on]
+    if len(views) > 1:
+        raise UsageError(f"choose one of {' and '.join(views)}")
+    if args.timeline is not None and args.output is not None:
+        raise UsageError("--timeline FILE is the output: drop -o")
     refuse_output_onto(args.output, path)
+    if args.timeline is not None:
+        refuse_output_onto(args.timeline, path)
     output = open_output(args.output)
     try:
         with open_reader(path) as reader:
             if args.sql is not None:
                 return _run_sql(reader, args, output)
+            if args.timeline is not None:
+                output.close()
+                output = open_timeline(args.timeline)
             query = LifetimeQuery(
                 since=args.since, until=args.until, command=args.command, user=args.user,
                 pids=frozenset(args.pid) if args.pid else None, failed=args.failed,
@@ -220,8 +339,14 @@ def run(args: argparse.Namespace) -> int:
                     output.write(dumps(lifetime_fields(life, clock)) + b"\n")
             elif args.tree:
                 write_lines(output, _tree_lines(lives, reader.with_ancestors(lives)))
+            elif args.timeline is not None:
+                spans = write_timeline(reader, lives, output, (args.since, args.until))
+                status = finish_output(output)
+                if not status:
+                    stderr(timeline_notice(spans, args.timeline))
+                return status
             else:
-                write_lines(output, _table_lines(lives))
+                write_lines(output, _table_lines(lives, terminal_width(output)))
     except StoreError as exc:
         output.close()
         stderr(f"error: {exc}")

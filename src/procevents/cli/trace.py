@@ -6,7 +6,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exits import STOPPING_SIGNALS
@@ -21,17 +21,22 @@ from .options import (
     make_connector,
     make_enricher,
 )
-from .runner import ancestor_depth, open_output, run_pipeline, stderr
+from .runner import ancestor_lineage, open_output, run_pipeline, stderr
 
 if TYPE_CHECKING:
-    from ..events import Exit
+    from ..enrich import Enricher
+    from ..events import Event, Exit
     from ..pipeline import Filter
+    from ..proctable import Proc
+    from ..store import StoreSink, StoreWriter
 
 TRACE_EPILOG = """\
 examples:
   procevents trace -- make -j4
   procevents trace --json -o build.jsonl -- ./build.sh
   procevents trace --flat -- sh -c 'ls / >/dev/null; sh -c "exit 3"; exit 5'
+  procevents trace --timeline build.json -- make -j4
+                     then open build.json at ui.perfetto.dev ("Open trace file")
 
 The summary on stderr counts the processes started, those that failed
 (non-zero status) or were killed by a signal, and lists the slowest.
@@ -53,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--flat", action="store_true", help="one text line per event instead of the tree")
     add_output_options(out)
     out.add_argument("--slowest", metavar="N", type=int, default=5, help="list the N slowest processes (default 5)")
+    out.add_argument(
+        "--timeline", metavar="FILE",
+        help="also write a timeline of the run (Chrome trace JSON) to FILE for ui.perfetto.dev or chrome://tracing",
+    )
     tune = parser.add_argument_group("capture and tuning")
     add_capture_options(tune)
     add_tuning_options(tune)
@@ -90,9 +99,11 @@ class TraceReport(LifecycleCounter):
 
     def lines(self, slowest: int) -> list[str]:
         from ..render.text import format_duration
+        from ..stats import counted
 
         out = [
-            f"{self.started} processes started, {self.failed} failed, {self.killed} killed by a signal"
+            f"{counted(self.started, 'process', 'processes')} started, {self.failed} failed, "
+            f"{self.killed} killed by a signal"
         ]
         ranked = sorted(self.finished, key=lambda item: item[0], reverse=True)[: max(0, slowest)]
         if ranked:
@@ -141,9 +152,13 @@ def run(args: argparse.Namespace) -> int:
     # Signals that would end us go to CMD (as strace does); we end with it.
     previous = {sig: signal.signal(sig, forward) for sig in STOPPING_SIGNALS}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, progress)
+    timeline: Timeline | None = None
     try:
+        if args.timeline is not None:
+            timeline = Timeline(args.timeline)  # a bad FILE is said before CMD runs
         conn = make_connector(args)
-        enricher = make_enricher(args, paths=args.json, seed=False)
+        # exe and cwd: shown in JSON, and in the timeline's details.
+        enricher = make_enricher(args, paths=args.json or timeline is not None, seed=False)
         capture = enricher.capture
         try:
             conn.open()  # subscribe first, so no event of CMD is missed
@@ -170,17 +185,23 @@ def run(args: argparse.Namespace) -> int:
             return 127 if isinstance(exc, FileNotFoundError) else 126
         enricher.launched[child.pid] = command
         report = TraceReport(child.pid)
+        observers: list[Callable[[Event, Proc | None, Mapping[str, Any]], None]] = [report]
+        if timeline is not None:
+            timeline.start(enricher)
+            observers.append(timeline.observe)
         filters: list[Filter] = [DescendantFilter({child.pid})]
         if args.no_threads:
             filters.append(no_threads)
-        depth = None if args.flat else ancestor_depth(enricher, {child.pid})
-        sink = choose_sink(output, json=args.json, depth=depth)
+        lineage = None if args.flat else ancestor_lineage(enricher, {child.pid})
+        sink = choose_sink(output, json=args.json, lineage=lineage)
         exited_at: list[float] = []
         traced = child
 
         def finished() -> bool:
             # Stop once CMD's own exit event is shown, or shortly after it
             # was reaped if that event was lost.
+            if timeline is not None:
+                timeline.flush()
             if traced.poll() is None:
                 return False
             if report.root_exited:
@@ -196,15 +217,84 @@ def run(args: argparse.Namespace) -> int:
 
         status = run_pipeline(
             conn, sink, output, enricher=enricher, filters=filters, count=None, duration=None,
-            quiet=True, stop=finished, observers=[report], after=summary, own_signals=False, tick=0.2,
+            quiet=True, stop=finished, observers=observers, after=summary, own_signals=False, tick=0.2,
         )
+        if timeline is not None:
+            status = timeline.finish(child.pid, quiet=args.quiet) or status
         if status:
             return status
         returncode = child.wait()
     finally:
+        if timeline is not None:
+            timeline.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 - returncode if returncode < 0 else returncode
+
+
+class Timeline:
+    """``--timeline FILE``: the run is recorded to a private, temporary
+    database as ``record`` would, and the timeline made from it as ``query
+    --timeline`` makes one."""
+
+    def __init__(self, path: str) -> None:
+        from .query import open_timeline
+
+        self.path = path
+        self.output = open_timeline(path)
+        self.directory: str | None = None
+        self.writer: StoreWriter | None = None
+        self.sink: StoreSink | None = None
+
+    def start(self, enricher: Enricher) -> None:
+        import tempfile
+
+        from .. import __version__
+        from ..store import StoreSink, StoreWriter
+
+        self.directory = tempfile.mkdtemp(prefix="procevents-trace-")
+        self.writer = StoreWriter(os.path.join(self.directory, "trace.db"), version=__version__)
+        self.sink = StoreSink(self.writer, enricher.table.get)
+
+    def observe(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
+        assert self.sink is not None
+        self.sink.emit(event, proc, info)
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def finish(self, root: int, *, quiet: bool) -> int:
+        """Write the timeline of ``root`` and its descendants; 1 (said) if that failed."""
+        from ..store import LifetimeQuery, StoreError
+        from .query import open_reader, timeline_notice, write_timeline
+        from .runner import finish_output
+
+        if self.writer is None:
+            return 0
+        try:
+            self.writer.close()
+            with open_reader(self.writer.path) as reader:
+                lives = reader.lifetimes(LifetimeQuery(pids=frozenset({root})))
+                spans = write_timeline(reader, lives, self.output)
+        except (StoreError, OSError) as exc:
+            stderr(f"error: timeline: {exc}")
+            self.output.close()
+            return 1
+        status = finish_output(self.output)
+        if not status and not quiet:
+            stderr(timeline_notice(spans, self.path))
+        return status
+
+    def close(self) -> None:
+        import shutil
+
+        self.output.close()
+        if self.writer is not None and not self.writer.closed:
+            self.writer.close()
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
 def _terminal_signalled_group() -> bool:
