@@ -15,7 +15,7 @@ from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
 from ..proctable import Proc
 from .clock import Clock
-from .text import exit_description, format_command, format_duration
+from .text import exit_description, format_command, format_cost, format_duration
 
 INDENT = "  "
 
@@ -116,6 +116,9 @@ class TreeRenderer:
             level, _ = self.shown.pop(proc.pid)
             duration = info.get("duration")
             took = f" after {format_duration(duration)}" if duration is not None else ""
+            cost = format_cost(info)
+            if cost:
+                took = f"{took} {cost}"
             name = f" [{escape(proc.comm)}]" if proc.comm else ""
             stamp = self.clock.local_ms(event.timestamp_ns)
             return f"{stamp} {INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
