@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from procevents import taskstats
 from procevents.taskstats import (
@@ -290,3 +292,23 @@ def test_a_process_sums_its_threads_and_keeps_the_peak_memory() -> None:
     assert (whole.rchar, whole.wchar, whole.read_bytes, whole.write_bytes) == (11, 22, 33, 44)
     assert whole.cpu == 4.5
     assert whole_process(leader, []) is leader
+
+
+def test_cpu_time_is_the_schedulers_exact_runtime_split_as_the_ticks_saw_it() -> None:
+    assert taskstats.adjusted_cpu(300_000, 100_000, 800_000_000) == (0.6000000000000001, 0.2)
+    assert taskstats.adjusted_cpu(0, 0, 5_000_000) == (0.005, 0.0)  # ran between ticks: all user, as the kernel
+    assert taskstats.adjusted_cpu(0, 4_000, 5_000_000) == (0.0, 0.005)
+    assert taskstats.adjusted_cpu(4_000, 8_000, None) == (0.004, 0.008)  # no runtime: the ticks as they are
+    stats = decode_stats(_pack(16, {**FIGURES, "cpu_run_virtual_total": 1_040_000_000}))
+    cost = cost_from_stats(1, stats, thread_group=False)
+    assert cost.cpu == pytest.approx(1.04) and cost.stime == pytest.approx(1.04 * 120 / 520)
+
+
+@given(st.sampled_from([8, 10, 12, 13, 14, 15, 16, 17]), st.binary(min_size=560, max_size=700), st.data())
+def test_the_fast_decoder_agrees_with_the_whole_struct_decoder(version: int, raw: bytes, data: st.DataObject) -> None:
+    size = data.draw(st.integers(min_value=2, max_value=len(raw)))
+    payload = bytearray(raw[:size])
+    struct.pack_into("=H", payload, 0, version)
+    fast = taskstats.decode_cost(9, bytes(payload), thread_group=False)
+    slow = cost_from_stats(9, decode_stats(bytes(payload)), thread_group=False)
+    assert fast == slow

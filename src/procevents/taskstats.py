@@ -389,14 +389,44 @@ def _kib(value: object) -> int | None:
     return value * 1024 if isinstance(value, int) else None
 
 
+#: The fields a :class:`TaskCost` is made of.
+_COST_FIELDS: Final = (
+    "ac_exitcode", "ac_comm", "ac_btime", "ac_btime64", "ac_tgid", "ac_etime", "ac_utime", "ac_stime",
+    "ac_minflt", "ac_majflt", "hiwater_rss", "hiwater_vm", "read_char", "write_char", "read_bytes",
+    "write_bytes", "nvcsw", "nivcsw", "cpu_delay_total", "blkio_delay_total", "swapin_delay_total",
+    "freepages_delay_total", "thrashing_delay_total", "compact_delay_total", "cpu_run_virtual_total",
+)
+_MEMORY_DELAYS: Final = ("swapin_delay_total", "freepages_delay_total", "thrashing_delay_total",
+                         "compact_delay_total")
+
+
+def adjusted_cpu(utime_us: int, stime_us: int, runtime_ns: int | None) -> tuple[float, float]:
+    """User and system seconds scaled so that they add up to the scheduler's
+    exact runtime, as the kernel does for /proc/PID/stat and getrusage
+    (cputime_adjust): the tick-sampled split is kept, not its total, which
+    misses a process that runs between ticks on a busy CPU."""
+    if not runtime_ns:
+        return utime_us / 1e6, stime_us / 1e6
+    runtime = runtime_ns / 1e9
+    if stime_us == 0:
+        return runtime, 0.0
+    if utime_us == 0:
+        return 0.0, runtime
+    stime = runtime * stime_us / (utime_us + stime_us)
+    return runtime - stime, stime
+
+
 def cost_from_stats(pid: int, stats: dict[str, int | bytes], *, thread_group: bool) -> TaskCost:
-    """A :class:`TaskCost` from :func:`decode_stats`'s fields."""
+    """A :class:`TaskCost` from :func:`decode_stats`'s fields (or any subset of them)."""
     get = stats.get
-    memory_delays = [get(name) for name in ("swapin_delay_total", "freepages_delay_total",
-                                            "thrashing_delay_total", "compact_delay_total")]
-    present = [value for value in memory_delays if isinstance(value, int)]
+    present = [value for name in _MEMORY_DELAYS if isinstance(value := get(name), int)]
     comm = get("ac_comm")
     btime = get("ac_btime64", get("ac_btime"))
+    utime_us, stime_us = get("ac_utime"), get("ac_stime")
+    utime = stime = None
+    if isinstance(utime_us, int) and isinstance(stime_us, int):
+        runtime = get("cpu_run_virtual_total")
+        utime, stime = adjusted_cpu(utime_us, stime_us, runtime if isinstance(runtime, int) else None)
     return TaskCost(
         pid=pid,
         tgid=_int(get("ac_tgid")),
@@ -406,8 +436,8 @@ def cost_from_stats(pid: int, stats: dict[str, int | bytes], *, thread_group: bo
         exit_code=_int(get("ac_exitcode")),
         btime=_int(btime),
         elapsed=_seconds(get("ac_etime"), 1e6),
-        utime=_seconds(get("ac_utime"), 1e6),
-        stime=_seconds(get("ac_stime"), 1e6),
+        utime=utime,
+        stime=stime,
         max_rss=_kib(get("hiwater_rss")),
         max_vm=_kib(get("hiwater_vm")),
         rchar=_int(get("read_char")),
@@ -424,6 +454,46 @@ def cost_from_stats(pid: int, stats: dict[str, int | bytes], *, thread_group: bo
     )
 
 
+_COST_READERS: dict[tuple[int, int], tuple[struct.Struct, tuple[str, ...]]] = {}
+
+
+def _cost_reader(version: int, size: int) -> tuple[struct.Struct, tuple[str, ...]]:
+    """One precompiled struct reading, in a single call, the cost fields that
+    ``version`` has and ``size`` bytes hold (cached: one per kernel, in practice)."""
+    key = (version, size)
+    found = _COST_READERS.get(key)
+    if found is None:
+        layout = struct_layout(min(version, KNOWN_VERSION))
+        wanted = sorted(
+            (offset, name, kind) for name in _COST_FIELDS if name in layout
+            for offset, kind in [layout[name]] if offset + _SIZES[kind] <= size
+        )
+        fmt = "="
+        at = 0
+        for offset, _name, kind in wanted:
+            fmt += "x" * (offset - at) + (f"{TS_COMM_LEN}s" if kind == "comm" else _FORMATS[kind])
+            at = offset + _SIZES[kind]
+        found = _COST_READERS[key] = (struct.Struct(fmt), tuple(name for _o, name, _k in wanted))
+    return found
+
+
+def decode_cost(pid: int, payload: bytes | memoryview, *, thread_group: bool) -> TaskCost:
+    """The :class:`TaskCost` of one ``struct taskstats`` (the fast path of
+    :func:`decode_stats` plus :func:`cost_from_stats`)."""
+    if len(payload) < 2:
+        raise DecodeError(f"taskstats of {len(payload)} bytes has no version")
+    version = int(_U16.unpack_from(payload, 0)[0])
+    if version < 1:
+        raise DecodeError("taskstats version 0")
+    reader, names = _cost_reader(version, len(payload))
+    stats: dict[str, int | bytes] = dict(zip(names, reader.unpack_from(payload), strict=True))
+    comm = stats.get("ac_comm")
+    if isinstance(comm, bytes):
+        stats["ac_comm"] = comm.split(b"\0", 1)[0]
+    stats["version"] = version
+    return cost_from_stats(pid, stats, thread_group=thread_group)
+
+
 def decode_exit_message(data: bytes | memoryview, start: int, end: int) -> list[TaskCost]:
     """The records in one TASKSTATS_CMD_NEW message body (after the nlmsghdr)."""
     if end - start < _GENLHDR.size:
@@ -436,15 +506,15 @@ def decode_exit_message(data: bytes | memoryview, start: int, end: int) -> list[
         if kind not in (TASKSTATS_TYPE_AGGR_PID, TASKSTATS_TYPE_AGGR_TGID):
             continue  # TASKSTATS_TYPE_NULL: alignment padding on some architectures
         pid: int | None = None
-        stats: dict[str, int | bytes] | None = None
+        stats: memoryview | None = None
         for inner, c, d in iter_attrs(data, a, b):
             if inner in (TASKSTATS_TYPE_PID, TASKSTATS_TYPE_TGID) and d - c >= _U32.size:
                 pid = int(_U32.unpack_from(data, c)[0])
             elif inner == TASKSTATS_TYPE_STATS:
-                stats = decode_stats(memoryview(data)[c:d])
+                stats = memoryview(data)[c:d]
         if pid is None or stats is None:
             raise DecodeError("taskstats aggregate without its pid or its stats")
-        costs.append(cost_from_stats(pid, stats, thread_group=kind == TASKSTATS_TYPE_AGGR_TGID))
+        costs.append(decode_cost(pid, stats, thread_group=kind == TASKSTATS_TYPE_AGGR_TGID))
     return costs
 
 
