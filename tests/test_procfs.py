@@ -22,6 +22,7 @@ import pytest
 
 from procevents.enrich import Enricher
 from procevents.events import Comm, Event, Exec, Exit, Fork, Gid, Uid
+from procevents.identity import Identity
 from procevents.procfs import (
     CLOCK_TICKS,
     EMPTY,
@@ -910,13 +911,18 @@ class TestEnricher:
     def test_prefetch_and_apply(self, fx: FixtureProc, procfs: ProcFS) -> None:
         fx.add(1, comm="init", ppid=0, starttime=1)
         fx.add(600, comm="prog", cmdline=b"prog\x00arg one\x00\xff\x00", ppid=1, uid=0, cwd="/srv")
-        enricher = Enricher(ProcessTable(procfs))
+        table = ProcessTable(procfs)
+        enricher = Enricher(table, identity=Identity("h", "b", boot_offset_ns=table.boot_offset_ns))
         batch: list[Event] = [fork(1, 600, ts=1_000_000_000), exec_(600, ts=1_100_000_000),
                               exit_(600, ts=1_600_000_000, code=3 << 8, parent=1)]
         snapshots = enricher.prefetch(batch, lambda: ([], True))
         assert set(snapshots) == {1}
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
-        assert infos[0] == {"comm": "init", "ppid": 1}
+        # Started 8 s after boot (the fork's CLOCK_MONOTONIC plus the offset),
+        # in 10 ms ticks; init's 1 tick is /proc's starttime as it is.
+        ids = {"exec_id": "h:b:800:600", "parent_exec_id": "h:b:1:1"}
+        assert infos[0] == {"comm": "init", "ppid": 1, **ids}
+        assert all(info["exec_id"] == ids["exec_id"] for info in infos)
         exec_info = infos[1]
         assert exec_info["cmdline"] == ["prog", "arg one", "\udcff"]
         assert exec_info["exe"] == "/usr/bin/proc"

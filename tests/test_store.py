@@ -306,7 +306,7 @@ def test_new_database_is_private(tmp_path: Path) -> None:
         path = tmp_path / "deep" / "er" / "events.db"
         writer = StoreWriter(str(path))
         writer.add_event((None, 1, 2, "lost", -1, 0, 0, 0, 5, None, None, None, "drops",
-                          None, None, None, None, None, None))
+                          None, None, None, None, None, None, None, None))
         writer.commit()
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
         writer.close()
@@ -345,7 +345,7 @@ def _recorded_db(path: Path) -> Path:
     writer = StoreWriter(str(path))
     for i in range(2000):  # enough rows for several pages
         writer.add_event((None, i, i, "lost", -1, 0, 0, 0, i, None, None, None, "drops",
-                          None, None, None, None, None, None))
+                          None, None, None, None, None, None, None, None))
     writer.close()
     return path
 

@@ -234,7 +234,10 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, path
         # sent after we began waiting has its process held now.
         late = u64_at(buf, _TIMESTAMP_OFFSET)[0] < waiting_since
         tgid = tgid_at(buf, _TGID_OFFSET)[0]
-        raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late, paths=paths)
+        # Where exe and cwd are wanted (JSON, the store, -c, --container), so
+        # is the cgroup: read while held, it names the container the program
+        # runs in even when it was moved there just before its exec.
+        raw = read(tgid, argv_limit=ARGV_LIMIT, env_limit=env_limit, comm_only=not late, paths=paths, cgroup=paths)
         flags = FLAG_LATE if late else FLAG_COMM
         _write_all(out_fd, encode_frame(CAPTURE, cpu, u32_at(buf, _SEQ_OFFSET)[0], tgid, raw, flags=flags))
         waiting_since = clock()

@@ -15,7 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypedDict
 
+from .containers import container_fields
 from .events import Event, Exec, Exit, Fork, Lost
+from .identity import Identity
 from .procfs import ProcFS
 from .proctable import Proc, ProcessTable
 from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
@@ -38,6 +40,10 @@ class EventInfo(TypedDict, total=False):
     (``costs``) utime, stime, max_rss, rchar, wchar, read_bytes, write_bytes,
     cpu_delay, io_delay, mem_delay (seconds and bytes); fork and other
     events: comm, ppid; a thread's fork and exit: thread.  None is unknown.
+    Every event of a known process then has exec_id and parent_exec_id
+    (procevents.identity); an exec also has cgroup and, when its cgroup
+    names one, container_id, container_runtime and pod_uid
+    (procevents.containers).
     """
 
     cmdline: list[str] | None
@@ -63,6 +69,12 @@ class EventInfo(TypedDict, total=False):
     cpu_delay: float | None
     io_delay: float | None
     mem_delay: float | None
+    cgroup: str | None
+    container_id: str
+    container_runtime: str
+    pod_uid: str
+    exec_id: str | None
+    parent_exec_id: str | None
 
 
 class Users:
@@ -104,9 +116,12 @@ class Enricher:
         capture: ExecCapture | None = None,
         env_limit: int = 0,
         costs: ExitCosts | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.procfs = procfs or (table.procfs if table is not None else ProcFS())
         self.table = table or ProcessTable(self.procfs)
+        #: Builds each process's exec id (this host's name unless given).
+        self.identity = identity or Identity(boot_offset_ns=self.table.boot_offset_ns)
         self.users = Users()
         #: Per-CPU readers that read each exec while it is held (None: async).
         self.capture = capture
@@ -246,6 +261,9 @@ class Enricher:
                 info["env"] = None if snapshot is None else snapshot.env
                 if snapshot is not None and snapshot.env_truncated:
                     info["env_truncated"] = True
+            info["cgroup"] = proc.cgroup
+            if proc.cgroup is not None:
+                info.update(container_fields(proc.cgroup))  # type: ignore[typeddict-item]
         elif cls is Exit:
             assert isinstance(event, Exit)
             if event.process_pid != event.process_tgid:
@@ -269,6 +287,9 @@ class Enricher:
             info = {"comm": proc.comm, "ppid": proc.ppid}
             if cls is Fork and event.is_thread:
                 info["thread"] = True
+        identity = self.identity
+        info["exec_id"] = identity.of(proc)
+        info["parent_exec_id"] = identity.parent_of(proc, self.table.get(proc.ppid))
         return proc, info
 
     def _add_costs(self, event: Exit, proc: Proc, start: int | None, info: EventInfo) -> None:

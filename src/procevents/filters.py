@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 
+from .containers import container_of
 from .events import Event, Exit, Fork, Lost
 from .procfs import ProcFS, Stat
 from .proctable import Proc
@@ -150,6 +151,24 @@ class CommandFilter:
         if proc.exe is not None and search(proc.exe):
             return True
         return bool(proc.argv) and search(proc.argv[0]) is not None  # type: ignore[index]
+
+
+class ContainerFilter:
+    """Pass events of processes in a container whose id is or begins with
+    ``prefix`` (the container their cgroup names, procevents.containers)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.lower()
+
+    def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        if type(event) is Lost:
+            return True
+        if proc is None:
+            return False
+        found = container_of(proc.cgroup)
+        return found is not None and found.id is not None and found.id.startswith(self.prefix)
 
 
 def no_threads(event: Event, proc: Proc | None = None) -> bool:

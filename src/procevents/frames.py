@@ -3,7 +3,10 @@ wakes it: pure codecs, no I/O (the processes are in :mod:`.capture`).
 
 A frame: a fixed header (length, kind, why argv is missing, flags, cpu,
 seq, pid, euid, egid, then the lengths of cmdline, stat or comm, exe, cwd,
-environ), followed by those bytes as read from /proc."""
+environ), followed by those bytes as read from /proc, then (FLAG_CGROUP)
+/proc/PID/cgroup: its length is what the frame's length leaves, so the
+header is as it was before the cgroup was sent and a decoder that knows
+nothing of it skips it."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import os
 import struct
 from typing import Final
 
-from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cmdline, parse_stat
+from .procfs import EMPTY, GONE, RawExec, Unavailable, parse_cgroup, parse_cmdline, parse_stat
 from .snapshot import ExecSnapshot
 
 U32: Final = 0xFFFFFFFF
@@ -28,6 +31,7 @@ FLAG_ENV_CUT: Final = 4
 FLAG_OWNER: Final = 8
 FLAG_LATE: Final = 16  # read after the reader was busy: maybe not held
 FLAG_COMM: Final = 32  # the stat field holds /proc/PID/comm (a held read)
+FLAG_CGROUP: Final = 64  # /proc/PID/cgroup follows the other fields
 MISSING_CODES: Final = {None: 0, GONE: 1, Unavailable.DENIED: 2, EMPTY: 3}
 MISSING_NAMES: Final = (None, "gone", "denied", "gone")  # a zombie has exited
 FRAME: Final = struct.Struct("<IBBHIIiIIIHHHI")
@@ -72,21 +76,28 @@ def encode_frame(kind: int, cpu: int, seq: int, pid: int, raw: RawExec | None = 
         flags |= FLAG_OWNER
         euid, egid = raw.owner
     env = environ or b""
-    size = FRAME.size + len(raw.cmdline) + len(raw.stat) + len(raw.exe) + len(raw.cwd) + len(env)
+    cgroup = raw.cgroup
+    if cgroup is not None:
+        flags |= FLAG_CGROUP
+    else:
+        cgroup = b""
+    size = FRAME.size + len(raw.cmdline) + len(raw.stat) + len(raw.exe) + len(raw.cwd) + len(env) + len(cgroup)
     head = FRAME.pack(
         size, kind, MISSING_CODES[raw.missing], flags, cpu, seq, pid, euid, egid,
         len(raw.cmdline), len(raw.stat), len(raw.exe), len(raw.cwd), len(env),
     )
-    return b"".join((head, raw.cmdline, raw.stat, raw.exe, raw.cwd, env))
+    return b"".join((head, raw.cmdline, raw.stat, raw.exe, raw.cwd, env, cgroup))
 
 
 class Frame:
     """A decoded frame; ``snapshot()`` turns a capture into an ExecSnapshot."""
 
-    __slots__ = ("cmdline", "cpu", "cwd", "environ", "exe", "flags", "kind", "missing", "owner", "pid", "seq", "stat")
+    __slots__ = (
+        "cgroup", "cmdline", "cpu", "cwd", "environ", "exe", "flags", "kind", "missing", "owner", "pid", "seq", "stat",
+    )
 
     def __init__(self, data: bytes | bytearray | memoryview, offset: int = 0) -> None:
-        (_size, self.kind, missing, self.flags, self.cpu, self.seq, self.pid, euid, egid,
+        (size, self.kind, missing, self.flags, self.cpu, self.seq, self.pid, euid, egid,
          n_cmd, n_stat, n_exe, n_cwd, n_env) = FRAME.unpack_from(data, offset)
         self.missing = MISSING_NAMES[missing] if missing < len(MISSING_NAMES) else "gone"
         self.owner = (euid, egid) if self.flags & FLAG_OWNER else None
@@ -100,6 +111,8 @@ class Frame:
         self.cwd = bytes(data[at : at + n_cwd])
         at += n_cwd
         self.environ = bytes(data[at : at + n_env]) if self.flags & FLAG_ENV else None
+        at += n_env
+        self.cgroup = bytes(data[at : offset + size]) if self.flags & FLAG_CGROUP else None
 
     def snapshot(self, boot_offset_ns: int) -> ExecSnapshot:
         argv = parse_cmdline(self.cmdline) if self.cmdline else None
@@ -130,6 +143,7 @@ class Frame:
             argv_truncated=bool(self.flags & FLAG_ARGV_CUT),
             env_truncated=bool(self.flags & FLAG_ENV_CUT),
             held=True,
+            cgroup=None if self.cgroup is None else parse_cgroup(self.cgroup) or None,
         )
 
 

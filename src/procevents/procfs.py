@@ -120,16 +120,27 @@ def parse_creds(data: bytes) -> Creds:
 
 
 def parse_cgroup(data: bytes) -> str:
-    """The cgroup v2 path ("0::/...") or, on v1, the name=systemd / first path."""
-    first = ""
+    """The cgroup v2 path ("0::/..."), else (v1, or a hybrid host whose v2
+    path is the root while a v1 hierarchy places the process deeper, as
+    docker's cgroupfs driver does) the name=systemd path, else the first
+    v1 path below the root."""
+    unified: str | None = None
+    systemd: str | None = None
+    first: str | None = None
     for line in data.decode("utf-8", "surrogateescape").splitlines():
         hier, _, rest = line.partition(":")
-        _controllers, _, path = rest.partition(":")
+        controllers, _, path = rest.partition(":")
         if hier == "0":
-            return path
-        if not first or "name=systemd" in _controllers:
+            unified = path
+        elif "name=systemd" in controllers.split(","):
+            systemd = path
+        elif first is None or (first == "/" and path != "/"):
             first = path
-    return first
+    found = [path for path in (unified, systemd, first) if path is not None]
+    for path in found:
+        if path != "/":
+            return path
+    return found[0] if found else ""
 
 
 def _read_fd_all(fd: int) -> bytes:
@@ -291,8 +302,12 @@ class ProcFS:
         return self._read(pid, ProcessHandle.cgroup)
 
     def boottime_offset_ns(self) -> int:
-        """CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended)."""
-        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+        """CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent suspended), to
+        the millisecond: beyond that it is the noise of two clock reads, and
+        rounded, every process of one boot finds the same offset (so computes
+        the same process identities, see procevents.identity)."""
+        raw = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+        return round(raw / 1_000_000) * 1_000_000
 
 
 @dataclass(slots=True)
@@ -309,6 +324,8 @@ class RawExec:
     environ: bytes | None = None
     argv_truncated: bool = False
     env_truncated: bool = False
+    #: /proc/PID/cgroup as read (None: not asked for, or unreadable).
+    cgroup: bytes | None = None
 
 
 def _read_bounded(name: bytes, dir_fd: int, limit: int) -> tuple[bytes, bool]:
@@ -331,14 +348,15 @@ def _read_bounded(name: bytes, dir_fd: int, limit: int) -> tuple[bytes, bool]:
 
 
 def read_exec_raw(
-    pid: int, *, argv_limit: int, env_limit: int = 0, comm_only: bool = False, paths: bool = True, root: str = "/proc"
+    pid: int, *, argv_limit: int, env_limit: int = 0, comm_only: bool = False, paths: bool = True,
+    cgroup: bool = False, root: str = "/proc",
 ) -> RawExec:
-    """argv first, then stat, exe, cwd, owner (and environ), pinned to ``pid``
-    by its directory so that every read is of the same process.  A read that
-    fails after the argv leaves its field empty.  ``comm_only``: the ``stat``
-    field holds /proc/PID/comm instead (cheaper, for a process known to be
-    the one exec'd, whose start time is not needed); without ``paths``, exe
-    and cwd are left empty."""
+    """argv first, then stat, exe, cwd, owner (and environ, cgroup), pinned
+    to ``pid`` by its directory so that every read is of the same process.
+    A read that fails after the argv leaves its field empty.  ``comm_only``:
+    the ``stat`` field holds /proc/PID/comm instead (cheaper, for a process
+    known to be the one exec'd, whose start time is not needed); without
+    ``paths``, exe and cwd are left empty."""
     try:
         dir_fd = os.open(f"{root}/{pid}", _O_DIR)
     except OSError as exc:
@@ -370,6 +388,11 @@ def read_exec_raw(
         if env_limit:
             try:
                 raw.environ, raw.env_truncated = _read_bounded(b"environ", dir_fd, env_limit)
+            except OSError:
+                pass
+        if cgroup:
+            try:
+                raw.cgroup = _read_bounded(b"cgroup", dir_fd, _BUFSIZE)[0]
             except OSError:
                 pass
         return raw

@@ -40,6 +40,9 @@ class Proc:
     #: (running at start), "fork" (inherited from the parent), or None.
     argv_source: str | None = None
     execs: int = 0
+    #: The cgroup path (see procfs.parse_cgroup): read at its exec or when
+    #: first seen, else inherited at its fork (as the kernel does).
+    cgroup: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -89,6 +92,7 @@ class ProcessTable:
         argv = handle.cmdline()
         creds = handle.creds()
         exe = handle.exe()
+        cgroup = handle.cgroup()
         proc = Proc(
             pid=pid,
             ppid=stat.ppid,
@@ -97,6 +101,7 @@ class ProcessTable:
             argv=argv if isinstance(argv, list) else None,
             exe=exe if isinstance(exe, str) else None,
             argv_source="seed" if isinstance(argv, list) else None,
+            cgroup=cgroup or None if isinstance(cgroup, str) else None,
         )
         if isinstance(creds, Creds):
             proc.ruid, proc.euid, proc.rgid, proc.egid = creds.ruid, creds.euid, creds.rgid, creds.egid
@@ -157,6 +162,7 @@ class ProcessTable:
                 child.exe = parent.exe
                 child.cwd = parent.cwd
                 child.ruid, child.euid, child.rgid, child.egid = parent.ruid, parent.euid, parent.rgid, parent.egid
+                child.cgroup = parent.cgroup
                 child.argv_source = "fork" if parent.argv is not None else None
             self._add(child)
             return child
@@ -188,6 +194,8 @@ class ProcessTable:
                 proc.cwd = snapshot.cwd
             if snapshot.owner is not None:
                 proc.euid, proc.egid = snapshot.owner
+            if snapshot.cgroup is not None:
+                proc.cgroup = snapshot.cgroup
             return proc
         proc = self._lookup(event.tgid)
         if proc is None or event.pid != event.tgid:

@@ -34,6 +34,8 @@ class ExecSnapshot:
     #: Read while the exec'ing process was held by a realtime reader on its
     #: CPU: it cannot describe another program (no pid-reuse check needed).
     held: bool = False
+    #: The cgroup path (procfs.parse_cgroup); None if not read.
+    cgroup: str | None = None
 
 
 def same_start(a: int | None, b: int | None) -> bool:
@@ -44,7 +46,7 @@ def same_start(a: int | None, b: int | None) -> bool:
 
 
 def read_exec_snapshots(
-    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0
+    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0, cgroup: bool = True
 ) -> list[ExecSnapshot]:
     """Read argv first for every pid (in the order given), then the rest.
 
@@ -70,6 +72,7 @@ def read_exec_snapshots(
             cwd: str | Unavailable
             owner: tuple[int, int] | Unavailable
             environ: bytes | Unavailable = Unavailable.GONE
+            group: str | Unavailable = Unavailable.GONE
             if argv is Unavailable.EMPTY:
                 # A zombie: its comm (the exec'd program's) is all that is left.
                 exe = cwd = owner = Unavailable.GONE
@@ -79,6 +82,8 @@ def read_exec_snapshots(
                 owner = handle.owner()
                 if env_limit:
                     environ = handle.read("environ")
+                if cgroup:
+                    group = handle.cgroup()
         comm = start_ns = None
         if isinstance(stat, Stat):
             comm = stat.comm
@@ -101,6 +106,7 @@ def read_exec_snapshots(
                 missing,
                 env=env,
                 env_truncated=isinstance(environ, bytes) and len(environ) > env_limit,
+                cgroup=group or None if isinstance(group, str) else None,
             )
         )
     return snapshots
@@ -115,6 +121,7 @@ def _supersede(snapshot: ExecSnapshot) -> None:
     snapshot.owner = None
     snapshot.comm = None
     snapshot.env = None
+    snapshot.cgroup = None
 
 
 def validate_snapshots(

@@ -282,6 +282,28 @@ def add_db_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> N
     group.add_argument("--db", metavar="PATH", help=db_help())
 
 
+def container_arg(text: str) -> str:
+    """A container id or the first digits of one (hex, as docker ps shows them)."""
+    value = text.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{1,64}", value):
+        raise argparse.ArgumentTypeError(f"not a container id: {text!r} (hex digits, e.g. 3f2a9c1b)")
+    return value
+
+
+def host_arg(text: str) -> str:
+    """A host name as rows and message subjects carry it."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*", text):
+        raise argparse.ArgumentTypeError(f"not a host name: {text!r} (letters, digits, '-', '_', '.')")
+    return text
+
+
+def add_container_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:
+    group.add_argument(
+        "--container", metavar="ID|PREFIX", type=container_arg,
+        help=f"only {what} in the container whose id is or begins with ID (docker, containerd, CRI-O, podman)",
+    )
+
+
 def add_tuning_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--buffer", metavar="SIZE", type=size_arg, default=None,
@@ -348,8 +370,15 @@ def make_enricher(args: argparse.Namespace, *, paths: bool = True, **table_optio
         from ..procfs import ProcFS
         from ..proctable import ProcessTable
 
-        return Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit, costs=costs)
-    return Enricher(capture=capture, env_limit=env_limit, costs=costs)
+        enricher = Enricher(ProcessTable(ProcFS(), **table_options), capture=capture, env_limit=env_limit, costs=costs)
+    else:
+        enricher = Enricher(capture=capture, env_limit=env_limit, costs=costs)
+    host = getattr(args, "host", None)
+    if host is not None:
+        from ..identity import Identity
+
+        enricher.identity = Identity(host, boot_offset_ns=enricher.table.boot_offset_ns)
+    return enricher
 
 
 def check_pids(pids: Sequence[int] | None) -> set[int] | None:

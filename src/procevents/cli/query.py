@@ -13,6 +13,7 @@ from .options import (
     Parser,
     UsageError,
     add_command_option,
+    add_container_option,
     add_db_option,
     add_pid_option,
     add_time_range_options,
@@ -52,8 +53,9 @@ exits marked, forks drawn as arrows.
 
 --json keys: pid, ppid, comm, cmdline, exe, cwd, uid, user, start_time,
 end_time (ISO 8601 UTC), duration (seconds), exit_code, status, signal,
-core_dumped, execs; text that is not valid UTF-8 also has <key>_b64, as in
-the live --json stream.
+core_dumped, execs, host, exec_id, parent_exec_id, cgroup, container_id,
+pod_uid; text that is not valid UTF-8 also has <key>_b64, as in the live
+--json stream.
 
 --sql runs one read-only statement.  Tables: procs (one row per lifetime:
 id, pid, ppid, parent, start_wall, end_wall, comm, exe, argv, cwd, uid, user,
@@ -79,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_user_option(sel, recorded=True)
     add_pid_option(sel, "processes with this pid and their descendants (repeatable)")
     sel.add_argument("--failed", action="store_true", help="only those that exited non-zero or by a signal")
+    sel.add_argument("--host", metavar="NAME", help="recorded on this host (a store collected from many)")
+    add_container_option(sel, "those")
     out = parser.add_argument_group("output")
     out.add_argument("--tree", action="store_true", help="under their recorded ancestors")
     out.add_argument("--json", action="store_true", help="one JSON object per process lifetime")
@@ -127,6 +131,12 @@ def lifetime_fields(life: Lifetime, clock: Clock) -> dict[str, Any]:
     out["signal"] = life.signal
     out["core_dumped"] = life.core_dumped
     out["execs"] = life.execs
+    out["host"] = life.host
+    out["exec_id"] = life.exec_id
+    out["parent_exec_id"] = life.parent_exec_id
+    put_text(out, "cgroup", life.cgroup)
+    out["container_id"] = life.container_id
+    out["pod_uid"] = life.pod_uid
     return out
 
 
@@ -306,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     from ..store import LifetimeQuery, StoreError, default_db_path
 
     path = args.db or default_db_path()
-    selection = (args.since, args.until, args.command, args.user, args.pid)
+    selection = (args.since, args.until, args.command, args.user, args.pid, args.host, args.container)
     if args.sql is not None and (any(v is not None for v in selection) or args.failed or args.tree or args.timeline):
         raise UsageError("--sql runs alone; put the conditions in the statement")
     views = [name for name, on in (("--tree", args.tree), ("--json", args.json), ("--timeline", args.timeline)) if on]
@@ -328,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
             query = LifetimeQuery(
                 since=args.since, until=args.until, command=args.command, user=args.user,
                 pids=frozenset(args.pid) if args.pid else None, failed=args.failed,
+                host=args.host, container=args.container,
             )
             lives = reader.lifetimes(query)
             if args.json:

@@ -19,6 +19,7 @@ from .options import (
     add_tuning_options,
     check_pids,
     duration_arg,
+    host_arg,
     make_connector,
     make_enricher,
 )
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_keep_running_option(parser)
     add_duration_option(parser)
     add_quiet_option(parser)
+    parser.add_argument(
+        "--host", metavar="NAME", type=host_arg,
+        help="the host name rows, process ids (exec_id) and shipped messages carry (default: this machine's)",
+    )
     group = parser.add_argument_group("capture, metrics and tuning")
     add_capture_options(group, threads=False)
     add_metrics_option(group)
@@ -129,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     path = args.db or default_db_path()
     roots = check_pids(args.pid)
     try:
-        writer = StoreWriter(path, retain_ns=args.retain, version=__version__)
+        writer = StoreWriter(path, retain_ns=args.retain, version=__version__, host=args.host)
     except StoreError as exc:
         stderr(f"error: {exc}")
         return 1
@@ -146,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             filters.append(follow)
             if not args.keep_running:
                 end = FollowEnd(follow, roots, lambda: counts.seen)
-        sink = StoreSink(writer, enricher.table.get)
+        sink = StoreSink(writer, enricher.table.get, enricher.identity)
         reporting = Reporting(
             stats=False, metrics=args.metrics, connector=conn, table=enricher.table, writer=writer, quiet=args.quiet
         )

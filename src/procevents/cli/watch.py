@@ -11,6 +11,7 @@ from .options import (
     UsageError,
     add_capture_options,
     add_command_option,
+    add_container_option,
     add_duration_option,
     add_events_option,
     add_keep_running_option,
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keep_running_option(sel)
     add_user_option(sel)
     add_command_option(sel)
+    add_container_option(sel, "processes")
     stop = parser.add_argument_group("stopping")
     add_duration_option(stop)
     stop.add_argument("-n", "--count", metavar="N", type=positive_int, help="stop after N events")
@@ -138,6 +140,8 @@ def selection(args: argparse.Namespace, roots: set[int] | None) -> list[str]:
         words.append(f"of uid {args.user}")
     if args.command is not None:
         words.append(f"of commands matching {escape(args.command.pattern)!r}")
+    if args.container is not None:
+        words.append(f"in container {args.container}")
     return words
 
 
@@ -147,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
     from ..stats import Summary
 
     enrich = not args.no_enrich
-    if not enrich and (args.user is not None or args.command is not None or args.tree or args.env):
-        raise UsageError("-u, -c, --tree and --env need enrichment; drop --no-enrich")
+    if not enrich and (
+        args.user is not None or args.command is not None or args.tree or args.env or args.container is not None
+    ):
+        raise UsageError("-u, -c, --container, --tree and --env need enrichment; drop --no-enrich")
     if args.tree and args.json:
         raise UsageError("choose one of --tree and --json")
     # The table and the pid follower need every fork and exit, so with
@@ -156,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     needs_all = enrich or args.pid
     conn = make_connector(args, None if needs_all else args.events, kernel_filter=not args.no_kernel_filter)
     # Only JSON shows exe and cwd; -c matches exe too.
-    enricher = make_enricher(args, paths=args.json or args.command is not None) if enrich else None
+    # ... and the cgroup, for JSON and --container.
+    paths = args.json or args.command is not None or args.container is not None
+    enricher = make_enricher(args, paths=paths) if enrich else None
     filters: list[Filter] = []
     if args.no_threads:
         filters.append(no_threads)
@@ -175,6 +183,10 @@ def run(args: argparse.Namespace) -> int:
         filters.append(UserFilter(args.user))
     if args.command is not None:
         filters.append(CommandFilter(args.command))
+    if args.container is not None:
+        from ..filters import ContainerFilter
+
+        filters.append(ContainerFilter(args.container))
     reporting = None
     if args.stats or args.metrics is not None:
         from .reporting import Reporting

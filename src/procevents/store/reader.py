@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
+from ..containers import container_fields
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, decode_wait_status
 from ..proctable import Proc
 from .schema import (
@@ -63,16 +64,27 @@ class Lifetime:
     cpu_delay: float | None = None
     io_delay: float | None = None
     mem_delay: float | None = None
+    #: Who and where (schema 3; None before): see FLEET_COLUMNS.
+    host: str | None = None
+    exec_id: str | None = None
+    parent_exec_id: str | None = None
+    cgroup: str | None = None
+    container_id: str | None = None
+    pod_uid: str | None = None
+    rev: int | None = None
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Lifetime:
         (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
          comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row[:19]
-        return cls(
+        life = cls(
             life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
             decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
             execs, exit_code, duration, *row[19:],
         )
+        if life.cgroup is not None:
+            life.cgroup = decode_text(life.cgroup)
+        return life
 
     @property
     def cpu(self) -> float | None:
@@ -127,6 +139,8 @@ class LifetimeQuery:
     failed: bool = False
     min_cpu: float | None = None  # seconds of user plus system CPU
     sort: str | None = None  # one of SORT_KEYS: heaviest first, instead of by start time
+    host: str | None = None  # recorded on this host (schema 3)
+    container: str | None = None  # in the container whose id is or begins with this
 
 
 #: --sort keys: the expression ordered by, heaviest first.
@@ -141,6 +155,11 @@ SORT_KEYS: Final = {
 def _proc_select(present: set[str]) -> str:
     # A file from schema 1, opened read-only, has no cost columns: NULLs.
     return f"SELECT {', '.join('p.' + c if c in present else 'NULL' for c in PROC_COLUMNS)} FROM procs p"
+
+
+def _event_columns(present: set[str]) -> str:
+    # Nor one from schema 2 the host and cgroup of events.
+    return ", ".join("e." + c if c in present else "NULL" for c in EVENT_COLUMNS)
 
 
 class StoreReader:
@@ -158,6 +177,7 @@ class StoreReader:
             check_identity(self.conn, path, writable=False)
             self.conn.execute("PRAGMA query_only=ON")
             present = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(procs)")}
+            event_present = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(events)")}
         except StoreError:
             self.conn.close()
             raise
@@ -167,8 +187,11 @@ class StoreReader:
         self.conn.create_function("procevents_match", 4, self._match, deterministic=True)
         self._pattern: Any = None
         self._proc_select = _proc_select(present)
+        self._event_columns = _event_columns(event_present)
         #: The file has the taskstats columns (schema 2 and later).
         self.has_costs = "utime" in present
+        #: ... and hosts, process identities and cgroups (schema 3).
+        self.has_fleet = "exec_id" in present
 
     def close(self) -> None:
         self.conn.close()
@@ -228,6 +251,14 @@ class StoreReader:
         if query.min_cpu is not None:
             where.append("p.utime + p.stime >= ?")
             params.append(query.min_cpu)
+        if (query.host is not None or query.container is not None) and not self.has_fleet:
+            raise StoreError(f"{self.path} was recorded without hosts and containers (schema 2 or earlier)")
+        if query.host is not None:
+            where.append("p.host = ?")
+            params.append(query.host)
+        if query.container is not None:
+            where.append("substr(p.container_id, 1, ?) = ?")
+            params.extend((len(query.container), query.container.lower()))
         if query.user is not None:
             if query.user.isdigit():
                 where.append("p.uid = ?")
@@ -314,16 +345,18 @@ class StoreReader:
         if until is not None:
             where.append("e.wall <= ?")
             params.append(until)
+        fleet = self.has_fleet
+        identities = "p.exec_id, p.parent_exec_id" if fleet else "NULL, NULL"
         sql = (
-            f"SELECT {', '.join('e.' + c for c in EVENT_COLUMNS)}, "
-            "p.argv, p.duration, p.parent, p.start_ns, p.exe, p.uid FROM events e LEFT JOIN procs p ON p.id = e.proc"
+            f"SELECT {self._event_columns}, p.argv, p.duration, p.parent, p.start_ns, p.exe, p.uid, {identities} "
+            "FROM events e LEFT JOIN procs p ON p.id = e.proc"
         )
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY e.id"
         names = self.user_names()
         for row in self._rows(self._execute(sql, params)):
-            yield _rebuild(row, names)
+            yield _rebuild(row, names, fleet)
 
     def user_names(self) -> Callable[[int | None], str | None]:
         """uid -> user name as recorded (else as this host knows it)."""
@@ -419,9 +452,9 @@ class Recorded:
     parent: int | None
 
 
-def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) -> Recorded:
-    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd,
-     life_argv, life_duration, life_parent, life_start, life_exe, life_uid) = row
+def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None], fleet: bool = False) -> Recorded:
+    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd, _host, cgroup,
+     life_argv, life_duration, life_parent, life_start, life_exe, life_uid, exec_id, parent_exec_id) = row
     event: Event
     if name == "fork":
         event = Fork(cpu, seq, ts, a, b, pid, tgid)
@@ -458,6 +491,11 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) 
             }
             if data is not None:
                 info["missing"] = decode_text(data)
+            if fleet:
+                path = decode_text(cgroup)
+                info["cgroup"] = path
+                if path is not None:
+                    info.update(container_fields(path))
         elif name == "exit":
             cmdline = decode_argv(life_argv)
             info = {
@@ -471,6 +509,9 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None]) 
         else:
             cmdline = decode_argv(life_argv)
             info = {"comm": comm_text, "ppid": ppid}
+        if fleet:
+            info["exec_id"] = exec_id
+            info["parent_exec_id"] = parent_exec_id
         # For filters and the tree: what the row says, else the lifetime's final values.
         owner = uid if uid is not None else life_uid
         proc = Proc(

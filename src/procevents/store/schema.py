@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 
 #: ``PRAGMA application_id``: "PEVT".
@@ -40,7 +40,7 @@ CREATE VIEW events_named AS SELECT
     CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
     CASE WHEN event = 'unknown' THEN a END AS what,
     CASE WHEN event = 'exit' THEN CAST(data AS TEXT) END AS costs,
-    comm, ppid, uid, argv, exe, cwd
+    comm, ppid, uid, argv, exe, cwd, host, cgroup
 FROM events;
 CREATE VIEW lifetimes AS SELECT
     procs.*,
@@ -54,6 +54,26 @@ FROM procs;
 """
 
 
+#: Tables of schema 3: this store's random id (a message id names it), the
+#: shipping cursors (what a NATS stream has acknowledged), and the stores a
+#: collector has heard from.
+FLEET_TABLES: Final = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value);",
+    "CREATE TABLE outbox (stream TEXT PRIMARY KEY, events INTEGER NOT NULL, procs INTEGER NOT NULL, "
+    "sessions INTEGER NOT NULL);",
+    "CREATE TABLE sources (id INTEGER PRIMARY KEY, host TEXT, store TEXT NOT NULL UNIQUE);",
+    "CREATE UNIQUE INDEX events_remote ON events(source, remote_id) WHERE source IS NOT NULL;",
+)
+
+
+_FLEET_INDEXES: Final = (
+    "CREATE INDEX procs_rev ON procs(rev);",
+    "CREATE INDEX procs_host ON procs(host);",
+    "CREATE INDEX procs_container ON procs(container_id);",
+    "CREATE UNIQUE INDEX procs_remote ON procs(source, remote_id) WHERE source IS NOT NULL;",
+)
+
+
 SCHEMA: Final = """
 CREATE TABLE sessions (
     id INTEGER PRIMARY KEY,
@@ -64,7 +84,9 @@ CREATE TABLE sessions (
     recorder_pid INTEGER,
     version TEXT,
     ended TEXT,                      -- clean, error; NULL: never closed (killed, power loss)
-    ended_wall INTEGER
+    ended_wall INTEGER,
+    source INTEGER,                  -- collected (schema 3): sources.id and the id it has there
+    remote_id INTEGER
 );
 CREATE TABLE procs (                 -- one row per process lifetime
     id INTEGER PRIMARY KEY,
@@ -96,7 +118,17 @@ CREATE TABLE procs (                 -- one row per process lifetime
     write_bytes INTEGER,             -- bytes written to storage
     cpu_delay REAL,                  -- seconds waiting for a CPU
     io_delay REAL,                   -- seconds waiting for block I/O
-    mem_delay REAL                   -- seconds waiting for memory (swap-in, reclaim, thrashing, compaction)
+    mem_delay REAL,                  -- seconds waiting for memory (swap-in, reclaim, thrashing, compaction)
+    -- who and where (schema 3)
+    host TEXT,                       -- the recorder's host name
+    exec_id TEXT,                    -- HOST:BOOT_ID:START_TICKS:PID (procevents.identity)
+    parent_exec_id TEXT,
+    cgroup TEXT,                     -- the cgroup path at its last exec (or when first seen)
+    container_id TEXT,               -- parsed from cgroup (procevents.containers)
+    pod_uid TEXT,
+    rev INTEGER,                     -- raised each time the row is written: what to ship since a cursor
+    source INTEGER,                  -- collected: sources.id and the row's id there
+    remote_id INTEGER
 );
 CREATE INDEX procs_start ON procs(start_wall);
 CREATE INDEX procs_end ON procs(end_wall);
@@ -123,15 +155,19 @@ CREATE TABLE events (                -- one row per event, in arrival order
     uid INTEGER,
     argv BLOB,
     exe TEXT,
-    cwd TEXT
+    cwd TEXT,
+    host TEXT,                       -- schema 3: the recorder's host name
+    cgroup TEXT,                     -- exec: the cgroup path
+    source INTEGER,                  -- collected: sources.id and the row's id there
+    remote_id INTEGER
 );
 CREATE INDEX events_wall ON events(wall);
-""" + VIEWS
+""" + "\n".join(("", *_FLEET_INDEXES, *FLEET_TABLES)) + VIEWS
 
 
 EVENT_COLUMNS: Final = (
     "proc", "ts", "wall", "event", "cpu", "seq", "pid", "tgid", "a", "b", "c", "d", "data",
-    "comm", "ppid", "uid", "argv", "exe", "cwd",
+    "comm", "ppid", "uid", "argv", "exe", "cwd", "host", "cgroup",
 )
 
 
@@ -141,9 +177,13 @@ COST_COLUMNS: Final = (
 )
 
 
+#: Who and where (schema 3).
+FLEET_COLUMNS: Final = ("host", "exec_id", "parent_exec_id", "cgroup", "container_id", "pod_uid", "rev")
+
+
 PROC_COLUMNS: Final = (
     "id", "session", "pid", "ppid", "parent", "start_ns", "start_wall", "forked", "end_ns", "end_wall",
-    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration", *COST_COLUMNS,
+    "comm", "exe", "argv", "cwd", "uid", "user", "execs", "exit_code", "duration", *COST_COLUMNS, *FLEET_COLUMNS,
 )
 
 
@@ -267,17 +307,58 @@ def check_identity(conn: sqlite3.Connection, path: str, *, writable: bool) -> bo
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a file written by an earlier procevents up to :data:`SCHEMA_VERSION`
-    (one transaction: all of it or nothing)."""
+    (one transaction: all of it or nothing).  Columns are added where
+    missing, so a half-known layout is completed rather than refused."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version >= SCHEMA_VERSION:
         return
+    have = {
+        table: {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
+        for table in ("sessions", "procs", "events")
+    }
+    seconds = {"utime", "stime", "cpu_delay", "io_delay", "mem_delay"}
+    wanted = {
+        "sessions": [("ended", "TEXT"), ("ended_wall", "INTEGER"), ("source", "INTEGER"), ("remote_id", "INTEGER")],
+        "procs": [
+            *((c, "REAL" if c in seconds else "INTEGER") for c in COST_COLUMNS),
+            *((c, "INTEGER" if c == "rev" else "TEXT") for c in FLEET_COLUMNS),
+            ("source", "INTEGER"), ("remote_id", "INTEGER"),
+        ],
+        "events": [("host", "TEXT"), ("cgroup", "TEXT"), ("source", "INTEGER"), ("remote_id", "INTEGER")],
+    }
     steps = ["BEGIN IMMEDIATE;"]
-    if version < 2:
-        seconds = {"utime", "stime", "cpu_delay", "io_delay", "mem_delay"}
-        steps += [f"ALTER TABLE procs ADD COLUMN {c} {'REAL' if c in seconds else 'INTEGER'};" for c in COST_COLUMNS]
-        steps += ["DROP VIEW IF EXISTS events_named;", "DROP VIEW IF EXISTS lifetimes;", VIEWS]
+    for table, columns in wanted.items():
+        steps += [f"ALTER TABLE {table} ADD COLUMN {c} {kind};" for c, kind in columns if c not in have[table]]
+    if version < 3:
+        steps += [
+            # Rows recorded before: the host of their session; revisions to ship them by.
+            "UPDATE procs SET rev = id, host = (SELECT hostname FROM sessions s WHERE s.id = procs.session);",
+            "UPDATE events SET host = (SELECT host FROM procs p WHERE p.id = events.proc) WHERE proc IS NOT NULL;",
+            "UPDATE events SET host = (SELECT hostname FROM sessions ORDER BY id DESC LIMIT 1) WHERE proc IS NULL "
+            "AND (SELECT count(DISTINCT hostname) FROM sessions) = 1;",
+            *(_if_not_exists(statement) for statement in (*_FLEET_INDEXES, *FLEET_TABLES)),
+        ]
+    steps += ["DROP VIEW IF EXISTS events_named;", "DROP VIEW IF EXISTS lifetimes;", VIEWS]
     steps.append(f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
     conn.executescript("\n".join(steps))
+
+
+def _if_not_exists(statement: str) -> str:
+    for kind in ("TABLE", "UNIQUE INDEX", "INDEX"):
+        if statement.startswith(f"CREATE {kind} "):
+            return statement.replace(f"CREATE {kind} ", f"CREATE {kind} IF NOT EXISTS ", 1)
+    return statement
+
+
+def store_id(conn: sqlite3.Connection) -> str:
+    """This file's random id, made when first asked for (in a transaction
+    of the caller's or its own)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    if row is not None:
+        return str(row[0])
+    made = os.urandom(8).hex()
+    conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?)", (made,))
+    return made
 
 
 def damaged(path: str, exc: sqlite3.Error) -> StoreError:

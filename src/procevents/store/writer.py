@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from ..containers import container_of
 from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Uid, Unknown, wall_clock_ns
 from ..files import UnsafePath, check_planted_link
+from ..identity import Identity, host_name
 from ..procfs import boot_id
 from ..proctable import Proc
 from .schema import (
@@ -32,6 +34,7 @@ from .schema import (
     encode_argv,
     encode_text,
     migrate,
+    store_id,
     user_names,
 )
 
@@ -70,8 +73,9 @@ class Life:
     """The in-memory side of one ``procs`` row, mirrored from the table's Proc."""
 
     __slots__ = (
-        "argv", "argv_blob", "comm", "costs", "cwd", "duration", "end_ns", "exe", "execs", "exit_code", "forked",
-        "id", "parent", "pid", "ppid", "start_ns", "uid", "user",
+        "argv", "argv_blob", "cgroup", "comm", "container_id", "costs", "cwd", "duration", "end_ns", "exe",
+        "exec_id", "execs", "exit_code", "forked", "host", "id", "parent", "parent_exec_id", "pid", "pod_uid", "ppid",
+        "rev", "start_ns", "uid", "user",
     )
 
     def __init__(self, life_id: int, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> None:
@@ -94,6 +98,14 @@ class Life:
         self.duration: float | None = None
         #: The COST_COLUMNS values, from the exit's taskstats record.
         self.costs: tuple[Any, ...] = _NO_COSTS
+        self.host: str | None = None
+        self.exec_id: str | None = None
+        self.parent_exec_id: str | None = None
+        self.cgroup: str | None = None
+        self.container_id: str | None = None
+        self.pod_uid: str | None = None
+        #: Set at each commit that writes the row.
+        self.rev = 0
 
     def row(self, session: int) -> tuple[Any, ...]:
         start, end = self.start_ns, self.end_ns
@@ -103,6 +115,8 @@ class Life:
             end, None if end is None else wall_clock_ns(end),
             encode_text(self.comm), encode_text(self.exe), self.argv_blob, encode_text(self.cwd),
             self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration, *self.costs,
+            self.host, self.exec_id, self.parent_exec_id, encode_text(self.cgroup), self.container_id, self.pod_uid,
+            self.rev,
         )
 
 
@@ -122,8 +136,11 @@ class StoreWriter:
         retain_ns: int | None = None,
         interval: float = COMMIT_INTERVAL,
         version: str = "",
+        host: str | None = None,
     ) -> None:
         self.path = path
+        #: The name rows are recorded under (this machine's unless given).
+        self.host = host or host_name()
         self.retain_ns = retain_ns
         self.interval = interval
         self.pending: list[tuple[Any, ...]] = []
@@ -200,11 +217,13 @@ class StoreWriter:
             cur = conn.execute(
                 "INSERT INTO sessions (started_wall, clock_offset, boot_id, hostname, recorder_pid, version) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time_ns(), offset, boot_id(), os.uname().nodename, os.getpid(), version),
+                (time.time_ns(), offset, boot_id(), self.host, os.getpid(), version),
             )
             assert cur.lastrowid is not None
             self.session = cur.lastrowid
+            self.store_id = store_id(conn)
             self.next_id = (conn.execute("SELECT max(id) FROM procs").fetchone()[0] or 0) + 1
+            self.next_rev = (conn.execute("SELECT max(rev) FROM procs").fetchone()[0] or 0) + 1
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_WAIT * 1000)}")
         except StoreError:
             conn.close()
@@ -289,7 +308,13 @@ class StoreWriter:
                 conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(INSERT_EVENT, rows)
-            conn.executemany(UPSERT_PROC, [life.row(session) for life in self.dirty.values()])
+            rev = self.next_rev
+            lives = []
+            for life in self.dirty.values():
+                life.rev = rev
+                rev += 1
+                lives.append(life.row(session))
+            conn.executemany(UPSERT_PROC, lives)
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
@@ -303,6 +328,7 @@ class StoreWriter:
             return
         except sqlite3.Error as exc:
             raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
+        self.next_rev = rev
         self.locked_since = None
         self.dropped_unrecorded = 0
         self.events_written += len(self.pending)
@@ -321,7 +347,7 @@ class StoreWriter:
         # A lost row where the rows were dropped, as the kernel's losses are.
         ts = self.pending[0][1] if self.pending else time.monotonic_ns()
         return (None, ts, wall_clock_ns(ts), "lost", -1, 0, 0, 0, self.dropped_unrecorded,
-                None, None, None, "store-locked", None, None, None, None, None, None)
+                None, None, None, "store-locked", None, None, None, None, None, None, self.host, None)
 
     def prune(self, now_ns: int | None = None) -> int:
         """Delete events and ended lifetimes older than the retention period
@@ -394,13 +420,19 @@ class StoreSink:
     """A pipeline sink that records every event it is given.
 
     ``lookup`` finds a live process by pid (the enricher's table), so a new
-    lifetime can be linked to its parent's.
+    lifetime can be linked to its parent's; ``identity`` (the enricher's)
+    names each lifetime's process and parent.
     """
 
-    def __init__(self, writer: StoreWriter, lookup: Callable[[int], Proc | None] | None = None) -> None:
+    def __init__(
+        self, writer: StoreWriter, lookup: Callable[[int], Proc | None] | None = None,
+        identity: Identity | None = None,
+    ) -> None:
         self.writer = writer
         self.lookup = lookup
         self.user_name = user_names()
+        self.host = writer.host
+        self.identity = identity or Identity(writer.host)
 
     def _life(self, proc: Proc, forked: bool, depth: int = 0) -> Life:
         life = proc.extra.get("store")
@@ -409,12 +441,17 @@ class StoreSink:
         writer = self.writer
         life = writer.new_life(proc.pid, proc.ppid, proc.start_ns, forked)
         proc.extra["store"] = life
+        life.host = self.host
         self._mirror(life, proc)
         lookup = self.lookup
+        parent = None
         if lookup is not None and proc.ppid > 0 and depth < MAX_ANCESTRY:
             parent = lookup(proc.ppid)
             if parent is not None and parent is not proc:
                 life.parent = self._life(parent, False, depth + 1).id
+        identity = self.identity
+        life.exec_id = identity.of(proc)
+        life.parent_exec_id = identity.parent_of(proc, parent)
         writer.touch(life)
         return life
 
@@ -428,6 +465,11 @@ class StoreSink:
         if proc.ruid != life.uid:
             life.uid = proc.ruid
             life.user = self.user_name(proc.ruid)
+        if proc.cgroup != life.cgroup:
+            life.cgroup = proc.cgroup
+            found = container_of(proc.cgroup)
+            life.container_id = None if found is None else found.id
+            life.pod_uid = None if found is None else found.pod_uid
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         cls = type(event)
@@ -456,12 +498,13 @@ class StoreSink:
             # comm, ppid, uid, argv, exe, cwd; why argv is missing in data
             get = info.get
             row += (None, None, None, None, get("missing"), encode_text(get("comm")), get("ppid"), get("uid"),
-                    encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")))
+                    encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")), self.host,
+                    encode_text(get("cgroup")))
         elif cls is Exit and "utime" in info:
             assert isinstance(event, Exit)
             costs = json.dumps([info.get(key) for key in COST_COLUMNS], separators=(",", ":"))
             row += (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, costs,
-                    encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None)
+                    encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None, self.host, None)
         else:
             row += _specific(event)
             if not info:
@@ -470,6 +513,7 @@ class StoreSink:
                 row += (encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None)
             else:
                 row += (encode_text(info.get("comm")), info.get("ppid"), None, None, None, None)
+            row += (self.host, None)
         self.writer.add_event(row)
         return True
 
