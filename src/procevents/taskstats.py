@@ -23,7 +23,7 @@ import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 # linux/netlink.h and linux/genetlink.h
 NETLINK_GENERIC: Final = 16
@@ -455,6 +455,20 @@ def cost_from_stats(pid: int, stats: dict[str, int | bytes], *, thread_group: bo
 
 
 _COST_READERS: dict[tuple[int, int], tuple[struct.Struct, tuple[str, ...]]] = {}
+#: The cost fields in struct order (offsets are the same in every version
+#: that has them all, 12 and later, 15 aside, whose order is the same too).
+_ALL_COST_FIELDS: Final = tuple(sorted(_COST_FIELDS, key=lambda name: struct_layout(KNOWN_VERSION)[name][0]))
+_UNPACKED_ORDER: Final = (
+    "ac_exitcode", "ac_comm", "ac_btime", "ac_etime", "ac_utime", "ac_stime", "ac_minflt", "ac_majflt",
+    "hiwater_rss", "hiwater_vm", "read_char", "write_char", "read_bytes", "write_bytes", "nvcsw", "nivcsw",
+    "ac_btime64", "ac_tgid", "cpu_delay_total", "blkio_delay_total", "swapin_delay_total",
+    "freepages_delay_total", "thrashing_delay_total", "compact_delay_total", "cpu_run_virtual_total",
+)
+_POSITIONS: Final = tuple(_ALL_COST_FIELDS.index(name) for name in _UNPACKED_ORDER)
+
+
+def _reorder(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(values[i] for i in _POSITIONS)
 
 
 def _cost_reader(version: int, size: int) -> tuple[struct.Struct, tuple[str, ...]]:
@@ -477,6 +491,18 @@ def _cost_reader(version: int, size: int) -> tuple[struct.Struct, tuple[str, ...
     return found
 
 
+def _complete_cost(pid: int, version: int, thread_group: bool, values: tuple[Any, ...]) -> TaskCost:
+    (exitcode, comm, _btime, etime, utime_us, stime_us, minflt, majflt, rss, vm, rchar, wchar, read_bytes,
+     write_bytes, nvcsw, nivcsw, btime64, tgid, cpu_delay, blkio_delay, swapin, freepages, thrashing, compact,
+     runtime) = _reorder(values)
+    utime, stime = adjusted_cpu(utime_us, stime_us, runtime)
+    return TaskCost(
+        pid, tgid, thread_group, version, comm.split(b"\0", 1)[0], exitcode, btime64, etime / 1e6, utime, stime,
+        rss * 1024, vm * 1024, rchar, wchar, read_bytes, write_bytes, minflt, majflt, nvcsw, nivcsw,
+        cpu_delay / 1e9, blkio_delay / 1e9, (swapin + freepages + thrashing + compact) / 1e9,
+    )
+
+
 def decode_cost(pid: int, payload: bytes | memoryview, *, thread_group: bool) -> TaskCost:
     """The :class:`TaskCost` of one ``struct taskstats`` (the fast path of
     :func:`decode_stats` plus :func:`cost_from_stats`)."""
@@ -486,7 +512,10 @@ def decode_cost(pid: int, payload: bytes | memoryview, *, thread_group: bool) ->
     if version < 1:
         raise DecodeError("taskstats version 0")
     reader, names = _cost_reader(version, len(payload))
-    stats: dict[str, int | bytes] = dict(zip(names, reader.unpack_from(payload), strict=True))
+    values = reader.unpack_from(payload)
+    if names == _ALL_COST_FIELDS:  # every field there (version 12 and later): no lookups
+        return _complete_cost(pid, version, thread_group, values)
+    stats: dict[str, int | bytes] = dict(zip(names, values, strict=True))
     comm = stats.get("ac_comm")
     if isinstance(comm, bytes):
         stats["ac_comm"] = comm.split(b"\0", 1)[0]
