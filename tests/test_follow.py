@@ -37,7 +37,7 @@ def test_pid_ends_with_status_0_once_the_tree_has_exited(cli: Callable[..., Cli]
         root.cleanup()
     assert c.wait() == 0, c.err.text  # by itself: no signal sent
     lines = c.out.text.splitlines()
-    assert lines[-1].split()[1:3] == ["exit", str(root.pid)], lines
+    assert lines and lines[-1].split()[1:3] == ["exit", str(root.pid)], (lines, c.err.text)
     summary = c.err.text.splitlines()[-1]
     assert summary.startswith("procevents: 3 events shown (exec 1, exit 2) of "), summary
     assert summary.endswith(" events received, 0 events lost"), summary
