@@ -285,3 +285,19 @@ def test_a_thread_has_its_own_figures_and_its_process_the_sum(clis: list[Cli]) -
     own = sum(t["utime"] + t["stime"] for t in threads)
     assert process["utime"] + process["stime"] >= own  # the threads' CPU counted in the process's
     assert process["max_rss"] >= max(t["max_rss"] for t in threads)
+
+
+def test_trace_lists_the_processes_that_used_the_most_cpu() -> None:
+    burn = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3:\n    pass\n"
+    script = f"{sys.executable} -c '{burn}'; true; sh -c 'exit 0'"
+    result = subprocess.run(
+        [sys.executable, "-m", "procevents", "trace", "--slowest", "2", "--", "sh", "-c", script],
+        capture_output=True, timeout=TIMEOUT, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    heading = lines.index("procevents: most CPU (user+system, peak memory):")
+    ranked = lines[heading + 1:heading + 3]
+    assert len(ranked) == 2 and "time.process_time" in ranked[0], lines
+    cpu = ranked[0].split()[1]
+    assert cpu.endswith("ms") and float(cpu[:-2]) >= 280, ranked  # about 0.3 s, shown as ms under 1 s

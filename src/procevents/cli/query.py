@@ -18,6 +18,7 @@ from .options import (
     add_pid_option,
     add_time_range_options,
     add_user_option,
+    cpu_seconds_arg,
 )
 from .runner import finish_output, open_output, refuse_output_onto, stderr, write_lines
 
@@ -31,6 +32,8 @@ examples:
   procevents query --since 10m --failed --tree   what failed lately, under which parents
   procevents query --command '^gcc$' --json      every gcc run, as JSON Lines
   procevents query --pid 1234 --tree             pid 1234 and everything it started
+  procevents query --since 1h --sort cpu         what used the most CPU in the last hour
+  procevents query --min-cpu 10s --json          every process that used 10 s of CPU or more
   procevents query --pid 1234 --timeline build.json
                                                  a timeline for ui.perfetto.dev ("Open trace file")
   procevents query --sql "SELECT comm, count(*) FROM procs GROUP BY comm ORDER BY 2 DESC LIMIT 10"
@@ -53,17 +56,19 @@ exits marked, forks drawn as arrows.
 
 --json keys: pid, ppid, comm, cmdline, exe, cwd, uid, user, start_time,
 end_time (ISO 8601 UTC), duration (seconds), exit_code, status, signal,
-core_dumped, execs, host, exec_id, parent_exec_id, cgroup, container_id,
-pod_uid; text that is not valid UTF-8 also has <key>_b64, as in the live
---json stream.
+core_dumped, execs, the exit costs, host, exec_id, parent_exec_id, cgroup,
+container_id, pod_uid; text that is not valid UTF-8 also has <key>_b64, as
+in the live --json stream.
 
 --sql runs one read-only statement.  Tables: procs (one row per lifetime:
 id, pid, ppid, parent, start_wall, end_wall, comm, exe, argv, cwd, uid, user,
-exit_code, duration, ...), events (one row per event: ts, wall, event, cpu,
-seq, pid, tgid, proc, ...), sessions; views lifetimes (procs with status,
-signal, core_dumped, failed, start_time, end_time) and events_named (events with
-the cn_proc.h field names).  Times are ns: wall since the epoch, ts and *_ns
-CLOCK_MONOTONIC.
+exit_code, duration, utime, stime, max_rss, rchar, wchar, read_bytes,
+write_bytes, cpu_delay, io_delay, mem_delay, ...), events (one row per
+event: ts, wall, event, cpu, seq, pid, tgid, proc, ...), sessions; views
+lifetimes (procs with status, signal, core_dumped, failed, start_time,
+end_time) and events_named (events with the cn_proc.h field names; an
+exit's costs as a JSON list, in the order of the procs columns).  Times
+are ns: wall since the epoch, ts and *_ns CLOCK_MONOTONIC.
 """
 
 
@@ -83,9 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--failed", action="store_true", help="only those that exited non-zero or by a signal")
     sel.add_argument("--host", metavar="NAME", help="recorded on this host (a store collected from many)")
     add_container_option(sel, "those")
+    sel.add_argument(
+        "--min-cpu", metavar="SECONDS", type=cpu_seconds_arg,
+        help="only those that used at least this much CPU time (user plus system, from taskstats)",
+    )
     out = parser.add_argument_group("output")
     out.add_argument("--tree", action="store_true", help="under their recorded ancestors")
     out.add_argument("--json", action="store_true", help="one JSON object per process lifetime")
+    out.add_argument(
+        "--sort", choices=("cpu", "rss", "io", "duration"),
+        help="heaviest first: CPU time, peak memory, storage I/O (from taskstats) or duration; "
+        "default: by start time",
+    )
     out.add_argument("--sql", metavar="STATEMENT", help="run one read-only SQL statement instead")
     out.add_argument(
         "--timeline", metavar="FILE",
@@ -131,6 +145,10 @@ def lifetime_fields(life: Lifetime, clock: Clock) -> dict[str, Any]:
     out["signal"] = life.signal
     out["core_dumped"] = life.core_dumped
     out["execs"] = life.execs
+    from ..store.schema import COST_COLUMNS
+
+    for key in COST_COLUMNS:
+        out[key] = getattr(life, key)
     out["host"] = life.host
     out["exec_id"] = life.exec_id
     out["parent_exec_id"] = life.parent_exec_id
@@ -158,19 +176,25 @@ def _command(life: Lifetime) -> str:
 def _table_lines(lives: Sequence[Lifetime], width: int | None = None) -> list[str]:
     """The table; with a ``width``, each command line is cut to fit it."""
     from ..escape import escape
-    from ..render.text import exit_description, format_duration
+    from ..render.text import exit_description, format_bytes, format_duration
 
-    header = ("START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND")
-    rows = [
-        (
+    costs = any(life.utime is not None for life in lives)
+    header: tuple[str, ...] = ("START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND")
+    if costs:  # recorded with taskstats: what each one cost
+        header = (*header[:5], "CPU", "MAXRSS", *header[5:])
+    rows = []
+    for life in lives:
+        row: tuple[str, ...] = (
             local_wall(life.start_wall), str(life.pid), "" if life.ppid is None else str(life.ppid),
             escape(life.user or ""), "" if life.duration is None else format_duration(life.duration),
-            "-" if life.exit_code is None else exit_description(life.exit_code), _command(life),
         )
-        for life in lives
-    ]
+        if costs:
+            cpu, rss = life.cpu, life.max_rss
+            row += ("" if cpu is None else format_duration(cpu), "" if rss is None else format_bytes(rss))
+        row += ("-" if life.exit_code is None else exit_description(life.exit_code), _command(life))
+        rows.append(row)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    right = {1, 2, 4}
+    right = {1, 2, 4, 5, 6} if costs else {1, 2, 4}
     room = None if width is None else max(_MIN_COMMAND, width - sum(widths) - 2 * len(widths))
     lines = []
     for row in [header, *rows]:
@@ -317,7 +341,9 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.db or default_db_path()
     selection = (args.since, args.until, args.command, args.user, args.pid, args.host, args.container)
-    if args.sql is not None and (any(v is not None for v in selection) or args.failed or args.tree or args.timeline):
+    if args.sql is not None and (
+        any(v is not None for v in selection) or args.failed or args.tree or args.timeline or args.sort or args.min_cpu
+    ):
         raise UsageError("--sql runs alone; put the conditions in the statement")
     views = [name for name, on in (("--tree", args.tree), ("--json", args.json), ("--timeline", args.timeline)) if on]
     if len(views) > 1:
@@ -338,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             query = LifetimeQuery(
                 since=args.since, until=args.until, command=args.command, user=args.user,
                 pids=frozenset(args.pid) if args.pid else None, failed=args.failed,
-                host=args.host, container=args.container,
+                min_cpu=args.min_cpu, sort=args.sort, host=args.host, container=args.container,
             )
             lives = reader.lifetimes(query)
             if args.json:

@@ -80,6 +80,8 @@ class TraceReport(LifecycleCounter):
         self.failed = 0
         self.killed = 0
         self.finished: list[tuple[float, str, str]] = []
+        #: (CPU seconds, peak RSS bytes, command) of processes with a taskstats record.
+        self.costs: list[tuple[float, int | None, str]] = []
 
     def forked(self, info: Mapping[str, Any]) -> None:
         self.started += 1
@@ -94,6 +96,9 @@ class TraceReport(LifecycleCounter):
         duration = info.get("duration")
         if duration is not None:
             self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
+        utime, stime = info.get("utime"), info.get("stime")
+        if utime is not None and stime is not None:
+            self.costs.append((utime + stime, info.get("max_rss"), format_command(info)))
         if event.tgid == self.root:
             self.root_exited = True
 
@@ -112,6 +117,16 @@ class TraceReport(LifecycleCounter):
             how_width = max(len(how) for _, _, how in ranked)
             for duration, command, how in ranked:
                 out.append(f"  {format_duration(duration):>{width}}  {how:<{how_width}}  {command}")
+        heaviest = sorted(self.costs, key=lambda item: item[0], reverse=True)[: max(0, slowest)]
+        if heaviest:
+            from ..render.text import format_bytes
+
+            out.append("most CPU (user+system, peak memory):")
+            cpus = [format_duration(cpu) for cpu, _, _ in heaviest]
+            rsss = ["?" if rss is None else format_bytes(rss) for _, rss, _ in heaviest]
+            cpu_width, rss_width = max(map(len, cpus)), max(map(len, rsss))
+            for cpu, rss, (_, _, command) in zip(cpus, rsss, heaviest, strict=True):
+                out.append(f"  {cpu:>{cpu_width}}  {rss:>{rss_width}}  {command}")
         return out
 
 

@@ -1,0 +1,153 @@
+"""What each process cost, in the store: schema 2's columns, the migration
+from schema 1 in place, reading a schema-1 file as it is, and query's
+--sort and --min-cpu on a real recording."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from store_helpers import TIMEOUT, Cli, cli_processes, run_cli, skip_unless_connector, wait_rows
+
+from procevents.store import LifetimeQuery, StoreError, StoreReader
+from procevents.store.schema import APPLICATION_ID, COST_COLUMNS, SCHEMA, SCHEMA_VERSION
+from procevents.taskstats import COST_KEYS
+
+
+def test_the_store_keeps_every_figure_an_exit_carries() -> None:
+    assert COST_COLUMNS == COST_KEYS
+    for column in COST_COLUMNS:
+        assert re.search(rf"^\s+{column} (REAL|INTEGER)", SCHEMA, re.M), column
+
+
+def _schema_1() -> str:
+    """SCHEMA as procevents wrote it before the cost columns (schema 1)."""
+    lines = [
+        line for line in SCHEMA.splitlines()
+        if not re.match(rf"\s+({'|'.join(COST_COLUMNS)}) (REAL|INTEGER)", line)
+        and "what it cost" not in line and " AS costs," not in line
+    ]
+    text = "\n".join(lines)
+    return text.replace("duration REAL,                   -- seconds\n);", "duration REAL\n);")
+
+
+def _make_schema_1(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        f"BEGIN; {_schema_1()}; PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;"
+    )
+    conn.execute(
+        "INSERT INTO sessions (started_wall, clock_offset) VALUES (1, 0)"
+    )
+    conn.execute(
+        "INSERT INTO procs (id, session, pid, start_wall, end_wall, forked, execs, comm, exit_code, duration) "
+        "VALUES (1, 1, 4242, 1000, 2000, 1, 1, 'old', 0, 0.5)"
+    )
+    conn.close()
+
+
+def test_schema_1_file_is_read_as_it_is(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    _make_schema_1(db)
+    assert "utime" not in {row[1] for row in sqlite3.connect(db).execute("PRAGMA table_info(procs)")}
+    with StoreReader(str(db)) as reader:
+        assert not reader.has_costs
+        (life,) = reader.lifetimes(LifetimeQuery())
+        assert (life.pid, life.comm, life.utime, life.max_rss, life.cpu) == (4242, "old", None, None, None)
+        with pytest.raises(StoreError, match="recorded without exit costs"):
+            reader.lifetimes(LifetimeQuery(sort="cpu"))
+        assert [lt.pid for lt in reader.lifetimes(LifetimeQuery(sort="duration"))] == [4242]
+    result = run_cli("query", "--db", str(db), "--sort", "rss")
+    assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"without exit costs" in result.stderr
+
+
+def test_recording_into_a_schema_1_file_migrates_it_in_place(tmp_path: Path) -> None:
+    from procevents.store import StoreWriter
+
+    db = tmp_path / "v1.db"
+    _make_schema_1(db)
+    writer = StoreWriter(str(db))
+    writer.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(procs)")]
+    assert columns[-len(COST_COLUMNS):] == list(COST_COLUMNS)
+    assert conn.execute("SELECT pid, comm, utime FROM lifetimes").fetchall() == [(4242, "old", None)]
+    assert "costs" in [row[1] for row in conn.execute("PRAGMA table_info(events_named)")]
+    conn.close()
+    with StoreReader(str(db)) as reader:
+        assert reader.has_costs
+
+
+BURN = """
+import sys, time
+sys.stdin.read(1)
+start = time.process_time()
+while time.process_time() - start < float(sys.argv[1]):
+    pass
+"""
+
+
+@pytest.fixture
+def cli() -> object:
+    skip_unless_connector()
+    yield from cli_processes()
+
+
+def test_query_sorts_and_filters_by_what_each_process_cost(tmp_path: Path, cli: object) -> None:
+    import subprocess
+
+    db = tmp_path / "costs.db"
+    recorder: Cli = cli("record", "--db", str(db))  # type: ignore[operator]
+    recorder.wait_listening()
+    heavy = subprocess.Popen([sys.executable, "-c", BURN, "0.4"], stdin=subprocess.PIPE)
+    light = subprocess.Popen([sys.executable, "-c", BURN, "0"], stdin=subprocess.PIPE)
+    for proc in (heavy, light):
+        assert proc.stdin is not None
+        proc.stdin.write(b"x")
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0
+    try:
+        wait_rows(db, "SELECT count(*) FROM procs WHERE pid IN (?, ?) AND end_wall IS NOT NULL",
+                  (heavy.pid, light.pid), 2, "both lifetimes committed")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the recorder said:\n{recorder.err.text}") from None
+    assert recorder.stop() == 0
+
+    rows = sqlite3.connect(db).execute(
+        "SELECT l.pid, l.utime + l.stime, l.max_rss, json_extract(e.costs, '$[0]') FROM lifetimes l "
+        "JOIN events_named e ON e.proc = l.id AND e.event = 'exit' WHERE l.pid IN (?, ?)",
+        (heavy.pid, light.pid),
+    ).fetchall()
+    cpu = {pid: used for pid, used, _rss, _event_utime in rows}
+    assert cpu[heavy.pid] >= 0.35 and cpu[light.pid] < 0.3
+    assert all(rss > 1024 * 1024 for _pid, _cpu, rss, _u in rows)
+    assert all(utime is not None for *_rest, utime in rows)  # the exit event keeps them too (replay)
+
+    def query(*args: str) -> list[dict[str, object]]:
+        result = run_cli("query", "--db", str(db), "--json", "--pid", str(heavy.pid), "--pid", str(light.pid), *args)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    by_cpu = query("--sort", "cpu")
+    assert [life["pid"] for life in by_cpu] == [heavy.pid, light.pid]
+    assert all(key in by_cpu[0] for key in COST_COLUMNS)
+    assert [life["pid"] for life in query("--min-cpu", "0.3")] == [heavy.pid]
+    assert query("--min-cpu", "1h") == []
+    table = run_cli("query", "--db", str(db), "--pid", str(heavy.pid), "--sort", "cpu").stdout.decode().splitlines()
+    assert table[0].split()[5:7] == ["CPU", "MAXRSS"]
+    assert re.search(r"\s0\.\d{3}s\s|\s\d+\.\dms\s", table[1]), table[1]
+
+    replayed = run_cli("replay", "--db", str(db), "--json", "-p", str(heavy.pid))
+    exits = [json.loads(line) for line in replayed.stdout.splitlines() if b'"exit"' in line]
+    assert exits and exits[-1]["utime"] is not None and exits[-1]["max_rss"] == by_cpu[0]["max_rss"]
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "1e400"])
+def test_min_cpu_refuses_what_is_not_a_cpu_time(tmp_path: Path, bad: str) -> None:
+    result = run_cli("query", "--db", str(tmp_path / "none.db"), "--min-cpu", bad)
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
