@@ -135,3 +135,22 @@ def test_rates_just_after_the_start_are_over_the_time_so_far() -> None:
         model(Exec(0, n, 0, 5, 5), None, {"comm": "x"})
     frame = model.frame(102.0)
     assert frame.elapsed == 2.0 and frame.rates["exec"] == 2.0
+
+
+def test_the_heaviest_exited_processes_are_kept_and_shown() -> None:
+    from rich.console import Console
+
+    from procevents.top import HEAVIEST, render
+
+    model = TopModel()
+    for n in range(20):  # CPU n/10 s each; the last ones are the heaviest
+        info = {"comm": f"job{n}", "utime": n / 20, "stime": n / 20, "max_rss": (n + 1) << 20}
+        model(Exit(0, n, 0, 200 + n, 200 + n, 0, 17, 10, 10), None, info)
+    model(Exit(0, 99, 0, 300, 300, 0, 17, 10, 10), None, {"comm": "unknown-cost", "utime": None, "stime": None})
+    frame = model.frame(1.0)
+    assert [h.pid for h in frame.heaviest] == [219, 218, 217, 216, 215][:HEAVIEST]
+    assert frame.heaviest[0].cpu == pytest.approx(1.9) and frame.heaviest[0].max_rss == 20 << 20
+    console = Console(width=100, record=True, color_system=None)
+    console.print(render(frame))
+    text = console.export_text()
+    assert "most CPU (exited)" in text and "job19" in text and "1.900s" in text and "job14" not in text

@@ -9,6 +9,7 @@ as markup).
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter, deque
 from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
@@ -43,6 +44,20 @@ class Spawner:
     failures_rate: float
 
 
+@dataclass(frozen=True, order=True)
+class Heavy:
+    """An exited process and what it cost: CPU seconds, peak memory."""
+
+    cpu: float
+    pid: int
+    max_rss: int | None = field(compare=False)
+    command: str = field(compare=False)
+
+
+#: The heaviest processes kept (and shown at most).
+HEAVIEST = 5
+
+
 @dataclass
 class Frame:
     """What one refresh shows."""
@@ -55,6 +70,8 @@ class Frame:
     lost_rate: float
     alive: int | None
     spawners: list[Spawner] = field(default_factory=list)
+    #: The processes that used the most CPU (taskstats), heaviest first.
+    heaviest: list[Heavy] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
@@ -82,6 +99,7 @@ class TopModel(LifecycleCounter):
         #: Counts at each frame, oldest first: the window's start and what follows.
         self._samples: deque[_Counts] = deque()
         self._first: _Counts | None = None
+        self._heaviest: list[Heavy] = []  # a min-heap of the HEAVIEST largest
 
     def _key(self, counter: Counter[str], info: Mapping[str, Any]) -> str:
         name: str = info.get("comm") or "?"
@@ -98,6 +116,13 @@ class TopModel(LifecycleCounter):
     def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
         if event.exit_code:
             self.failures[self._key(self.failures, info)] += 1
+        utime, stime = info.get("utime"), info.get("stime")
+        if utime is not None and stime is not None:
+            heavy = Heavy(utime + stime, event.pid, info.get("max_rss"), info.get("comm") or "?")
+            if len(self._heaviest) < HEAVIEST:
+                heapq.heappush(self._heaviest, heavy)
+            elif heavy > self._heaviest[0]:
+                heapq.heapreplace(self._heaviest, heavy)
 
     def frame(self, now: float, rows: int = 10, *, window: float = WINDOW) -> Frame:
         """The counts now, with rates over the last ``window`` seconds: from
@@ -139,6 +164,7 @@ class TopModel(LifecycleCounter):
             lost_rate=rate(lost, old_lost),
             alive=None if self.table is None else len(self.table),
             spawners=spawners[:rows],
+            heaviest=sorted(self._heaviest, reverse=True),
         )
 
 
@@ -176,5 +202,18 @@ def render(frame: Frame, *, keys: bool = False) -> RenderableType:
             f"{s.forks_rate:,.1f}", f"{s.execs_rate:,.1f}", f"{s.failures_rate:,.1f}",
             f"{s.forks:,}", f"{s.execs:,}", f"{s.failures:,}",
         )
-    footer = [Text(""), Text("q: quit", style="dim")] if keys else []
-    return Group(header, Text(""), events, Text(""), spawners, *footer)
+    parts: list[RenderableType] = [header, Text(""), events, Text(""), spawners]
+    if frame.heaviest:
+        from .render.text import format_bytes, format_duration
+
+        heaviest = Table(title="most CPU (exited)", title_justify="left", box=None, pad_edge=False)
+        for heading in ("PID", "CPU", "MAXRSS"):
+            heaviest.add_column(heading, justify="right")
+        heaviest.add_column("COMMAND")
+        for h in frame.heaviest:
+            rss = "?" if h.max_rss is None else format_bytes(h.max_rss)
+            heaviest.add_row(str(h.pid), format_duration(h.cpu), rss, Text(escape(h.command)))
+        parts += [Text(""), heaviest]
+    if keys:
+        parts += [Text(""), Text("q: quit", style="dim")]
+    return Group(*parts)
