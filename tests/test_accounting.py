@@ -301,3 +301,19 @@ def test_trace_lists_the_processes_that_used_the_most_cpu() -> None:
     assert len(ranked) == 2 and "time.process_time" in ranked[0], lines
     cpu = ranked[0].split()[1]
     assert cpu.endswith("ms") and float(cpu[:-2]) >= 280, ranked  # about 0.3 s, shown as ms under 1 s
+
+
+def test_an_overflowing_socket_is_said_not_hidden(children: Children) -> None:
+    costs = ExitCosts(rcvbuf=4096).open()  # room for a few records only
+    try:
+        assert costs.problems() is None
+        pids = [children.fork(lambda: 0) for _ in range(64)]
+        for pid in pids:
+            children.wait(pid)
+        costs.collect()
+        assert costs.overruns >= 1
+        assert costs.records < 64
+        problems = costs.problems()
+        assert problems is not None and "overflowed" in problems and "no figures" in problems
+    finally:
+        costs.close()

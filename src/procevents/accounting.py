@@ -178,7 +178,6 @@ class ExitCosts:
         sock = self._sock
         if sock is None or self.closed:
             return 0
-        received = time.monotonic_ns() if now_ns is None else now_ns
         buf = self._buf
         view = memoryview(buf)
         costs: list[TaskCost] = []
@@ -199,6 +198,9 @@ class ExitCosts:
                     costs += taskstats.decode_exit_message(view, start, end)
             except taskstats.DecodeError:
                 self.malformed += 1
+        # Stamped once all are read: a record can only be of a life that began
+        # before it was read, so this is the bound CostJoin checks it against.
+        received = time.monotonic_ns() if now_ns is None else now_ns
         if costs:
             self.records += len(costs)
             self.join.add(costs, received)
@@ -216,3 +218,12 @@ class ExitCosts:
 
     def describe(self) -> str:
         return f"exit costs: taskstats on cpu {self.cpus}"
+
+    def problems(self) -> str | None:
+        """One line on what went wrong, if anything (said at the end)."""
+        parts = []
+        if self.overruns:
+            parts.append(f"its socket overflowed {self.overruns} times (some exits have no figures)")
+        if self.malformed:
+            parts.append(f"{self.malformed} malformed records skipped")
+        return f"exit costs: {'; '.join(parts)}" if parts else None

@@ -219,6 +219,9 @@ def run_pipeline(
         conn.close()
         if costs is not None:
             costs.close()
+            trouble = costs.problems()
+            if trouble is not None:
+                stderr(trouble)
         if capture is not None:
             capture.close()
         if stopper is not None:
