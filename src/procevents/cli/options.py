@@ -304,6 +304,70 @@ def add_container_option(group: argparse._ArgumentGroup | argparse.ArgumentParse
     )
 
 
+def add_nats_options(group: argparse._ArgumentGroup, *, recorder: bool) -> None:
+    """Where to ship (``record``) or collect from (``collect``): NATS JetStream."""
+    from ..fleet import DEFAULT_PREFIX, DEFAULT_STREAM, URL_ENV
+
+    what = "ship every recorded event to" if recorder else "collect from"
+    group.add_argument(
+        "--nats", metavar="URL",
+        help=f"{what} the NATS JetStream server at URL (nats://HOST:4222, tls://..., several comma-separated; "
+        f"default ${URL_ENV}, which keeps a password out of the command line)",
+    )
+    group.add_argument("--nats-creds", metavar="FILE", help="NATS credentials file (JWT and NKey seed)")
+    group.add_argument("--nats-ca", metavar="FILE", help="CA certificates for a TLS server")
+    group.add_argument("--nats-cert", metavar="FILE", help="client certificate for TLS (with --nats-key)")
+    group.add_argument("--nats-key", metavar="FILE", help="client certificate's key")
+    group.add_argument(
+        "--nats-stream", metavar="NAME", default=DEFAULT_STREAM, help=f"the JetStream stream (default {DEFAULT_STREAM})"
+    )
+    group.add_argument(
+        "--nats-subject", metavar="PREFIX", default=DEFAULT_PREFIX,
+        help=f"subjects are PREFIX.HOST.events, .procs, .sessions (default {DEFAULT_PREFIX})",
+    )
+    if recorder:
+        group.add_argument(
+            "--nats-max-age", metavar="DURATION", type=duration_arg,
+            help="when creating the stream: keep messages this long (e.g. 7d; default: until deleted)",
+        )
+        group.add_argument(
+            "--nats-replicas", metavar="N", type=positive_int, default=1,
+            help="when creating the stream: replicas in a NATS cluster (default 1)",
+        )
+
+
+def nats_config(args: argparse.Namespace, *, required: bool = False) -> Any:
+    """The NatsConfig from --nats* (None without a URL, unless ``required``)."""
+    import os
+
+    from ..fleet import URL_ENV
+    from ..fleet.connect import NatsConfig, nats_available
+
+    url = args.nats or os.environ.get(URL_ENV)
+    if not url:
+        if required:
+            raise UsageError(f"--nats URL is required (or ${URL_ENV})")
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", args.nats_stream):
+        raise UsageError(f"not a stream name: {args.nats_stream!r} (letters, digits, '-', '_')")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", args.nats_subject):
+        raise UsageError(f"not a subject prefix: {args.nats_subject!r} (tokens of letters, digits, '-', '_')")
+    if bool(args.nats_cert) != bool(args.nats_key):
+        raise UsageError("--nats-cert and --nats-key go together")
+    for name in ("nats_creds", "nats_ca", "nats_cert", "nats_key"):
+        path = getattr(args, name)
+        if path is not None and not os.access(path, os.R_OK):
+            raise UsageError(f"cannot read --{name.replace('_', '-')} {path}")
+    if not nats_available():
+        raise UsageError("--nats needs nats-py: pip install 'procevents[fleet]'")
+    max_age = getattr(args, "nats_max_age", None)
+    return NatsConfig(
+        url=url, creds=args.nats_creds, ca=args.nats_ca, cert=args.nats_cert, key=args.nats_key,
+        stream=args.nats_stream, prefix=args.nats_subject, max_age=None if max_age is None else max_age / 1e9,
+        replicas=getattr(args, "nats_replicas", 1),
+    )
+
+
 def add_tuning_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--buffer", metavar="SIZE", type=size_arg, default=None,

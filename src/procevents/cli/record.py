@@ -14,6 +14,7 @@ from .options import (
     add_duration_option,
     add_keep_running_option,
     add_metrics_option,
+    add_nats_options,
     add_pid_option,
     add_quiet_option,
     add_tuning_options,
@@ -22,11 +23,13 @@ from .options import (
     host_arg,
     make_connector,
     make_enricher,
+    nats_config,
 )
 from .reporting import Reporting
 from .runner import following, run_pipeline, stderr
 
 if TYPE_CHECKING:
+    from ..fleet.shipper import ShipperProcess
     from ..pipeline import Filter, Output
     from ..store import StoreWriter
 
@@ -36,11 +39,19 @@ examples:
   procevents record --db build.db -p $$   this shell and everything it starts, until it exits
   procevents record --retain 7d           and delete what is older than a week
   procevents record --metrics 9100        with Prometheus metrics on 127.0.0.1:9100
+  procevents record --nats nats://central:4222 --nats-creds /etc/procevents/nats.creds
+                                          and ship every event to NATS JetStream
 
 Events are committed at least every 0.25 s in one transaction (SQLite, WAL),
 so a crash or kill -9 loses at most the last moments and never damages the
 file.  The database is created with 0600 permissions.  Read it with
 procevents query and procevents replay, or any SQLite client.
+
+With --nats, a separate process publishes what is committed to a JetStream
+stream (created if missing) and keeps a cursor in the database: the file is
+the outbox, so an unreachable server, a slow one or a restart of either side
+loses nothing, and recording never waits for the network.  Retention keeps
+what the stream has not acknowledged.  Collect with procevents collect.
 """
 
 
@@ -71,14 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_capture_options(group, threads=False)
     add_metrics_option(group)
     add_tuning_options(group)
+    add_nats_options(parser.add_argument_group("shipping (NATS JetStream; needs nats-py)"), recorder=True)
     return parser
 
 
 class StoreOutput:
     """The Output the shared main loop flushes and closes: commit, close the database."""
 
-    def __init__(self, writer: StoreWriter) -> None:
+    def __init__(self, writer: StoreWriter, shipper: ShipperProcess | None = None) -> None:
         self.writer = writer
+        self.shipper = shipper
         self.failed = False
         self._told_locked = False
 
@@ -92,11 +105,14 @@ class StoreOutput:
     def _write(self, write: Callable[[], None]) -> None:
         if self.failed:
             return
+        commits = self.writer.commits
         try:
             write()
         except OSError:
             self.failed = True
             raise
+        if self.shipper is not None and self.writer.commits != commits:
+            self.shipper.poke()
 
     def batch_done(self) -> None:
         self._write(self.writer.flush)
@@ -133,11 +149,25 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.db or default_db_path()
     roots = check_pids(args.pid)
+    nats = nats_config(args)
     try:
-        writer = StoreWriter(path, retain_ns=args.retain, version=__version__, host=args.host)
+        writer = StoreWriter(
+            path, retain_ns=args.retain, version=__version__, host=args.host,
+            outbox=None if nats is None else nats.stream,
+        )
     except StoreError as exc:
         stderr(f"error: {exc}")
         return 1
+    shipper = None
+    if nats is not None:
+        from ..fleet.shipper import ShipperProcess
+
+        try:
+            shipper = ShipperProcess(path, nats, writer.host)
+        except OSError as exc:
+            writer.close()
+            stderr(f"error: cannot start the shipper: {exc.strerror or exc}")
+            return 1
     try:
         if args.retain is not None:
             writer.prune()
@@ -158,8 +188,10 @@ def run(args: argparse.Namespace) -> int:
         reporting.start()
     except BaseException:
         writer.close()
+        if shipper is not None:
+            shipper.close()
         raise
-    output = StoreOutput(writer)
+    output = StoreOutput(writer, shipper)
 
     def summary() -> None:
         if not args.quiet:
@@ -178,5 +210,8 @@ def run(args: argparse.Namespace) -> int:
         )
     finally:
         reporting.close()
+        if shipper is not None:
+            # The database is closed: what it holds is shipped now, or by the next run.
+            shipper.close()
     return status or int(output.failed)
 

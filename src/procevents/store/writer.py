@@ -137,8 +137,11 @@ class StoreWriter:
         interval: float = COMMIT_INTERVAL,
         version: str = "",
         host: str | None = None,
+        outbox: str | None = None,
     ) -> None:
         self.path = path
+        #: The stream this recording is shipped to: retention keeps what it has not acknowledged.
+        self.outbox = outbox
         #: The name rows are recorded under (this machine's unless given).
         self.host = host or host_name()
         self.retain_ns = retain_ns
@@ -360,17 +363,23 @@ class StoreWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             conn.execute("BEGIN IMMEDIATE")
+            shipped_events = shipped_procs = ""
+            params: tuple[Any, ...] = ()
+            if self.outbox is not None:
+                shipped_events = " AND id <= (SELECT events FROM outbox WHERE stream = ?)"
+                shipped_procs = " AND rev <= (SELECT procs FROM outbox WHERE stream = ?)"
+                params = (self.outbox,)
             events = conn.execute(
-                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE wall < ? LIMIT ?)",
-                (cutoff, PRUNE_CHUNK),
+                f"DELETE FROM events WHERE id IN (SELECT id FROM events WHERE wall < ?{shipped_events} LIMIT ?)",
+                (cutoff, *params, PRUNE_CHUNK),
             ).rowcount
             # Lifetimes that ended before the cutoff, and those never seen to
             # end that started before it (a running process still written to
             # is written again whole).
             procs = conn.execute(
-                "DELETE FROM procs WHERE id IN (SELECT id FROM procs WHERE end_wall < ? "
-                "OR (end_wall IS NULL AND start_wall < ?) LIMIT ?)",
-                (cutoff, cutoff, PRUNE_CHUNK),
+                "DELETE FROM procs WHERE id IN (SELECT id FROM procs WHERE (end_wall < ? "
+                f"OR (end_wall IS NULL AND start_wall < ?)){shipped_procs} LIMIT ?)",
+                (cutoff, cutoff, *params, PRUNE_CHUNK),
             ).rowcount
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

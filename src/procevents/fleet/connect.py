@@ -1,0 +1,145 @@
+"""NATS connection settings shared by the shipper and the collector: the
+URL, credentials and TLS files, the stream.  Stdlib only; nats-py is
+imported by :func:`connect` when it runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from . import DEFAULT_PREFIX, DEFAULT_STREAM, URL_ENV
+
+if TYPE_CHECKING:  # only when connecting: `record --help` stays light
+    import ssl
+
+__all__ = ["DEFAULT_PREFIX", "DEFAULT_STREAM", "URL_ENV", "NatsConfig", "connect", "redact"]
+
+#: JetStream's window for dropping a message id it has already stored (seconds).
+DUPLICATE_WINDOW: Final = 120.0
+
+
+class NatsMissing(Exception):
+    """nats-py is not installed."""
+
+
+@dataclass(frozen=True)
+class NatsConfig:
+    url: str
+    creds: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    stream: str = DEFAULT_STREAM
+    prefix: str = DEFAULT_PREFIX
+    #: Stream retention: messages older than this many seconds are deleted (None: kept).
+    max_age: float | None = None
+    replicas: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NatsConfig:
+        return cls(**data)
+
+    @property
+    def shown_url(self) -> str:
+        return redact(self.url)
+
+
+def redact(url: str) -> str:
+    """The URL without its user and password (for notices and logs)."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.username is not None or split.password is not None:
+            host = split.hostname or ""
+            if split.port is not None:
+                host += f":{split.port}"
+            one = urlunsplit((split.scheme, host, split.path, split.query, split.fragment))
+        parts.append(one.strip())
+    return ",".join(parts)
+
+
+def nats_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("nats") is not None
+
+
+def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
+    if not (config.url.startswith("tls://") or config.ca or config.cert):
+        return None
+    import ssl
+
+    context = ssl.create_default_context(cafile=config.ca)
+    if config.cert:
+        context.load_cert_chain(config.cert, config.key)
+    return context
+
+
+async def connect(
+    config: NatsConfig, name: str, *, on_error: Callable[[str], None],
+    on_disconnect: Callable[[], None] | None = None, on_reconnect: Callable[[], None] | None = None,
+) -> Any:
+    """A connection that reconnects for ever; its errors go to ``on_error``
+    as one line each (never a traceback, never the password)."""
+    try:
+        import nats
+    except ImportError:
+        raise NatsMissing("nats-py is not installed (pip install 'procevents[fleet]')") from None
+
+    async def error_cb(exc: Exception) -> None:
+        on_error(describe(exc))
+
+    async def disconnected_cb() -> None:
+        if on_disconnect is not None:
+            on_disconnect()
+
+    async def reconnected_cb() -> None:
+        if on_reconnect is not None:
+            on_reconnect()
+
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in config.url.split(",")], "name": name, "allow_reconnect": True,
+        "max_reconnect_attempts": -1, "reconnect_time_wait": 0.5, "connect_timeout": 2,
+        "error_cb": error_cb, "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb,
+        # Messages published while the server is away wait here, not in memory without bound.
+        "pending_size": 32 * 1024 * 1024,
+    }
+    if config.creds:
+        options["user_credentials"] = config.creds
+    tls = tls_context(config)
+    if tls is not None:
+        options["tls"] = tls
+    return await nats.connect(**options)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a NATS error (without the URL's password)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
+        text = "timed out"
+    name = type(exc).__name__
+    return redact(f"{name}: {text}" if text and text != name else name)
+
+
+async def ensure_stream(js: Any, config: NatsConfig) -> str:
+    """Create the stream when it does not exist yet; returns what was done."""
+    from nats.js.api import StorageType, StreamConfig
+    from nats.js.errors import NotFoundError
+
+    try:
+        await js.stream_info(config.stream)
+        return f"stream {config.stream}"
+    except NotFoundError:
+        pass
+    await js.add_stream(
+        StreamConfig(
+            name=config.stream, subjects=[f"{config.prefix}.>"], storage=StorageType.FILE,
+            max_age=config.max_age, num_replicas=config.replicas, duplicate_window=DUPLICATE_WINDOW,
+        )
+    )
+    return f"stream {config.stream} (created)"
