@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "query": "query",
     "replay": "replay",
     "top": "top",
+    "collect": "collect",
 }
 
 

@@ -280,10 +280,13 @@ class StoreReader:
         sql = self._proc_select
         if where:
             sql += " WHERE " + " AND ".join(where)
+        # Ties in the order they were recorded, collected rows too (by
+        # their id where they were recorded: ids here follow arrival).
+        ties = "p.start_wall, p.source, coalesce(p.remote_id, p.id)" if self.has_fleet else "p.start_wall, p.id"
         if query.sort is not None:
-            sql += f" ORDER BY {SORT_KEYS[query.sort]} DESC NULLS LAST, p.start_wall, p.id"
+            sql += f" ORDER BY {SORT_KEYS[query.sort]} DESC NULLS LAST, {ties}"
         else:
-            sql += " ORDER BY p.start_wall, p.id"
+            sql += f" ORDER BY {ties}"
         return [Lifetime.from_row(row) for row in self._rows(self._execute(sql, params))]
 
     def lifetimes_by_id(self, ids: Iterable[int]) -> dict[int, Lifetime]:
