@@ -312,3 +312,25 @@ def test_the_fast_decoder_agrees_with_the_whole_struct_decoder(version: int, raw
     fast = taskstats.decode_cost(9, bytes(payload), thread_group=False)
     slow = cost_from_stats(9, decode_stats(bytes(payload)), thread_group=False)
     assert fast == slow
+
+
+def test_a_datagram_is_read_the_fast_way_and_the_general_way_alike() -> None:
+    one = _exit_message((taskstats.TASKSTATS_TYPE_AGGR_PID, 4243, _pack(16, FIGURES)))
+    # _exit_message puts a NULL padding attribute first: without it, the fixed layout
+    attrs_at = 20 + 4
+    plain = bytearray(one[:20] + one[attrs_at:])
+    struct.pack_into("=I", plain, 0, len(plain))
+    (fast,) = taskstats.decode_datagram(bytes(plain) + b"junk after the datagram", len(plain))
+    (general,) = taskstats.decode_datagram(one, len(one))
+    assert fast == general and fast.pid == 4243 and fast.utime == 0.4
+    both = _exit_message(
+        (taskstats.TASKSTATS_TYPE_AGGR_PID, 4243, _pack(16, FIGURES)),
+        (taskstats.TASKSTATS_TYPE_AGGR_TGID, 4242, _pack(16, FIGURES)),
+    )
+    assert [(c.pid, c.thread_group) for c in taskstats.decode_datagram(both, len(both))] == [
+        (4243, False), (4242, True)
+    ]
+    ack = struct.pack("=IHHII", 36, taskstats.NLMSG_ERROR, 0, 3, 0) + struct.pack("=i", 0) + bytes(16)
+    assert taskstats.decode_datagram(ack, len(ack)) == []
+    with pytest.raises(DecodeError):
+        taskstats.decode_datagram(bytes(plain[:60]), 60)  # cut short: the header claims more

@@ -179,7 +179,6 @@ class ExitCosts:
         if sock is None or self.closed:
             return 0
         buf = self._buf
-        view = memoryview(buf)
         costs: list[TaskCost] = []
         for _ in range(MAX_COLLECT):
             try:
@@ -192,10 +191,7 @@ class ExitCosts:
                     continue
                 raise
             try:
-                for kind, _seq, start, end in taskstats.iter_messages(view[:size]):
-                    if kind == taskstats.NLMSG_ERROR or kind < 16:
-                        continue  # the deregistration's ack, NLMSG_NOOP/DONE
-                    costs += taskstats.decode_exit_message(view, start, end)
+                costs += taskstats.decode_datagram(buf, size)
             except taskstats.DecodeError:
                 self.malformed += 1
         # Stamped once all are read: a record can only be of a life that began
