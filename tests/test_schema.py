@@ -129,6 +129,7 @@ def test_default_db_path_as_root() -> None:
 def test_default_db_path_of_a_user(xdg: str | None, expected: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to become another user")
+    assert default_db_path() == "/var/lib/procevents/events.db"  # (and mutmut sees the test use it)
     assert _as_nobody({"XDG_DATA_HOME": xdg, "HOME": "/home/someone"}) == expected
 
 
