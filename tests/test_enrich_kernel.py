@@ -656,7 +656,8 @@ def trace(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[s
                           stdin=subprocess.DEVNULL)
 
 
-TREE_LINE = re.compile(r"^( *)(\d+) (.*)$")
+#: A tree line: its time, the indentation, the pid, the rest (render/tree.py).
+TREE_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} ( *)(\d+) (.*)$")
 
 
 def test_trace_draws_the_tree() -> None:

@@ -334,3 +334,19 @@ def test_a_datagram_is_read_the_fast_way_and_the_general_way_alike() -> None:
     assert taskstats.decode_datagram(ack, len(ack)) == []
     with pytest.raises(DecodeError):
         taskstats.decode_datagram(bytes(plain[:60]), 60)  # cut short: the header claims more
+
+
+def test_threads_not_taken_yet_are_offered_to_their_process() -> None:
+    join = CostJoin()
+    early, late, other = _cost(11, tgid=10), _cost(12, tgid=10), _cost(21, tgid=20)
+    stale = _cost(13, tgid=10)  # a thread of an earlier process 10
+    join.add([stale], received_ns=5)
+    join.add([early, late, other, _cost(10, tgid=10)], received_ns=100)
+    assert join.take(11, start_ns=50, end_ns=150) is early  # its exit event came: no longer offered
+    assert join.threads_of(10, start_ns=50) == [late]
+    assert join.threads_of(10, start_ns=None) == [stale, late]
+    assert join.threads_of(30, start_ns=None) == []
+    assert join.take(12, start_ns=60, end_ns=150) is late
+    assert join.threads_of(10, start_ns=50) == []
+    join.expire(taskstats.PENDING_TTL_NS + 200)  # the stale thread's and the others' records go
+    assert join.threads_of(10, start_ns=None) == [] and len(join) == 0

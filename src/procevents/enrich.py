@@ -301,9 +301,11 @@ class Enricher:
             if cost is not None:
                 self._thread_costs.setdefault(event.process_tgid, []).append(cost)
         else:
-            threads = self._thread_costs.pop(event.process_tgid, None)
+            threads = self._thread_costs.pop(event.process_tgid, [])
             if cost is not None:
-                cost = whole_process(cost, threads or ())
+                # and those whose exit events are still to come (after this one)
+                threads += self.costs.join.threads_of(event.process_tgid, start)
+                cost = whole_process(cost, threads)
                 # The kernel's last word on the task's name: it corrects a
                 # name read too late, or never read (a missed exec).
                 final = cost.comm_text

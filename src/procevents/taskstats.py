@@ -577,7 +577,7 @@ def decode_datagram(data: bytes | bytearray | memoryview, size: int) -> list[Tas
     return costs
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # by identity: CostJoin removes this very one
 class _Pending:
     cost: TaskCost
     received_ns: int
@@ -606,6 +606,8 @@ class CostJoin:
 
     def __init__(self) -> None:
         self._pending: dict[int, deque[_Pending]] = {}
+        #: tgid -> its threads' records not taken yet (see :meth:`threads_of`).
+        self._threads: dict[int, list[_Pending]] = {}
         self.joined = 0
         self.unmatched = 0
         self._oldest_ns: int | None = None
@@ -621,7 +623,10 @@ class CostJoin:
             queue = table.get(cost.pid)
             if queue is None:
                 queue = table[cost.pid] = deque()
-            queue.append(_Pending(cost, received_ns))
+            pending = _Pending(cost, received_ns)
+            queue.append(pending)
+            if cost.tgid is not None and cost.tgid != cost.pid:
+                self._threads.setdefault(cost.tgid, []).append(pending)
         if costs and self._oldest_ns is None:
             self._oldest_ns = received_ns
 
@@ -633,6 +638,7 @@ class CostJoin:
             return None
         while queue:
             pending = queue.popleft()
+            self._unindex(pending)
             if start_ns is None or self._fits(pending, start_ns, end_ns):
                 if not queue:
                     del self._pending[pid]
@@ -641,6 +647,24 @@ class CostJoin:
             self.unmatched += 1  # an earlier life's record whose exit never came
         del self._pending[pid]
         return None
+
+    def threads_of(self, tgid: int, start_ns: int | None) -> list[TaskCost]:
+        """The records of threads of process ``tgid`` (begun at ``start_ns``)
+        whose exit events have not come yet.  A thread's record is queued
+        before a joining thread can go on, so when a process's exit event
+        comes every thread's record is here, even if its exit event is not."""
+        found = self._threads.get(tgid, ())
+        return [p.cost for p in found if start_ns is None or p.received_ns >= start_ns]
+
+    def _unindex(self, pending: _Pending) -> None:
+        tgid = pending.cost.tgid
+        if tgid is None or tgid == pending.cost.pid:
+            return
+        siblings = self._threads.get(tgid)
+        if siblings is not None:
+            siblings.remove(pending)
+            if not siblings:
+                del self._threads[tgid]
 
     @staticmethod
     def _fits(pending: _Pending, start_ns: int, end_ns: int) -> bool:
@@ -660,7 +684,7 @@ class CostJoin:
         for pid in list(table):
             queue = table[pid]
             while queue and queue[0].received_ns < limit:
-                queue.popleft()
+                self._unindex(queue.popleft())
                 dropped += 1
             if not queue:
                 del table[pid]
