@@ -41,6 +41,7 @@ commands:
   procevents query [options]         query the recording (--since 10m --failed --tree)
   procevents replay [options]        show recorded events as the live view does
   procevents top                     live event rates and top spawners
+  procevents collect --nats URL      many hosts' recordings (record --nats) into one database
   (procevents COMMAND --help for its options)
 
 examples:
