@@ -21,6 +21,7 @@ from .identity import Identity
 from .procfs import ProcFS
 from .proctable import Proc, ProcessTable
 from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
+from .taskstats import COST_KEYS, cost_fields, whole_process
 
 if TYPE_CHECKING:
     from .accounting import ExitCosts
@@ -293,8 +294,6 @@ class Enricher:
         return proc, info
 
     def _add_costs(self, event: Exit, proc: Proc, start: int | None, info: EventInfo) -> None:
-        from .taskstats import COST_KEYS, cost_fields, whole_process
-
         assert self.costs is not None
         cost = self.costs.take(event.process_pid, start, event.timestamp_ns)
         if event.process_pid != event.process_tgid:

@@ -357,9 +357,12 @@ _SUMMED: Final = ("utime", "stime", "rchar", "wchar", "read_bytes", "write_bytes
                   "nvcsw", "nivcsw", "cpu_delay", "io_delay", "mem_delay")
 
 
+_cost_values: Final = operator.attrgetter(*COST_KEYS)
+
+
 def cost_fields(cost: TaskCost) -> dict[str, float | int | None]:
     """The :data:`COST_KEYS` of one record (None: not reported by this kernel)."""
-    return {key: getattr(cost, key) for key in COST_KEYS}
+    return dict(zip(COST_KEYS, _cost_values(cost), strict=True))
 
 
 def whole_process(leader: TaskCost, threads: Sequence[TaskCost]) -> TaskCost:
@@ -459,7 +462,7 @@ def cost_from_stats(pid: int, stats: dict[str, int | bytes], *, thread_group: bo
 _COST_READERS: dict[tuple[int, int], tuple[struct.Struct, tuple[str, ...]]] = {}
 #: The cost fields in struct order (offsets are the same in every version
 #: that has them all, 12 and later, 15 aside, whose order is the same too).
-_ALL_COST_FIELDS: Final = tuple(sorted(_COST_FIELDS, key=lambda name: struct_layout(KNOWN_VERSION)[name][0]))
+_ALL_COST_FIELDS: Final = tuple(sorted(_COST_FIELDS, key=struct_layout(KNOWN_VERSION).__getitem__))
 _UNPACKED_ORDER: Final = (
     "ac_exitcode", "ac_comm", "ac_btime", "ac_etime", "ac_utime", "ac_stime", "ac_minflt", "ac_majflt",
     "hiwater_rss", "hiwater_vm", "read_char", "write_char", "read_bytes", "write_bytes", "nvcsw", "nivcsw",
