@@ -233,3 +233,106 @@ def test_query_sorts_and_filters_by_what_each_process_cost(tmp_path: Path, cli: 
 def test_min_cpu_refuses_what_is_not_a_cpu_time(tmp_path: Path, bad: str) -> None:
     result = run_cli("query", "--db", str(tmp_path / "none.db"), "--min-cpu", bad)
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+
+
+def _layout(path: Path) -> dict[str, object]:
+    """Every table's columns (name, type), every index and view, as SQLite describes them."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        tables = sorted(name for kind, name, _ in objects if kind == "table")
+        return {
+            "tables": {t: sorted((r[1], r[2]) for r in conn.execute(f"PRAGMA table_info({t})")) for t in tables},
+            "indexes": sorted((name, table) for kind, name, table in objects if kind == "index"),
+            "index_columns": {
+                name: [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+                for kind, name, _ in objects if kind == "index"
+            },
+            "unique": sorted(
+                (t, r[1], r[2]) for t in tables
+                for r in conn.execute(f"PRAGMA index_list({t})") if r[1][:7] != "sqlite_"
+            ),
+            "views": {
+                v: [r[1] for r in conn.execute(f"PRAGMA table_info({v})")]
+                for kind, v, _ in objects if kind == "view"
+            },
+            "version": conn.execute("PRAGMA user_version").fetchone()[0],
+        }
+    finally:
+        conn.close()
+
+
+def test_a_migrated_file_is_laid_out_as_a_new_one(tmp_path: Path) -> None:
+    from procevents.store import StoreWriter
+
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    _make_schema_1(old)
+    StoreWriter(str(old)).close()
+    StoreWriter(str(new)).close()
+    assert _layout(old) == _layout(new)
+    # and again: nothing left to do, nothing done twice
+    before = old.read_bytes()
+    conn = sqlite3.connect(old, isolation_level=None)
+    from procevents.store.schema import migrate
+
+    migrate(conn)
+    conn.close()
+    assert old.read_bytes() == before
+
+
+def test_migrating_gives_old_rows_their_sessions_host(tmp_path: Path) -> None:
+    from procevents.store import StoreWriter
+
+    db = tmp_path / "v1.db"
+    _make_schema_1(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE sessions SET hostname = 'oldhost'")
+    conn.execute("INSERT INTO events (proc, ts, wall, event) VALUES (1, 1, 1000, 'exec')")
+    conn.execute("INSERT INTO events (proc, ts, wall, event, a, data) VALUES (NULL, 2, 1001, 'lost', 3, 'seq-gap')")
+    conn.close()
+    StoreWriter(str(db)).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT host, rev, utime FROM procs WHERE id = 1").fetchone() == ("oldhost", 1, None)
+    assert conn.execute("SELECT event, host FROM events ORDER BY id").fetchall() == [
+        ("exec", "oldhost"), ("lost", "oldhost")  # one host ever: it is the lost events' too
+    ]
+    conn.close()
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    from procevents.store.schema import migrate
+
+    db = tmp_path / "v1.db"
+    _make_schema_1(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE procs_rev (x)")  # a table by the name of an index schema 3 makes
+    before = _layout(db)
+    with pytest.raises(sqlite3.OperationalError, match="procs_rev"):
+        migrate(conn)
+    assert conn.in_transaction  # left to the caller (the writer closes without committing)
+    conn.execute("ROLLBACK")
+    conn.close()
+    assert _layout(db) == before  # all of it or nothing: no column added, still version 1
+    assert before["version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "want"),
+    [
+        (json.dumps(list(range(10))), dict(zip(COST_COLUMNS, range(10), strict=True))),
+        (json.dumps(list(range(10))).encode(), dict(zip(COST_COLUMNS, range(10), strict=True))),
+        (json.dumps([None] * 10), dict.fromkeys(COST_COLUMNS)),
+        (None, {}),
+        (7, {}),
+        (b"not json", {}),
+        (b'{"utime": 1}', {}),
+        (json.dumps(list(range(9))), {}),
+        (json.dumps(list(range(11))), {}),
+    ],
+)
+def test_an_exit_rows_costs_are_read_back_or_left_out(data: object, want: dict[str, object]) -> None:
+    from procevents.store.reader import _costs
+
+    assert _costs(data) == want
