@@ -300,8 +300,8 @@ def links_to(directory: Path, name: str, target: str) -> str:
 _SYS_PIDFD_GETFD = 438  # the same on every architecture
 
 
-def netlink_connector_fds(pid: int) -> list[int]:
-    """The fds of ``pid`` that are NETLINK_CONNECTOR sockets."""
+def socket_fds(pid: int) -> dict[int, int]:
+    """inode -> fd of every socket ``pid`` holds."""
     inodes: dict[int, int] = {}
     for entry in os.listdir(f"/proc/{pid}/fd"):
         try:
@@ -310,6 +310,12 @@ def netlink_connector_fds(pid: int) -> list[int]:
             continue
         if target.startswith("socket:["):
             inodes[int(target[8:-1])] = int(entry)
+    return inodes
+
+
+def netlink_connector_fds(pid: int) -> list[int]:
+    """The fds of ``pid`` that are NETLINK_CONNECTOR sockets."""
+    inodes = socket_fds(pid)
     found = []
     with open("/proc/net/netlink") as f:
         for line in f.read().splitlines()[1:]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY, Children
+from store_helpers import socket_fds
 from test_cli import Cli, LineReader
 
 from procevents import taskstats
@@ -180,15 +181,7 @@ def _generic_netlink_inodes() -> set[int]:
 
 
 def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
+    return set(socket_fds(pid))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])

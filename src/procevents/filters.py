@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from .containers import container_of
 from .events import Event, Exit, Fork, Lost
 from .procfs import ProcFS, Stat
-from .proctable import Proc
+from .proctable import Proc, subtree
 
 
 class DescendantFilter:
@@ -49,17 +49,7 @@ class DescendantFilter:
 def live_descendants(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
     """The roots that are alive and every live process below them, from a
     pid -> ppid map of the running processes."""
-    children: dict[int, list[int]] = {}
-    for pid, ppid in parents.items():
-        children.setdefault(ppid, []).append(pid)
-    found = {pid for pid in roots if pid in parents}
-    stack = list(found)
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+    return subtree((pid for pid in roots if pid in parents), parents)
 
 
 class FollowEnd:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .escape import escape
 from .events import EVENT_NAMES, Exit
-from .stats import LifecycleCounter
+from .stats import LifecycleCounter, exit_cpu
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
@@ -207,9 +207,9 @@ class MetricsObserver(LifecycleCounter):
         duration = info.get("duration")
         if duration is not None:
             self.lifetimes.observe(duration)
-        utime, stime = info.get("utime"), info.get("stime")
-        if utime is not None and stime is not None:
-            self.cpu.observe(utime + stime)
+        cpu = exit_cpu(info)
+        if cpu is not None:
+            self.cpu.observe(cpu)
 
 
 class _Drops(Protocol):

@@ -9,7 +9,7 @@ lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
@@ -227,14 +227,19 @@ class ProcessTable:
 
     def descendants(self, roots: set[int]) -> set[int]:
         """``roots`` and every process below them in the table."""
-        children: dict[int, list[int]] = {}
-        for proc in self.procs.values():
-            children.setdefault(proc.ppid, []).append(proc.pid)
-        found = set(roots)
-        stack = list(roots)
-        while stack:
-            for child in children.get(stack.pop(), ()):
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return found
+        return subtree(roots, {proc.pid: proc.ppid for proc in self.procs.values()})
+
+
+def subtree(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
+    """``roots`` and every process below them, from a pid -> ppid map."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    found = set(roots)
+    stack = list(found)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found

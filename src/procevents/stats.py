@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from .proctable import Proc
 
 
+def exit_cpu(info: Mapping[str, Any]) -> float | None:
+    """An exit's user plus system CPU seconds (taskstats); None without them."""
+    utime, stime = info.get("utime"), info.get("stime")
+    return None if utime is None or stime is None else utime + stime
+
+
 def counted(n: int, one: str, many: str | None = None) -> str:
     """``1 event``, ``2 events``, ``1 process``, ``3 processes``."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
@@ -167,9 +173,9 @@ class CommandStats(LifecycleCounter):
             duration = info.get("duration")
             if duration is not None:
                 counts.lifetime += duration
-            utime, stime = info.get("utime"), info.get("stime")
-            if utime is not None and stime is not None:
-                counts.cpu += utime + stime
+            cpu = exit_cpu(info)
+            if cpu is not None:
+                counts.cpu += cpu
 
     def leaders(self) -> list[tuple[str, CommandCounts]]:
         """The top ``top`` commands by each measure, together, most forks first."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .events import EVENT_NAMES, Exit
-from .stats import LifecycleCounter
+from .stats import LifecycleCounter, exit_cpu
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -116,9 +116,9 @@ class TopModel(LifecycleCounter):
     def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
         if event.exit_code:
             self.failures[self._key(self.failures, info)] += 1
-        utime, stime = info.get("utime"), info.get("stime")
-        if utime is not None and stime is not None:
-            heavy = Heavy(utime + stime, event.pid, info.get("max_rss"), info.get("comm") or "?")
+        cpu = exit_cpu(info)
+        if cpu is not None:
+            heavy = Heavy(cpu, event.pid, info.get("max_rss"), info.get("comm") or "?")
             if len(self._heaviest) < HEAVIEST:
                 heapq.heappush(self._heaviest, heavy)
             elif heavy > self._heaviest[0]:

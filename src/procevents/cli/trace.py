@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..exits import STOPPING_SIGNALS
-from ..stats import LifecycleCounter
+from ..stats import LifecycleCounter, exit_cpu
 from .options import (
     PROG,
     Parser,
@@ -96,9 +96,9 @@ class TraceReport(LifecycleCounter):
         duration = info.get("duration")
         if duration is not None:
             self.finished.append((duration, format_command(info), exit_description(event.exit_code)))
-        utime, stime = info.get("utime"), info.get("stime")
-        if utime is not None and stime is not None:
-            self.costs.append((utime + stime, info.get("max_rss"), format_command(info)))
+        cpu = exit_cpu(info)
+        if cpu is not None:
+            self.costs.append((cpu, info.get("max_rss"), format_command(info)))
         if event.tgid == self.root:
             self.root_exited = True
 

@@ -23,6 +23,7 @@ from ..events import (
     decode_wait_status,
     signal_name,
 )
+from ..stats import exit_cpu
 from .clock import Clock
 
 
@@ -60,10 +61,10 @@ def format_bytes(size: int) -> str:
 
 def format_cost(info: Mapping[str, Any]) -> str:
     """``cpu 0.52s rss 212M`` from an exit's taskstats figures ('' without them)."""
-    utime, stime, rss = info.get("utime"), info.get("stime"), info.get("max_rss")
+    cpu, rss = exit_cpu(info), info.get("max_rss")
     parts = []
-    if utime is not None and stime is not None:
-        parts.append(f"cpu {format_duration(utime + stime)}")
+    if cpu is not None:
+        parts.append(f"cpu {format_duration(cpu)}")
     if rss is not None:
         parts.append(f"rss {format_bytes(rss)}")
     return " ".join(parts)

@@ -94,13 +94,6 @@ class Lifetime:
         return self.utime + self.stime
 
     @property
-    def io(self) -> int | None:
-        """Bytes read and written from and to storage (None: not read)."""
-        if self.read_bytes is None or self.write_bytes is None:
-            return None
-        return self.read_bytes + self.write_bytes
-
-    @property
     def status(self) -> int | None:
         return None if self.exit_code is None else decode_wait_status(self.exit_code)[0]
 
