@@ -1060,3 +1060,22 @@ def test_host_facts() -> None:
     assert procfs.namespace_inode("pid") == os.stat("/proc/self/ns/pid").st_ino
     assert procfs.namespace_inode("no-such-kind") is None
     assert procfs.boot_id(root="/nonexistent") is None and procfs.rmem_max(root="/nonexistent") == 212992
+
+
+def test_a_process_names_itself() -> None:
+    from procevents import procfs
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child renames itself, as the guardian does, then reports
+        os.close(read)
+        named = procfs.name_self("renamed-by-procfs-test")
+        comm = Path("/proc/self/comm").read_text().strip()
+        os.write(write, f"{named} {comm}".encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        said = answer.read()
+    os.waitpid(pid, 0)
+    assert said == "True renamed-by-proc"  # the kernel keeps 15 bytes
+    assert procfs.name_self("x", root="/nonexistent") is False

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from store_helpers import TIMEOUT, Cli, cli_processes, run_cli, skip_unless_connector, wait_rows
 
+from procevents.costs import COST_KEYS
 from procevents.store import LifetimeQuery, StoreError, StoreReader
 from procevents.store.schema import APPLICATION_ID, COST_COLUMNS, SCHEMA, SCHEMA_VERSION
-from procevents.taskstats import COST_KEYS
 
 
 def test_the_store_keeps_every_figure_an_exit_carries() -> None:

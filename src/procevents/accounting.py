@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from . import exits, taskstats
-from .taskstats import CostJoin, TaskCost
+from .costs import CostJoin, TaskCost
 
 #: Receive buffer asked for: a build's burst of exits between two reads.
 DEFAULT_RCVBUF: Final = 32 * 1024 * 1024
@@ -52,7 +52,7 @@ def _deregister(sock: socket.socket, request: bytes, owner_pid: int) -> None:
 
 
 class ExitCosts:
-    """Taskstats records, joined to exit events by :class:`~procevents.taskstats.CostJoin`.
+    """Taskstats records, joined to exit events by :class:`~procevents.costs.CostJoin`.
 
     ``open()`` raises :class:`CostsUnavailable` with the reason (no taskstats
     in this kernel, not permitted, not the initial namespaces); callers say

@@ -16,17 +16,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final, TypedDict
 
 from .containers import container_fields
+from .costs import COST_KEYS, cost_fields, whole_process
 from .events import Event, Exec, Exit, Fork, Lost
 from .identity import Identity
 from .procfs import ProcFS
 from .proctable import Proc, ProcessTable
 from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
-from .taskstats import COST_KEYS, cost_fields, whole_process
 
 if TYPE_CHECKING:
     from .accounting import ExitCosts
     from .capture import ExecCapture
-    from .taskstats import TaskCost
+    from .costs import TaskCost
 
 #: Seconds between two /proc rescans after lost events.
 RESYNC_INTERVAL: Final = 1.0

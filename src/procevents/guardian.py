@@ -16,7 +16,7 @@ import signal
 import socket
 from typing import Final
 
-from . import wire
+from . import procfs, wire
 
 _RELEASED: Final = b"r"
 _IGNORE: Final = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
@@ -79,11 +79,7 @@ def _guard(sock_fd: int, pipe: int) -> None:
         os.setpgid(0, 0)
     except OSError:
         pass
-    try:
-        with open("/proc/self/comm", "w") as comm:
-            comm.write(NAME)
-    except OSError:
-        pass
+    procfs.name_self(NAME)
     keep = sorted((sock_fd, pipe))
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):

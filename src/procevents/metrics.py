@@ -21,9 +21,10 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from .costs import exit_cpu
 from .escape import escape
 from .events import EVENT_NAMES, Exit
-from .stats import LifecycleCounter, exit_cpu
+from .stats import LifecycleCounter
 
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer

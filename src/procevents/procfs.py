@@ -432,3 +432,14 @@ def rmem_max(root: str = "/proc") -> int:
 
 def pid_exists(pid: int, root: str = "/proc") -> bool:
     return os.path.exists(f"{root}/{pid}")
+
+
+def name_self(name: str, root: str = "/proc") -> bool:
+    """Give this process ``name`` in ps and top (its comm: the kernel keeps
+    15 bytes); False where /proc refuses."""
+    try:
+        with open(f"{root}/self/comm", "w") as comm:
+            comm.write(name)
+    except OSError:
+        return False
+    return True

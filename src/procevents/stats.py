@@ -6,16 +6,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .costs import exit_cpu
 from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
 
 if TYPE_CHECKING:
     from .proctable import Proc
-
-
-def exit_cpu(info: Mapping[str, Any]) -> float | None:
-    """An exit's user plus system CPU seconds (taskstats); None without them."""
-    utime, stime = info.get("utime"), info.get("stime")
-    return None if utime is None or stime is None else utime + stime
 
 
 def counted(n: int, one: str, many: str | None = None) -> str:

@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .costs import exit_cpu
 from .events import EVENT_NAMES, Exit
-from .stats import LifecycleCounter, exit_cpu
+from .stats import LifecycleCounter
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..costs import exit_cpu
 from ..exits import STOPPING_SIGNALS
-from ..stats import LifecycleCounter, exit_cpu
+from ..stats import LifecycleCounter
 from .options import (
     PROG,
     Parser,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..costs import exit_cpu
 from ..escape import escape, quote_arg
 from ..events import (
     Ack,
@@ -23,7 +24,6 @@ from ..events import (
     decode_wait_status,
     signal_name,
 )
-from ..stats import exit_cpu
 from .clock import Clock
 
 

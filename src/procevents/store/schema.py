@@ -171,7 +171,7 @@ EVENT_COLUMNS: Final = (
 )
 
 
-#: The taskstats figures of a lifetime (the keys of procevents.taskstats.COST_KEYS).
+#: The taskstats figures of a lifetime (the keys of procevents.costs.COST_KEYS).
 COST_COLUMNS: Final = (
     "utime", "stime", "max_rss", "rchar", "wchar", "read_bytes", "write_bytes", "cpu_delay", "io_delay", "mem_delay",
 )
