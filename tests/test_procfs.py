@@ -915,7 +915,7 @@ class TestEnricher:
         enricher = Enricher(table, identity=Identity("h", "b", boot_offset_ns=table.boot_offset_ns))
         batch: list[Event] = [fork(1, 600, ts=1_000_000_000), exec_(600, ts=1_100_000_000),
                               exit_(600, ts=1_600_000_000, code=3 << 8, parent=1)]
-        snapshots = enricher.prefetch(batch, lambda: ([], True))
+        snapshots = enricher.read_execs(batch)
         assert set(snapshots) == {1}
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
         # Started 8 s after boot (the fork's CLOCK_MONOTONIC plus the offset),
@@ -944,7 +944,7 @@ class TestEnricher:
         fx.add(1, comm="sh", cmdline=b"sh\x00-c\x00x\x00", ppid=0)
         enricher = Enricher(ProcessTable(procfs))
         batch: list[Event] = [fork(1, 600, ts=1), exec_(600, ts=2), exit_(600, ts=3, parent=1)]
-        snapshots = enricher.prefetch(batch, lambda: ([], True))
+        snapshots = enricher.read_execs(batch)
         infos = [enricher.apply(ev, snapshots.get(i))[1] for i, ev in enumerate(batch)]
         assert infos[1]["cmdline"] is None
         assert infos[1]["missing"] == "gone"
@@ -960,7 +960,8 @@ class TestEnricher:
         enricher = Enricher(ProcessTable(procfs, seed=False))
         batch: list[Event] = [fork(1, 600, ts=1), exec_(600, ts=2)]
         later: list[Event] = [exit_(600, ts=3, parent=1), fork(1, 600, ts=4), exec_(600, ts=5)]
-        snapshots = enricher.prefetch(batch, lambda: (later, True))
+        snapshots = enricher.read_execs(batch)
+        enricher.check_snapshots(batch, snapshots, later, complete=True)
         _, info = enricher.apply(batch[1], snapshots[1])
         assert info["cmdline"] is None
         assert info["missing"] == "superseded"
@@ -977,7 +978,7 @@ class TestEnricher:
     def test_unknown_uid_shown_as_number(self, fx: FixtureProc, procfs: ProcFS) -> None:
         fx.add(600, uid=4_000_000_001)
         enricher = Enricher(ProcessTable(procfs))
-        snapshots = enricher.prefetch([exec_(600)], lambda: ([], True))
+        snapshots = enricher.read_execs([exec_(600)])
         _, info = enricher.apply(exec_(600), snapshots[0])
         assert info["user"] == "4000000001"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pwd
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypedDict
 
 from .containers import container_fields
@@ -143,25 +143,12 @@ class Enricher:
         self._resync_wanted = False
         self._last_resync = float("-inf")
 
-    def prefetch(
-        self, batch: Sequence[Event], drain_more: Callable[[], tuple[Sequence[Event], bool]]
-    ) -> dict[int, ExecSnapshot]:
-        """Read /proc for the batch's execs, newest first; index -> snapshot.
-
-        ``drain_more`` returns events queued since the batch was read (they
-        stay queued for the next batch); it closes the pid-reuse window.
-        Then read the taskstats records: each was queued before its task's
-        exit event was, so every exit in the batch finds its own.
-        """
-        found = self._read_execs(batch, drain_more)
-        costs = self.costs
-        if costs is not None and not costs.closed:
-            costs.collect()
-        return found
-
-    def _read_execs(
-        self, batch: Sequence[Event], drain_more: Callable[[], tuple[Sequence[Event], bool]]
-    ) -> dict[int, ExecSnapshot]:
+    def read_execs(self, batch: Sequence[Event]) -> dict[int, ExecSnapshot]:
+        """Each exec's snapshot, by index in ``batch``: the capture readers'
+        (taken while the process was held), else /proc read now, newest
+        first (the oldest ones are the likeliest to be gone already).  A
+        snapshot not ``held`` may describe a later process with the same
+        pid: :meth:`check_snapshots` tells, from the events queued since."""
         exec_indexes = [i for i, event in enumerate(batch) if type(event) is Exec]
         if not exec_indexes:
             return {}
@@ -173,8 +160,6 @@ class Enricher:
                 snapshot = capture.take(batch[i])  # type: ignore[arg-type]
                 if snapshot is not None:
                     found[i] = snapshot
-        # Execs no reader had: read now, newest first (the oldest ones are
-        # the likeliest to be gone already).
         newest_first = [i for i in reversed(exec_indexes) if i not in found]
         if newest_first:
             snapshots = read_exec_snapshots(
@@ -183,14 +168,28 @@ class Enricher:
             found.update(zip(newest_first, snapshots, strict=True))
         if self.launched:
             self._use_launched(batch, exec_indexes, found)
-        # A snapshot read after its process was released may describe another.
-        unheld = [i for i in exec_indexes if not found[i].held]
+        return found
+
+    def check_snapshots(
+        self, batch: Sequence[Event], found: dict[int, ExecSnapshot], later: Sequence[Event], complete: bool
+    ) -> None:
+        """Drop what the unheld snapshots of ``found`` may have read from
+        another process: ``later`` are the events queued after ``batch``
+        (``complete``: all of them), whose exit and fork of the same pid
+        would show the reuse."""
+        unheld = [i for i, snapshot in found.items() if not snapshot.held]
         if unheld:
-            later, complete = drain_more()
             validate_snapshots(
                 batch, unheld, [found[i] for i in unheld], later, complete=complete, known_start=self._known_start
             )
-        return found
+
+    def collect_costs(self) -> None:
+        """Read the taskstats records queued so far: each was queued before
+        its task's exit event was, so every exit of a batch read before this
+        call finds its own."""
+        costs = self.costs
+        if costs is not None and not costs.closed:
+            costs.collect()
 
     def _use_launched(self, batch: Sequence[Event], exec_indexes: list[int], found: dict[int, ExecSnapshot]) -> None:
         for i in exec_indexes:

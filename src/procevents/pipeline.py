@@ -23,6 +23,7 @@ from .render.clock import Clock
 from .render.jsonl import choose_dumps, event_fields, put_argv, put_text
 from .render.text import TextRenderer
 from .render.tree import TreeRenderer
+from .snapshot import ExecSnapshot
 from .stats import Summary
 
 Filter = Callable[[Event, Proc | None], bool]
@@ -252,7 +253,15 @@ class Pipeline:
 
     def process(self, batch: list[Event]) -> None:
         enricher = self.enricher
-        snapshots = enricher.prefetch(batch, self.connector.peek) if enricher is not None else {}
+        snapshots: dict[int, ExecSnapshot] = {}
+        if enricher is not None:
+            snapshots = enricher.read_execs(batch)
+            if any(not snapshot.held for snapshot in snapshots.values()):
+                # A snapshot read after its process was released may be of a
+                # later process with the same pid: the events queued since tell.
+                later, complete = self.connector.peek()
+                enricher.check_snapshots(batch, snapshots, later, complete)
+            enricher.collect_costs()
         filters = self.filters
         sink = self.sink
         summary = self.summary
