@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY, Children
-from store_helpers import socket_fds
+from helpers import socket_fds
 from test_cli import Cli, LineReader
 
 from procevents import taskstats

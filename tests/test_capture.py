@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import burst_tools
+from helpers import burst_tools
 from test_enrich_kernel import CLI, TIMEOUT, JsonWatcher, nonce, one, proc_state, reaper, watch
 from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, _guardians, _readers, parse_trace
 

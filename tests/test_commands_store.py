@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,

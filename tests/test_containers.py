@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import Cli, Gated, cli_processes, db_rows, run_cli, skip_unless_connector, wait_rows
+from helpers import Cli, Gated, cli_processes, db_rows, run_cli, skip_unless_connector, wait_rows
 
 from procevents.containers import Container, container_of
 from procevents.frames import CAPTURE, FLAG_CGROUP, Frame, encode_frame, split_frames

@@ -9,7 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from store_helpers import run_cli, skip_unless_connector
+from helpers import run_cli, skip_unless_connector
 
 from procevents.files import UnsafePath, check_planted_link, open_append
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,
@@ -229,7 +229,7 @@ class _EnvCli(Cli):
     """A Cli with its own environment."""
 
     def __init__(self, args: list[str], environ: dict[str, str]) -> None:
-        from store_helpers import Lines, _default_signals, cli_argv
+        from helpers import Lines, _default_signals, cli_argv
 
         self.args = args
         self.proc = subprocess.Popen(
@@ -354,7 +354,7 @@ def test_bad_nats_options_are_one_line(tmp_path: Path) -> None:
         ["record", "--nats", "nats://127.0.0.1:1", "--nats-creds", str(tmp_path / "missing.creds")],
         ["collect", "--nats", "nats://127.0.0.1:1", "--nats-cert", "x"],
     ):
-        result = subprocess.run([*__import__("store_helpers").cli_argv(), *args], capture_output=True, env=env(),
+        result = subprocess.run([*__import__("helpers").cli_argv(), *args], capture_output=True, env=env(),
                                 timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
         assert result.returncode == 2 and result.stderr.count(b"\n") == 1, (args, result.stderr)
         assert b"Traceback" not in result.stderr

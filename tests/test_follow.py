@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import Cli, Gated, cli_processes, skip_unless_connector
+from helpers import Cli, Gated, cli_processes, skip_unless_connector
 
 from procevents.events import Exec, Exit, Fork, Lost
 from procevents.filters import DescendantFilter, FollowEnd, live_descendants
@@ -122,7 +122,7 @@ def test_summary_words() -> None:
 
 def test_trace_counts_one_process(tmp_path: Path) -> None:
     skip_unless_connector()
-    from store_helpers import run_cli
+    from helpers import run_cli
 
     result = run_cli("trace", "--", "true")
     assert result.returncode == 0, result.stderr

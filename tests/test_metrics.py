@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,
@@ -32,6 +30,8 @@ from store_helpers import (
     skip_unless_connector,
     wait_until,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from procevents.metrics import OTHER, Histogram, LabelSet, parse_address
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import skip_unless_connector
+from helpers import skip_unless_connector
 
 import procevents
 from procevents.events import Exit

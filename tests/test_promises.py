@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import CLI, SRC_DIR
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,

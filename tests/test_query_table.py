@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from store_helpers import TIMEOUT, cli_argv, env
+from helpers import TIMEOUT, cli_argv, env
 
 from procevents.cli.query import _table_lines
 from procevents.store import Lifetime, StoreWriter

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,

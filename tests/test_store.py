@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import TIMEOUT, Gated, skip_unless_connector
 from hypothesis import given
 from hypothesis import strategies as st
-from store_helpers import TIMEOUT, Gated, skip_unless_connector
 
 import procevents
 from procevents.cli.replay import replay_clock, replay_depth

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from store_helpers import TIMEOUT, Cli, cli_processes, run_cli, skip_unless_connector, wait_rows
+from helpers import TIMEOUT, Cli, cli_processes, run_cli, skip_unless_connector, wait_rows
 
 from procevents.costs import COST_KEYS
 from procevents.store import LifetimeQuery, StoreError, StoreReader

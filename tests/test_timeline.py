@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_helpers import (
+from helpers import (
     TIMEOUT,
     Cli,
     Gated,

@@ -11,7 +11,7 @@ import termios
 from collections.abc import Iterator
 
 import pytest
-from store_helpers import Lines, cli_argv, env, skip_unless_connector, wait_until
+from helpers import Lines, cli_argv, env, skip_unless_connector, wait_until
 
 from procevents.events import Exec, Exit, Fork
 from procevents.top import TopModel

@@ -1,7 +1,7 @@
 """The benchmarks' shared code.  bench/burst.py, bench/suite.py and
 bench/record_bench.py are scripts on top of it (options, the run procedure,
 the report); the tests import it through one helper
-(tests/store_helpers.py: ``bench_module``).  No script imports another.
+(tests/helpers.py: ``bench_module``).  No script imports another.
 
 One module per job:
 

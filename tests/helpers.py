@@ -1,4 +1,4 @@
-"""Helpers shared by the statistics, store, metrics and record/query tests.
+"""Helpers shared by tests in several files (tests/README.md: the naming rule).
 
 Real processes, real files, the real kernel: the CLI runs as a subprocess,
 workloads are real children, and every wait is for progress (a line, a
