@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 import signal as _signal
 import time as _time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import ClassVar, Final
 
 # PROC_EVENT_* values, as in linux/cn_proc.h.
@@ -158,7 +158,8 @@ class Ack(Event):
     """
 
     err: int
-    ack: int = 0
+    # Not a word of the union: the kernel puts it in the cn_msg header.
+    ack: int = field(default=0, metadata={"cn_msg": True})
     name: ClassVar[str] = "ack"
 
 
@@ -324,6 +325,21 @@ EVENT_TYPES: Final[dict[int, type[Event]]] = {
     PROC_EVENT_COMM: Comm,
     PROC_EVENT_COREDUMP: Coredump,
     PROC_EVENT_EXIT: Exit,
+}
+
+
+def _payload(cls: type[Event]) -> tuple[str, ...]:
+    common = len(fields(Event))
+    return tuple(f.name for f in fields(cls)[common:] if not f.metadata.get("cn_msg"))
+
+
+#: Per event class, the fields it adds to (cpu, seq, timestamp_ns), in
+#: order.  For the kernel's events these are the words of the class's
+#: member of the proc_event union, named and ordered as in cn_proc.h; the
+#: wire format, the JSON keys and the tables keyed by class (one entry per
+#: class here) all follow them.
+PAYLOAD_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
+    cls: _payload(cls) for cls in (*EVENT_TYPES.values(), Lost, Unknown)
 }
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import Final
 
 from .events import (
+    EVENT_TYPES,
+    PAYLOAD_FIELDS,
     PROC_EVENT_COMM,
     PROC_EVENT_COREDUMP,
     PROC_EVENT_EXEC,
@@ -219,48 +221,34 @@ def decode_all(buf: bytes | bytearray | memoryview, size: int | None = None) -> 
     return events
 
 
+#: Event class -> its union member's layout: the class's PAYLOAD_FIELDS, in
+#: order (uids, gids and the wait status are u32; comm is 16 bytes).
+_UNIONS: Final[dict[type[Event], struct.Struct]] = {
+    Ack: struct.Struct("<I"),
+    Fork: struct.Struct("<iiii"),
+    Exec: struct.Struct("<ii"),
+    Uid: struct.Struct("<iiII"),
+    Gid: struct.Struct("<iiII"),
+    Sid: struct.Struct("<ii"),
+    Ptrace: struct.Struct("<iiii"),
+    Comm: struct.Struct("<ii16s"),
+    Coredump: struct.Struct("<iiii"),
+    Exit: struct.Struct("<iiIiii"),
+}
+_WHAT: Final[dict[type[Event], int]] = {cls: what for what, cls in EVENT_TYPES.items()}
+
+
 def encode_event(event: Event, *, nlmsg_pid: int = 0, idx: int = CN_IDX_PROC, val: int = CN_VAL_PROC) -> bytes:
     """Encode an event as the kernel would send it (tests and replay)."""
-    union: bytes
-    match event:
-        case Fork():
-            union = struct.pack("<iiii", event.parent_pid, event.parent_tgid, event.child_pid, event.child_tgid)
-            what = PROC_EVENT_FORK
-        case Exit():
-            union = struct.pack(
-                "<iiIiii", event.process_pid, event.process_tgid, event.exit_code,
-                event.exit_signal, event.parent_pid, event.parent_tgid,
-            )
-            what = PROC_EVENT_EXIT
-        case Exec():
-            union = struct.pack("<ii", event.process_pid, event.process_tgid)
-            what = PROC_EVENT_EXEC
-        case Sid():
-            union = struct.pack("<ii", event.process_pid, event.process_tgid)
-            what = PROC_EVENT_SID
-        case Uid():
-            union = struct.pack("<iiII", event.process_pid, event.process_tgid, event.ruid, event.euid)
-            what = PROC_EVENT_UID
-        case Gid():
-            union = struct.pack("<iiII", event.process_pid, event.process_tgid, event.rgid, event.egid)
-            what = PROC_EVENT_GID
-        case Ptrace():
-            union = struct.pack("<iiii", event.process_pid, event.process_tgid, event.tracer_pid, event.tracer_tgid)
-            what = PROC_EVENT_PTRACE
-        case Comm():
-            union = struct.pack("<ii16s", event.process_pid, event.process_tgid, event.comm)
-            what = PROC_EVENT_COMM
-        case Coredump():
-            union = struct.pack("<iiii", event.process_pid, event.process_tgid, event.parent_pid, event.parent_tgid)
-            what = PROC_EVENT_COREDUMP
-        case Ack():
-            union = struct.pack("<I", event.err)
-            what = PROC_EVENT_NONE
-        case Unknown():
-            union = event.data
-            what = event.what
-        case _:
-            raise TypeError(f"{type(event).__name__} has no wire form")
+    if type(event) is Unknown:
+        what, union = event.what, event.data
+    else:
+        cls = type(event)
+        layout = _UNIONS.get(cls)
+        if layout is None:
+            raise TypeError(f"{cls.__name__} has no wire form")
+        what = _WHAT[cls]
+        union = layout.pack(*[getattr(event, name) for name in PAYLOAD_FIELDS[cls]])
     union = union.ljust(24, b"\0")
     ack = event.ack if isinstance(event, Ack) else 0
     body = PROC_EVENT_HDR.pack(what & _U32, event.cpu, event.timestamp_ns) + union
