@@ -35,6 +35,8 @@ SRC = REPO / "src"
 BENCH = REPO / "bench"
 TIMEOUT = 15.0
 LISTENING = b"procevents: listening"
+ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not ROOT, reason="needs root (realtime readers, other users' processes)")
 
 
 def skip_unless_connector() -> None:
@@ -374,3 +376,4 @@ def burst_tools() -> tuple[Path, Path]:
     except build.BenchError as exc:
         pytest.skip(str(exc))
     return tools
+

@@ -1,6 +1,7 @@
-"""Synchronous exec capture: the pure frame codec and filter from bytes, then
-the per-CPU readers against the real kernel (argv of very short-lived
-processes, trace, threads, fallbacks, the Python API, IGNORE per socket).
+"""Synchronous exec capture: the join of frames to execs, then the per-CPU
+readers against the real kernel (argv of very short-lived processes, trace,
+threads, fallbacks, IGNORE per socket).  The frames themselves:
+test_frames.py; the Python API: test_records.py.
 
 Kernel tests need root.  No wall-clock assertions: shares and counts.
 """
@@ -11,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -21,64 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import burst_tools
+from helpers import burst_tools, needs_root
 from test_enrich_kernel import CLI, TIMEOUT, JsonWatcher, nonce, one, proc_state, reaper, watch
 from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, _guardians, _readers, parse_trace
 
-import procevents
-from procevents import capture, wire
+from procevents import capture
 from procevents.capture import online_cpus
 from procevents.events import Exec
-from procevents.frames import FLAG_COMM, FLAG_LATE, Frame, encode_frame, exec_filter, seq_after, split_frames
-from procevents.procfs import GONE, RawExec, read_exec_raw
+from procevents.frames import FLAG_COMM, FLAG_LATE, Frame, encode_frame
+from procevents.procfs import RawExec, read_exec_raw
 
 __all__ = ["reaper", "watch"]  # fixtures, imported to be used here
 
-ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (realtime readers, other users' processes)")
 
-
-# -- pure: frames, the socket filter, sequence numbers ---------------------------------------
-
-
-def test_frame_round_trip() -> None:
-    stat = b"4242 (my prog) R 1 4242 4242 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
-    raw = RawExec(None, b"prog\0a b\0\xff\0", stat, b"/usr/bin/prog", b"/tmp", (1000, 100), b"A=1\0B=2\0")
-    data = encode_frame(0, 1, 77, 4242, raw)
-    frame = Frame(data)
-    assert (frame.kind, frame.cpu, frame.seq, frame.pid, frame.owner) == (0, 1, 77, 4242, (1000, 100))
-    snap = frame.snapshot(boot_offset_ns=0)
-    assert snap.argv == ["prog", "a b", "\udcff"]
-    assert snap.comm == "my prog"
-    assert snap.start_ns == 12345 * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    assert (snap.exe, snap.cwd, snap.env) == ("/usr/bin/prog", "/tmp", ["A=1", "B=2"])
-    assert snap.missing is None and not snap.argv_truncated and not snap.env_truncated
-
-
-def test_frame_of_a_gone_process_and_of_a_cut_argv() -> None:
-    gone = Frame(encode_frame(0, 0, 5, 9, RawExec(GONE))).snapshot(0)
-    assert (gone.argv, gone.comm, gone.exe, gone.missing, gone.env) == (None, None, None, "gone", None)
-    cut = Frame(encode_frame(0, 0, 6, 9, RawExec(None, b"x\0", argv_truncated=True))).snapshot(0)
-    assert cut.argv == ["x"] and cut.argv_truncated
-
-
-def test_split_frames_keeps_a_partial_frame() -> None:
-    frames = [encode_frame(0, 0, seq, 100 + seq, RawExec(None, f"p{seq}\0".encode())) for seq in range(3)]
-    data = b"".join(frames)
-    buffer = bytearray(data[:-5])
-    got = split_frames(buffer)
-    assert [f.seq for f in got] == [0, 1]
-    assert bytes(buffer) == frames[2][:-5]
-    buffer += data[-5:]
-    assert [f.cmdline for f in split_frames(buffer)] == [b"p2\0"]
-    assert buffer == bytearray()
-
-
-def test_a_held_frame_carries_comm_and_no_start_time() -> None:
-    """A held read takes /proc/PID/comm, not stat: the name, newline dropped."""
-    raw = RawExec(None, b"prog\0", b"my prog\n", b"/usr/bin/prog", b"/", (0, 0))
-    snap = Frame(encode_frame(0, 0, 3, 77, raw, flags=FLAG_COMM)).snapshot(0)
-    assert (snap.comm, snap.start_ns, snap.argv) == ("my prog", None, ["prog"])
+# -- pure: the join of frames to execs (the frames themselves: test_frames.py) ----------------
 
 
 def _capture_with(*frames: bytes) -> capture.ExecCapture:
@@ -105,45 +61,6 @@ def test_a_late_capture_is_not_trusted_as_held() -> None:
     assert (first.held, first.argv, cap.late) == (False, ["x"], 1)
     assert (second.held, second.comm) == (True, "y")
     assert (cap.captured, cap.missed) == (2, 0)
-
-
-def test_seq_after_wraps() -> None:
-    assert seq_after(5, 4) and not seq_after(4, 5) and not seq_after(4, 4)
-    assert seq_after(2, 0xFFFFFFFE)  # past the wrap
-    assert not seq_after(0xFFFFFFFE, 2)
-
-
-def _run_filter(program: bytes, packet: bytes) -> int:
-    """A tiny classic-BPF interpreter for the instructions exec_filter uses."""
-    insns = [struct.unpack_from("=HBBI", program, i) for i in range(0, len(program), 8)]
-    acc = pc = 0
-    while True:
-        code, jt, jf, k = insns[pc]
-        if code == 0x20:  # ld [k], network byte order
-            acc = int.from_bytes(packet[k : k + 4], "big")
-            pc += 1
-        elif code == 0x15:  # jeq #k
-            pc += 1 + (jt if acc == k else jf)
-        elif code == 0x06:  # ret #k
-            return k
-        else:
-            raise AssertionError(f"unexpected instruction {code:#x}")
-
-
-@pytest.mark.parametrize("cpu", [0, 1, 3, 255])
-def test_exec_filter_takes_only_its_cpus_execs_and_acks(cpu: int) -> None:
-    program = exec_filter(cpu)
-
-    def packet(what: int, on_cpu: int) -> bytes:
-        data = bytearray(wire.EVENT_SIZE)
-        struct.pack_into("<II", data, 36, what, on_cpu)  # proc_event.what, .cpu (little-endian)
-        return bytes(data)
-
-    assert _run_filter(program, packet(2, cpu)) > 0
-    assert _run_filter(program, packet(2, cpu + 1)) == 0
-    for what in (1, 0x80000000, 0x4, 0x200):  # fork, exit, uid, comm
-        assert _run_filter(program, packet(what, cpu)) == 0
-    assert _run_filter(program, bytes(76)) > 0  # what == NONE: an ack
 
 
 # -- the readers against the real kernel -------------------------------------------------------
@@ -434,69 +351,7 @@ def test_no_reader_outlives_a_clean_exit() -> None:
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]
 
 
-# -- the enriched Python API --------------------------------------------------------------------
-
-
-@needs_root
-def test_watch_api_gives_the_json_fields() -> None:
-    with procevents.watch(events="exec,exit", env=True) as records:
-        p = subprocess.Popen(["/bin/sh", "-c", "exit 3", nonce()], env={"K": "v"})
-        p.wait()
-        got: dict[str, procevents.Record] = {}
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < 2:
-            assert time.monotonic() < deadline
-            for record in records.read_batch(0.2):
-                if record.pid == p.pid:
-                    got[record.event.name] = record
-    exec_rec, exit_rec = got["exec"], got["exit"]
-    assert isinstance(exec_rec.event, procevents.Exec)
-    assert exec_rec.cmdline == p.args and exec_rec["comm"] == "sh" and exec_rec.env == ["K=v"]
-    assert exec_rec.user == "root" and exec_rec.exe == os.path.realpath("/bin/sh")
-    assert exit_rec.status == 3 and exit_rec.cmdline == p.args and exit_rec.duration > 0
-    assert set(exec_rec) >= {"event", "time", "pid", "tgid", "cmdline", "exe", "cwd", "ppid", "uid", "user", "comm"}
-
-
-@needs_root
-def test_watch_api_asyncio() -> None:
-    import asyncio
-
-    async def main() -> list[str]:
-        async with procevents.watch(events="exec") as records:
-            p = subprocess.Popen(["/bin/true", "from-asyncio"])
-            async for record in records:
-                if record.pid == p.pid:
-                    p.wait()
-                    return list(record.cmdline)
-        return []
-
-    assert asyncio.run(main()) == ["/bin/true", "from-asyncio"]
-
-
-def test_watch_api_rejects_a_bad_mode() -> None:
-    with pytest.raises(ValueError, match="capture"):
-        procevents.watch(capture="fast")
-
-
-@needs_root
-def test_a_dropped_watch_stops_its_readers() -> None:
-    records = procevents.watch()
-    records.open()
-    assert records.capture is not None
-    readers = [reader.pid for reader in records.capture.readers.values()]
-    assert len(readers) == len(online_cpus())
-    del records
-    import gc
-
-    gc.collect()
-    deadline = time.monotonic() + TIMEOUT
-    for pid in readers:
-        while True:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            assert time.monotonic() < deadline, f"reader {pid} still running after its Watch was dropped"
-            time.sleep(0.01)
+# -- what a reader reads -------------------------------------------------------------------------
 
 
 def test_a_reader_reads_only_what_the_output_uses() -> None:
