@@ -541,3 +541,39 @@ def _digest_file(path: str) -> bytes:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).digest()
+
+
+def test_the_sink_keeps_a_lifetime_until_its_last_events_then_forgets_it(tmp_path: Path) -> None:
+    from procevents.events import Exec, Fork, Lost
+    from procevents.store.writer import SWEEP_EVENTS
+
+    writer = StoreWriter(str(tmp_path / "s.db"))
+    sink = StoreSink(writer)
+    proc = Proc(pid=700, ppid=1, start_ns=1_000, comm="worker", argv=["worker"])
+    sink.emit(Fork(0, 1, 1_000, 1, 1, 700, 700), proc, {})
+    sink.emit(Exec(0, 2, 2_000, 700, 700), proc, {})
+    sink.emit(Exit(0, 3, 3_000, 700, 700, 0, 17, 1, 1), proc, {"duration": 0.1})
+    # A thread's exit may come after its process's: still the same lifetime.
+    sink.emit(Exit(1, 4, 3_100, 701, 700, 0, -1, 700, 700), proc, {})
+    # The same lifetime as the table may hand it again: same pid, same start.
+    again = Proc(pid=700, ppid=1, start_ns=1_000, comm="worker")
+    sink.emit(Exit(1, 5, 3_200, 702, 700, 0, -1, 700, 700), again, {})
+    ended = sink.lives[700][1]
+    # The pid reused at once by another process is another lifetime.
+    reused = Proc(pid=700, ppid=1, start_ns=9_000, comm="other")
+    sink.emit(Fork(0, 6, 9_000, 1, 1, 700, 700), reused, {})
+    assert sink.lives[700][1] is not ended
+    ended_elsewhere = Proc(pid=800, ppid=1, start_ns=1_500, comm="short")
+    sink.emit(Exit(0, 7, 3_500, 800, 800, 0, 17, 1, 1), ended_elsewhere, {})
+    for seq in range(2 * SWEEP_EVENTS):  # two sweeps: ended before the first, forgotten at the second
+        sink.emit(Lost(-1, 0, 10_000 + seq, 1, "drops"), None, {})
+    assert [proc for proc, _life in sink.lives.values()] == [reused]  # the live one stays
+    writer.close()
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        rows = conn.execute("SELECT pid, start_ns, end_ns FROM procs ORDER BY id").fetchall()
+        per_life = conn.execute("SELECT proc, count(*) FROM events WHERE proc IS NOT NULL GROUP BY proc").fetchall()
+    finally:
+        conn.close()
+    assert rows == [(700, 1_000, 3_000), (700, 9_000, None), (800, 1_500, 3_500)]
+    assert sorted(count for _life, count in per_life) == [1, 1, 5]

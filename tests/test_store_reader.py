@@ -35,6 +35,7 @@ from procevents.events import (
 )
 from procevents.proctable import Proc
 from procevents.store import LifetimeQuery, StoreError, StoreReader, StoreSink, StoreWriter
+from procevents.store.reader import RecordedProc
 
 ROOT_NAME = "root"
 NOBODY = 65534  # the one non-root uid every Debian passwd has
@@ -299,7 +300,6 @@ def _every_type() -> tuple[list[Step], dict[int, Proc]]:
     ]
     later = Proc(pid=700, ppid=600, start_ns=100, comm="tool", exe="/usr/bin/tool", argv=["tool", "--flag"],
                  cwd="/work", ruid=NOBODY, euid=STRANGER)
-    later.extra = proc.extra  # the same lifetime, as the table keeps it
     steps += [
         (Gid(2, 13, 400, 700, 700, 10, 20), later, {"comm": "tool", "ppid": 600}),
         (Sid(1, 14, 500, 700, 700), later, {"comm": "tool", "ppid": 600}),
@@ -357,7 +357,8 @@ def test_replayed_enrichment_is_what_was_shown(every_type: tuple[StoreWriter, li
     for r in (fork, exec_, uid, gid, exit_):
         assert (r.life, r.parent) == (life.id, parent.id)
         assert r.proc is not None
-        assert (r.proc.pid, r.proc.ppid, r.proc.start_ns, r.proc.extra["life"]) == (700, 600, 100, life.id)
+        assert isinstance(r.proc, RecordedProc)
+        assert (r.proc.pid, r.proc.ppid, r.proc.start_ns, r.proc.life) == (700, 600, 100, life.id)
     # exec: the row's own argv, exe and uid; the others: the lifetime's final ones
     assert exec_.proc is not None and fork.proc is not None and gid.proc is not None
     assert (exec_.proc.comm, exec_.proc.argv, exec_.proc.exe, exec_.proc.ruid, exec_.proc.euid) == (

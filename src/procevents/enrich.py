@@ -177,7 +177,7 @@ class Enricher:
         another process: ``later`` are the events queued after ``batch``
         (``complete``: all of them), whose exit and fork of the same pid
         would show the reuse."""
-        unheld = [i for i, snapshot in found.items() if not snapshot.held]
+        unheld = sorted(i for i, snapshot in found.items() if not snapshot.held)  # in batch order
         if unheld:
             validate_snapshots(
                 batch, unheld, [found[i] for i in unheld], later, complete=complete, known_start=self._known_start

@@ -46,23 +46,19 @@ class Identity:
 
     def of(self, proc: Proc) -> str | None:
         """``proc``'s exec id (kept with it once known)."""
-        known = proc.extra.get("exec_id")
+        known = proc.exec_id
         if known is not None:
-            return known  # type: ignore[return-value]
-        found = self.exec_id(proc.pid, proc.start_ns)
-        if found is not None:
-            proc.extra["exec_id"] = found
+            return known
+        found = proc.exec_id = self.exec_id(proc.pid, proc.start_ns)
         return found
 
     def parent_of(self, proc: Proc, parent: Proc | None) -> str | None:
         """The exec id of ``proc``'s parent (the one that forked it: kept
         with ``proc`` once known, so reparenting does not change it)."""
-        extra = proc.extra
-        if "parent_exec_id" in extra:
-            return extra["parent_exec_id"]  # type: ignore[return-value]
+        known = proc.parent_exec_id
+        if known is not None:
+            return known
         if parent is None or parent is proc:
             return None
-        found = self.of(parent)
-        if found is not None:
-            extra["parent_exec_id"] = found
+        found = proc.parent_exec_id = self.of(parent)
         return found

@@ -10,7 +10,7 @@ lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
 from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable
@@ -43,7 +43,9 @@ class Proc:
     #: The cgroup path (see procfs.parse_cgroup): read at its exec or when
     #: first seen, else inherited at its fork (as the kernel does).
     cgroup: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    #: Its fleet-wide id and its parent's (procevents.identity), once named.
+    exec_id: str | None = None
+    parent_exec_id: str | None = None
 
 
 class ProcessTable:

@@ -133,7 +133,8 @@ def validate_snapshots(
     complete: bool = True,
     known_start: Callable[[int], int | None] | None = None,
 ) -> None:
-    """Drop a snapshot that may describe another program than its exec's.
+    """Drop a snapshot that may describe another program than its exec's
+    (``exec_indexes``: where the execs are in ``batch``, ascending).
 
     Valid unless, after that exec, the same pid exec'd again (we read the
     newer program) or a fork created a task with that pid (the pid was

@@ -90,6 +90,7 @@ def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Pro
     come from its table)."""
     from ..proctable import Proc
     from ..render.tree import lineage_below
+    from ..store.reader import RecordedProc
 
     nodes: dict[int, tuple[Proc, int | None] | None] = {}
 
@@ -115,8 +116,8 @@ def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Pro
             parent = found[1]
 
     def lineage(proc: Proc) -> list[Proc]:
-        life_id = proc.extra.get("life")
-        if not isinstance(life_id, int):
+        life_id = proc.life if isinstance(proc, RecordedProc) else None
+        if life_id is None:
             return []
         return lineage_below(proc.pid, ancestors(life_id), roots)
 

@@ -32,13 +32,14 @@ synchronous=NORMAL), so a crash loses at most the rows not yet committed and
 never leaves a damaged file.
 """
 
-from .reader import Lifetime, LifetimeQuery, Recorded, StoreReader
+from .reader import LifetimeQuery, Recorded, StoreReader
 from .schema import (
     APPLICATION_ID,
     EVENT_COLUMNS,
     PROC_COLUMNS,
     SCHEMA,
     SCHEMA_VERSION,
+    Lifetime,
     StoreError,
     check_file,
     database_bytes,
@@ -48,7 +49,7 @@ from .schema import (
     encode_argv,
     encode_text,
 )
-from .writer import COMMIT_INTERVAL, MAX_PENDING, PRUNE_CHUNK, PRUNE_INTERVAL, Life, StoreSink, StoreWriter
+from .writer import COMMIT_INTERVAL, MAX_PENDING, PRUNE_CHUNK, PRUNE_INTERVAL, StoreSink, StoreWriter
 
 __all__ = [
     "APPLICATION_ID",
@@ -60,7 +61,6 @@ __all__ = [
     "PRUNE_INTERVAL",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "Life",
     "Lifetime",
     "LifetimeQuery",
     "Recorded",

@@ -12,13 +12,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..containers import container_fields
-from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown, decode_wait_status
+from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
 from ..proctable import Proc
 from .schema import (
     COST_COLUMNS,
     EVENT_COLUMNS,
     MAX_ANCESTRY,
     PROC_COLUMNS,
+    Lifetime,
     StoreError,
     check_file,
     check_identity,
@@ -31,83 +32,11 @@ from .schema import (
 
 
 @dataclass(slots=True)
-class Lifetime:
-    """One ``procs`` row, decoded."""
+class RecordedProc(Proc):
+    """A process as a recorded event shows it, with the lifetime it belongs to."""
 
-    id: int
-    session: int
-    pid: int
-    ppid: int | None
-    parent: int | None
-    start_ns: int | None
-    start_wall: int | None
-    forked: bool
-    end_ns: int | None
-    end_wall: int | None
-    comm: str | None
-    exe: str | None
-    argv: list[str] | None
-    cwd: str | None
-    uid: int | None
-    user: str | None
-    execs: int
-    exit_code: int | None
-    duration: float | None
-    #: What it cost (taskstats; None: not read), as the COST_COLUMNS.
-    utime: float | None = None
-    stime: float | None = None
-    max_rss: int | None = None
-    rchar: int | None = None
-    wchar: int | None = None
-    read_bytes: int | None = None
-    write_bytes: int | None = None
-    cpu_delay: float | None = None
-    io_delay: float | None = None
-    mem_delay: float | None = None
-    #: Who and where (schema 3; None before): see FLEET_COLUMNS.
-    host: str | None = None
-    exec_id: str | None = None
-    parent_exec_id: str | None = None
-    cgroup: str | None = None
-    container_id: str | None = None
-    pod_uid: str | None = None
-    rev: int | None = None
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> Lifetime:
-        (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
-         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row[:19]
-        life = cls(
-            life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
-            decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
-            execs, exit_code, duration, *row[19:],
-        )
-        if life.cgroup is not None:
-            life.cgroup = decode_text(life.cgroup)
-        return life
-
-    @property
-    def cpu(self) -> float | None:
-        """User plus system CPU seconds (None: not read)."""
-        if self.utime is None or self.stime is None:
-            return None
-        return self.utime + self.stime
-
-    @property
-    def status(self) -> int | None:
-        return None if self.exit_code is None else decode_wait_status(self.exit_code)[0]
-
-    @property
-    def signal(self) -> int | None:
-        return None if self.exit_code is None else decode_wait_status(self.exit_code)[1]
-
-    @property
-    def core_dumped(self) -> bool | None:
-        return None if self.exit_code is None else decode_wait_status(self.exit_code)[2]
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.exit_code)
+    #: procs.id of its lifetime (None: the event belongs to none).
+    life: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,11 +439,10 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None], 
             info["parent_exec_id"] = parent_exec_id
         # For filters and the tree: what the row says, else the lifetime's final values.
         owner = uid if uid is not None else life_uid
-        proc = Proc(
+        proc = RecordedProc(
             pid=tgid, ppid=ppid or 0, start_ns=life_start, comm=comm_text, argv=cmdline,
-            exe=decode_text(exe if name == "exec" else life_exe), ruid=owner, euid=owner,
+            exe=decode_text(exe if name == "exec" else life_exe), ruid=owner, euid=owner, life=life_id,
         )
-        proc.extra["life"] = life_id
     return Recorded(event, info, proc, wall, life_id, life_parent)
 
 

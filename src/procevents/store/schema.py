@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from ..events import decode_wait_status
 
 SCHEMA_VERSION: Final = 3
 
@@ -264,6 +267,101 @@ def decode_argv(blob: object) -> list[str] | None:
     if data.endswith(b"\0"):
         data = data[:-1]
     return [arg.decode("utf-8", "surrogateescape") for arg in data.split(b"\0")]
+
+
+@dataclass(slots=True)
+class Lifetime:
+    """One ``procs`` row: a process from its fork (or its first sighting) to
+    its exit.  The writer keeps one per live process and rewrites the row as
+    it changes (:meth:`to_row`); the reader decodes rows (:meth:`from_row`).
+    Fields are :data:`PROC_COLUMNS`, in order."""
+
+    id: int
+    session: int
+    pid: int
+    ppid: int | None
+    parent: int | None
+    start_ns: int | None
+    start_wall: int | None
+    forked: bool
+    end_ns: int | None = None
+    end_wall: int | None = None
+    comm: str | None = None
+    exe: str | None = None
+    argv: list[str] | None = None
+    cwd: str | None = None
+    uid: int | None = None
+    user: str | None = None
+    execs: int = 0
+    exit_code: int | None = None
+    duration: float | None = None
+    #: What it cost (taskstats; None: not read), as the COST_COLUMNS.
+    utime: float | None = None
+    stime: float | None = None
+    max_rss: int | None = None
+    rchar: int | None = None
+    wchar: int | None = None
+    read_bytes: int | None = None
+    write_bytes: int | None = None
+    cpu_delay: float | None = None
+    io_delay: float | None = None
+    mem_delay: float | None = None
+    #: Who and where (schema 3; None before): see FLEET_COLUMNS.
+    host: str | None = None
+    exec_id: str | None = None
+    parent_exec_id: str | None = None
+    cgroup: str | None = None
+    container_id: str | None = None
+    pod_uid: str | None = None
+    #: The commit that last wrote the row (the fleet shipper's cursor).
+    rev: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Lifetime:
+        (life_id, session, pid, ppid, parent, start_ns, start_wall, forked, end_ns, end_wall,
+         comm, exe, argv, cwd, uid, user, execs, exit_code, duration) = row[:19]
+        life = cls(
+            life_id, session, pid, ppid, parent, start_ns, start_wall, bool(forked), end_ns, end_wall,
+            decode_text(comm), decode_text(exe), decode_argv(argv), decode_text(cwd), uid, decode_text(user),
+            execs, exit_code, duration, *row[19:],
+        )
+        if life.cgroup is not None:
+            life.cgroup = decode_text(life.cgroup)
+        return life
+
+    def to_row(self) -> tuple[Any, ...]:
+        """The row's values, as :data:`PROC_COLUMNS` stores them."""
+        return (
+            self.id, self.session, self.pid, self.ppid, self.parent, self.start_ns, self.start_wall,
+            int(self.forked), self.end_ns, self.end_wall, encode_text(self.comm), encode_text(self.exe),
+            encode_argv(self.argv), encode_text(self.cwd), self.uid, encode_text(self.user), self.execs,
+            self.exit_code, self.duration, self.utime, self.stime, self.max_rss, self.rchar, self.wchar,
+            self.read_bytes, self.write_bytes, self.cpu_delay, self.io_delay, self.mem_delay, self.host,
+            self.exec_id, self.parent_exec_id, encode_text(self.cgroup), self.container_id, self.pod_uid, self.rev,
+        )
+
+    @property
+    def cpu(self) -> float | None:
+        """User plus system CPU seconds (None: not read)."""
+        if self.utime is None or self.stime is None:
+            return None
+        return self.utime + self.stime
+
+    @property
+    def status(self) -> int | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[0]
+
+    @property
+    def signal(self) -> int | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[1]
+
+    @property
+    def core_dumped(self) -> bool | None:
+        return None if self.exit_code is None else decode_wait_status(self.exit_code)[2]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.exit_code)
 
 
 def describe_error(exc: sqlite3.Error | sqlite3.Warning) -> str:

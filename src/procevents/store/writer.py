@@ -26,6 +26,7 @@ from .schema import (
     SCHEMA,
     SCHEMA_VERSION,
     UPSERT_PROC,
+    Lifetime,
     StoreError,
     check_file,
     check_identity,
@@ -62,62 +63,14 @@ PRUNE_INTERVAL: Final = 60.0
 PRUNE_CHUNK: Final = 20_000
 
 
+#: The sink forgets ended lifetimes every this many events (see StoreSink._forget_ended).
+SWEEP_EVENTS: Final = 8192
+
+
 _NONE5: Final = (None, None, None, None, None)
 
 
 _NONE6: Final = (None, None, None, None, None, None)
-_NO_COSTS: Final = (None,) * len(COST_COLUMNS)
-
-
-class Life:
-    """The in-memory side of one ``procs`` row, mirrored from the table's Proc."""
-
-    __slots__ = (
-        "argv", "argv_blob", "cgroup", "comm", "container_id", "costs", "cwd", "duration", "end_ns", "exe",
-        "exec_id", "execs", "exit_code", "forked", "host", "id", "parent", "parent_exec_id", "pid", "pod_uid", "ppid",
-        "rev", "start_ns", "uid", "user",
-    )
-
-    def __init__(self, life_id: int, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> None:
-        self.id = life_id
-        self.pid = pid
-        self.ppid = ppid
-        self.parent: int | None = None
-        self.start_ns = start_ns
-        self.forked = forked
-        self.end_ns: int | None = None
-        self.comm: str | None = None
-        self.exe: str | None = None
-        self.argv: list[str] | None = None
-        self.argv_blob: bytes | None = None
-        self.cwd: str | None = None
-        self.uid: int | None = None
-        self.user: str | None = None
-        self.execs = 0
-        self.exit_code: int | None = None
-        self.duration: float | None = None
-        #: The COST_COLUMNS values, from the exit's taskstats record.
-        self.costs: tuple[Any, ...] = _NO_COSTS
-        self.host: str | None = None
-        self.exec_id: str | None = None
-        self.parent_exec_id: str | None = None
-        self.cgroup: str | None = None
-        self.container_id: str | None = None
-        self.pod_uid: str | None = None
-        #: Set at each commit that writes the row.
-        self.rev = 0
-
-    def row(self, session: int) -> tuple[Any, ...]:
-        start, end = self.start_ns, self.end_ns
-        return (
-            self.id, session, self.pid, self.ppid, self.parent, start,
-            None if start is None else wall_clock_ns(start), int(self.forked),
-            end, None if end is None else wall_clock_ns(end),
-            encode_text(self.comm), encode_text(self.exe), self.argv_blob, encode_text(self.cwd),
-            self.uid, encode_text(self.user), self.execs, self.exit_code, self.duration, *self.costs,
-            self.host, self.exec_id, self.parent_exec_id, encode_text(self.cgroup), self.container_id, self.pod_uid,
-            self.rev,
-        )
 
 
 class StoreWriter:
@@ -147,7 +100,7 @@ class StoreWriter:
         self.retain_ns = retain_ns
         self.interval = interval
         self.pending: list[tuple[Any, ...]] = []
-        self.dirty: dict[int, Life] = {}
+        self.dirty: dict[int, Lifetime] = {}
         self.first_pending = 0.0
         #: Counters, for the summary and for metrics.
         self.events_written = 0
@@ -245,8 +198,9 @@ class StoreWriter:
 
     # -- rows --------------------------------------------------------------
 
-    def new_life(self, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> Life:
-        life = Life(self.next_id, pid, ppid, start_ns, forked)
+    def new_life(self, pid: int, ppid: int | None, start_ns: int | None, forked: bool) -> Lifetime:
+        start_wall = None if start_ns is None else wall_clock_ns(start_ns)
+        life = Lifetime(self.next_id, self.session, pid, ppid, None, start_ns, start_wall, forked, host=self.host)
         self.next_id += 1
         return life
 
@@ -255,7 +209,7 @@ class StoreWriter:
             self.first_pending = time.monotonic()
         self.pending.append(row)
 
-    def touch(self, life: Life) -> None:
+    def touch(self, life: Lifetime) -> None:
         """The lifetime changed: write it with the next commit."""
         self.dirty[life.id] = life
 
@@ -302,7 +256,6 @@ class StoreWriter:
             self._bound_waiting()
             return
         conn = self.conn
-        session = self.session
         rows = self.pending
         if self.dropped_unrecorded:
             rows = [self._drop_row(), *rows]
@@ -316,7 +269,7 @@ class StoreWriter:
             for life in self.dirty.values():
                 life.rev = rev
                 rev += 1
-                lives.append(life.row(session))
+                lives.append(life.to_row())
             conn.executemany(UPSERT_PROC, lives)
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
@@ -442,15 +395,22 @@ class StoreSink:
         self.user_name = user_names()
         self.host = writer.host
         self.identity = identity or Identity(writer.host)
+        #: pid -> the process and its lifetime, while it may still have events.
+        self.lives: dict[int, tuple[Proc, Lifetime]] = {}
+        self._ended: list[tuple[int, Lifetime]] = []
+        self._ended_before: list[tuple[int, Lifetime]] = []
+        self._until_sweep = SWEEP_EVENTS
 
-    def _life(self, proc: Proc, forked: bool, depth: int = 0) -> Life:
-        life = proc.extra.get("store")
-        if isinstance(life, Life):
-            return life
+    def _life(self, proc: Proc, forked: bool, depth: int = 0) -> Lifetime:
+        """``proc``'s lifetime, begun now if this is the first time it is seen."""
+        known = self.lives.get(proc.pid)
+        if known is not None:
+            seen, life = known
+            if seen is proc or (proc.start_ns is not None and proc.start_ns == life.start_ns):
+                return life
         writer = self.writer
         life = writer.new_life(proc.pid, proc.ppid, proc.start_ns, forked)
-        proc.extra["store"] = life
-        life.host = self.host
+        self.lives[proc.pid] = (proc, life)
         self._mirror(life, proc)
         lookup = self.lookup
         parent = None
@@ -464,11 +424,20 @@ class StoreSink:
         writer.touch(life)
         return life
 
-    def _mirror(self, life: Life, proc: Proc) -> None:
+    def _forget_ended(self) -> None:
+        # A thread's events may come just after its process's exit: a
+        # lifetime is forgotten one sweep after it ended, not at once.
+        lives = self.lives
+        for pid, life in self._ended_before:
+            known = lives.get(pid)
+            if known is not None and known[1] is life:
+                del lives[pid]
+        self._ended_before, self._ended = self._ended, []
+        self._until_sweep = SWEEP_EVENTS
+
+    def _mirror(self, life: Lifetime, proc: Proc) -> None:
         life.comm = proc.comm
-        if proc.argv is not life.argv:
-            life.argv = proc.argv
-            life.argv_blob = encode_argv(proc.argv)
+        life.argv = proc.argv
         life.exe = proc.exe
         life.cwd = proc.cwd
         if proc.ruid != life.uid:
@@ -493,10 +462,13 @@ class StoreSink:
             elif cls is Exit and event.pid == event.tgid:
                 assert isinstance(event, Exit)
                 life.end_ns = ts
+                life.end_wall = wall_clock_ns(ts)
                 life.exit_code = event.exit_code
                 life.duration = info.get("duration")
                 if "utime" in info:
-                    life.costs = tuple(info.get(key) for key in COST_COLUMNS)
+                    for key in COST_COLUMNS:
+                        setattr(life, key, info.get(key))
+                self._ended.append((event.pid, life))
                 if not life.ppid:
                     life.ppid = info.get("ppid") or event.parent_tgid or None
             self.writer.touch(life)
@@ -524,6 +496,9 @@ class StoreSink:
                 row += (encode_text(info.get("comm")), info.get("ppid"), None, None, None, None)
             row += (self.host, None)
         self.writer.add_event(row)
+        self._until_sweep -= 1
+        if self._until_sweep <= 0:
+            self._forget_ended()
         return True
 
 
