@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -154,6 +156,17 @@ class Cli:
         self.proc.send_signal(sig)
         return self.wait()
 
+    def json(self) -> list[dict[str, Any]]:
+        events = []
+        for raw in self.out.lines:
+            assert raw.endswith(b"\n"), raw
+            events.append(json.loads(raw.decode("utf-8")))  # strict UTF-8
+        return events
+
+    def wait_json(self, pred: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        line = self.out.wait_for(lambda raw: pred(json.loads(raw)))
+        return json.loads(line)  # type: ignore[no-any-return]
+
     def cleanup(self) -> None:
         # SIGTERM, not SIGKILL: a subscriber killed outright cannot unsubscribe.
         if self.proc.poll() is None:
@@ -179,9 +192,13 @@ def cli_processes() -> Iterator[Callable[..., Cli]]:
         c.cleanup()
 
 
-def run_cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+def run_cli(
+    *args: str, timeout: float = TIMEOUT, argv0: Sequence[str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """procevents ARGS to its end; ``argv0`` runs it another way than ``python -m procevents``."""
     return subprocess.run(
-        [*cli_argv(), *args], capture_output=True, env=env(), timeout=timeout, stdin=subprocess.DEVNULL, check=False
+        [*(argv0 or cli_argv()), *args], capture_output=True, env=env(), timeout=timeout,
+        stdin=subprocess.DEVNULL, check=False,
     )
 
 
@@ -282,8 +299,6 @@ def gated_children_script(children: Sequence[tuple[str, str]]) -> str:
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
-    import json
-
     if not path.exists():
         return []
     data = path.read_bytes()
@@ -377,3 +392,34 @@ def burst_tools() -> tuple[Path, Path]:
         pytest.skip(str(exc))
     return tools
 
+
+# -- the live view: its summary line, its JSON, short-lived children ------------------------------
+
+#: The exit summary: (shown, by type, lost); "of N events received" when some were not shown.
+SUMMARY = re.compile(
+    r"^procevents: (\d+) events? (?:received|shown)(?: \(([^)]*)\))?(?: of \d+ events? received)?, (\d+) events? lost$"
+)
+COMMON_KEYS = ("event", "time", "timestamp_ns", "cpu", "pid", "tgid")
+
+
+def spawn(argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen(argv, **kwargs)
+
+
+def run_child(argv: Sequence[str]) -> int:
+    child = spawn(argv)
+    child.wait(TIMEOUT)
+    return child.pid
+
+
+def exit_of(pid: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["event"] == "exit" and e["tgid"] == pid and e["pid"] == pid
+
+
+def summary(err: str) -> re.Match[str]:
+    lines = err.splitlines()
+    assert lines, "no summary on stderr"
+    m = SUMMARY.match(lines[-1])
+    assert m, f"last stderr line is not the summary: {lines[-1]!r}"
+    return m

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY, Children
-from helpers import socket_fds
-from test_cli import Cli, LineReader
+from helpers import Cli, socket_fds
+from helpers import Lines as LineReader
 
 from procevents import taskstats
 from procevents.accounting import CostsUnavailable, ExitCosts

@@ -1,0 +1,117 @@
+"""The main loop (cli/runner.py) through the live view: -n, -o, -q, the exit
+summary, signals, an unwritable output.
+
+Output is read line by line in threads; a command that should end by itself
+gets TIMEOUT seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from helpers import (
+    COMMON_KEYS,
+    TIMEOUT,
+    Cli,
+    cli_processes,
+)
+from helpers import exit_of as _exit_of
+from helpers import run_child as _run_child
+from helpers import run_cli as _run
+from helpers import summary as _summary
+
+import procevents
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _usable() -> None:
+    try:
+        with procevents.listen():
+            pass
+    except procevents.ConnectorError as exc:
+        pytest.skip(f"the proc connector is not usable here: {exc}")
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., Cli]]:
+    yield from cli_processes()
+
+
+def _feed_until_exit(c: Cli) -> int:
+    """Make events until procevents ends by itself; its exit status."""
+    deadline = time.monotonic() + TIMEOUT
+    while c.proc.poll() is None and time.monotonic() < deadline:
+        _run_child(["true"])
+        time.sleep(0.02)
+    return c.wait()
+
+
+def test_count_stops_after_n_events(cli: Callable[..., Cli]) -> None:
+    c = cli("--json", "-n", "3")
+    assert _feed_until_exit(c) == 0, c.err.text
+    events = c.json()
+    assert len([e for e in events if e["event"] != "lost"]) == 3, events
+    m = _summary(c.err.text)
+    assert int(m[1]) == 3
+    assert int(m[3]) == sum(e["count"] for e in events if e["event"] == "lost")
+
+
+def test_output_file(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event":"earlier"}\n')
+    c = cli("--json", "-n", "3", "-o", str(path))
+    assert _feed_until_exit(c) == 0, c.err.text
+    assert c.out.data == b""
+    lines = path.read_bytes().splitlines()
+    assert lines[0] == b'{"event":"earlier"}'  # appended, not truncated
+    events = [json.loads(line) for line in lines[1:]]
+    assert len([e for e in events if e["event"] != "lost"]) == 3
+    assert all(key in e for e in events for key in COMMON_KEYS)
+
+
+def test_quiet_has_no_notice_or_summary(cli: Callable[..., Cli]) -> None:
+    c = cli("-q", "-n", "3")
+    assert _feed_until_exit(c) == 0
+    assert c.err.data == b""
+    assert len(c.out.lines) >= 3
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_signal_ends_cleanly_with_summary(cli: Callable[..., Cli], sig: signal.Signals) -> None:
+    c = cli("--json")
+    c.wait_listening()
+    pid = _run_child(["sh", "-c", "exit 3"])
+    c.wait_json(_exit_of(pid))
+    assert c.stop(sig) == 0, c.err.text
+    err = c.err.text
+    assert "Traceback" not in err
+    m = _summary(err)
+    events = c.json()
+    shown = len([e for e in events if e["event"] != "lost"])
+    # The signal may land between counting an event and writing it.
+    assert shown <= int(m[1]) <= shown + 1, (m[0], shown)
+    assert shown >= 3  # at least that shell's fork, exec, exit
+    assert int(m[3]) == sum(e["count"] for e in events if e["event"] == "lost")
+    assert "exit" in (m[2] or "")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["-o", "/dev/full", "-D", "0.5"],
+        ["--json", "-o", "/dev/full", "-D", "0.5"],
+        ["trace", "-o", "/dev/full", "--", "true"],
+    ],
+    ids=["text", "json", "trace"],
+)
+def test_an_unwritable_output_is_one_line(args: list[str]) -> None:
+    result = _run(*args)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.count("error: writing output: No space left on device") == 1, err
+    assert "Traceback" not in err
