@@ -12,22 +12,23 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from ..containers import container_fields
-from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
+from ..events import Event, Unknown
 from ..proctable import Proc
 from .schema import (
     COST_COLUMNS,
     EVENT_COLUMNS,
+    EVENT_FROM_COLUMNS,
     MAX_ANCESTRY,
     PROC_COLUMNS,
     Lifetime,
     StoreError,
+    blob_bytes,
     check_file,
     check_identity,
     damaged,
     decode_argv,
     decode_text,
     describe_error,
-    raw_bytes,
 )
 
 
@@ -380,29 +381,11 @@ class Recorded:
 def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None], fleet: bool = False) -> Recorded:
     (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd, _host, cgroup,
      life_argv, life_duration, life_parent, life_start, life_exe, life_uid, exec_id, parent_exec_id) = row
-    event: Event
-    if name == "fork":
-        event = Fork(cpu, seq, ts, a, b, pid, tgid)
-    elif name == "exec":
-        event = Exec(cpu, seq, ts, pid, tgid)
-    elif name == "exit":
-        event = Exit(cpu, seq, ts, pid, tgid, c, d, a, b)
-    elif name == "uid":
-        event = Uid(cpu, seq, ts, pid, tgid, a, b)
-    elif name == "gid":
-        event = Gid(cpu, seq, ts, pid, tgid, a, b)
-    elif name == "sid":
-        event = Sid(cpu, seq, ts, pid, tgid)
-    elif name == "ptrace":
-        event = Ptrace(cpu, seq, ts, pid, tgid, a, b)
-    elif name == "comm":
-        event = Comm(cpu, seq, ts, pid, tgid, _blob(data))
-    elif name == "coredump":
-        event = Coredump(cpu, seq, ts, pid, tgid, a, b)
-    elif name == "lost":
-        event = Lost(cpu, seq, ts, a, decode_text(data) or "")
+    build = EVENT_FROM_COLUMNS.get(name)
+    if build is not None:
+        event = build(cpu, seq, ts, pid, tgid, a, b, c, d, data)
     else:
-        event = Unknown(cpu, seq, ts, a or 0, _blob(data))
+        event = Unknown(cpu, seq, ts, a or 0, blob_bytes(data))
     info: dict[str, Any] = {}
     proc: Proc | None = None
     if life_id is not None and name != "lost":
@@ -455,12 +438,3 @@ def _costs(data: object) -> dict[str, Any]:
     if not isinstance(values, list) or len(values) != len(COST_COLUMNS):
         return {}
     return dict(zip(COST_COLUMNS, values, strict=True))
-
-
-def _blob(value: object) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return raw_bytes(value)
-    return b""
-

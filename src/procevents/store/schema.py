@@ -10,7 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..events import decode_wait_status
+from ..events import (
+    Ack,
+    Comm,
+    Coredump,
+    Event,
+    Exec,
+    Exit,
+    Fork,
+    Gid,
+    Lost,
+    Ptrace,
+    Sid,
+    Uid,
+    Unknown,
+    decode_wait_status,
+)
 
 SCHEMA_VERSION: Final = 3
 
@@ -362,6 +377,52 @@ class Lifetime:
     @property
     def failed(self) -> bool:
         return bool(self.exit_code)
+
+
+# What the events table's a, b, c, d and data columns hold, per event type
+# (the events_named view names them): written by StoreSink, read back by
+# the reader's replay.  The row's pid and tgid are the event's own.
+_EMPTY: Final = (None, None, None, None, None)
+
+#: Event class -> its (a, b, c, d, data).
+EVENT_SPECIFIC: Final[dict[type[Event], Callable[[Any], tuple[Any, ...]]]] = {
+    Fork: lambda e: (e.parent_pid, e.parent_tgid, None, None, None),
+    Exec: lambda e: _EMPTY,
+    Exit: lambda e: (e.parent_pid, e.parent_tgid, e.exit_code, e.exit_signal, None),
+    Uid: lambda e: (e.ruid, e.euid, None, None, None),
+    Gid: lambda e: (e.rgid, e.egid, None, None, None),
+    Sid: lambda e: _EMPTY,
+    Ptrace: lambda e: (e.tracer_pid, e.tracer_tgid, None, None, None),
+    Comm: lambda e: (None, None, None, None, e.comm),
+    Coredump: lambda e: (e.parent_pid, e.parent_tgid, None, None, None),
+    Lost: lambda e: (e.count, None, None, None, e.reason),
+    Unknown: lambda e: (e.what, None, None, None, e.data),
+    Ack: lambda e: _EMPTY,  # never recorded: the connector keeps its acks
+}
+
+#: The ``event`` column -> the event, from the row's (cpu, seq, ts, pid, tgid, a, b, c, d, data);
+#: any other name was an event of a type this version does not know (:class:`Unknown`).
+EVENT_FROM_COLUMNS: Final[dict[str, Callable[..., Event]]] = {
+    "fork": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Fork(cpu, seq, ts, a, b, pid, tgid),
+    "exec": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Exec(cpu, seq, ts, pid, tgid),
+    "exit": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Exit(cpu, seq, ts, pid, tgid, c, d, a, b),
+    "uid": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Uid(cpu, seq, ts, pid, tgid, a, b),
+    "gid": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Gid(cpu, seq, ts, pid, tgid, a, b),
+    "sid": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Sid(cpu, seq, ts, pid, tgid),
+    "ptrace": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Ptrace(cpu, seq, ts, pid, tgid, a, b),
+    "comm": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Comm(cpu, seq, ts, pid, tgid, blob_bytes(data)),
+    "coredump": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Coredump(cpu, seq, ts, pid, tgid, a, b),
+    "lost": lambda cpu, seq, ts, pid, tgid, a, b, c, d, data: Lost(cpu, seq, ts, a, decode_text(data) or ""),
+}
+
+
+def blob_bytes(value: object) -> bytes:
+    """A stored byte string (a BLOB, or text kept as its raw bytes); b"" for NULL."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return raw_bytes(value)
+    return b""
 
 
 def describe_error(exc: sqlite3.Error | sqlite3.Warning) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from ..containers import container_of
-from ..events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Uid, Unknown, wall_clock_ns
+from ..events import Event, Exec, Exit, Fork, wall_clock_ns
 from ..files import UnsafePath, check_planted_link
 from ..identity import Identity, host_name
 from ..procfs import boot_id
@@ -21,6 +21,7 @@ from ..proctable import Proc
 from .schema import (
     APPLICATION_ID,
     COST_COLUMNS,
+    EVENT_SPECIFIC,
     INSERT_EVENT,
     MAX_ANCESTRY,
     SCHEMA,
@@ -67,7 +68,6 @@ PRUNE_CHUNK: Final = 20_000
 SWEEP_EVENTS: Final = 8192
 
 
-_NONE5: Final = (None, None, None, None, None)
 
 
 _NONE6: Final = (None, None, None, None, None, None)
@@ -487,7 +487,7 @@ class StoreSink:
             row += (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, costs,
                     encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None, self.host, None)
         else:
-            row += _specific(event)
+            row += EVENT_SPECIFIC[cls](event)
             if not info:
                 row += _NONE6
             elif cls is Exit:
@@ -500,37 +500,3 @@ class StoreSink:
         if self._until_sweep <= 0:
             self._forget_ended()
         return True
-
-
-def _specific(event: Event) -> tuple[Any, ...]:
-    """Columns a, b, c, d, data (see the events_named view)."""
-    cls = type(event)
-    if cls is Fork:
-        assert isinstance(event, Fork)
-        return (event.parent_pid, event.parent_tgid, None, None, None)
-    if cls is Exit:
-        assert isinstance(event, Exit)
-        return (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, None)
-    if cls is Uid:
-        assert isinstance(event, Uid)
-        return (event.ruid, event.euid, None, None, None)
-    if cls is Gid:
-        assert isinstance(event, Gid)
-        return (event.rgid, event.egid, None, None, None)
-    if cls is Ptrace:
-        assert isinstance(event, Ptrace)
-        return (event.tracer_pid, event.tracer_tgid, None, None, None)
-    if cls is Comm:
-        assert isinstance(event, Comm)
-        return (None, None, None, None, event.comm)
-    if cls is Coredump:
-        assert isinstance(event, Coredump)
-        return (event.parent_pid, event.parent_tgid, None, None, None)
-    if cls is Lost:
-        assert isinstance(event, Lost)
-        return (event.count, None, None, None, event.reason)
-    if cls is Unknown:
-        assert isinstance(event, Unknown)
-        return (event.what, None, None, None, event.data)
-    return _NONE5
-
