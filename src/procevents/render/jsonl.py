@@ -10,87 +10,72 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from ..escape import json_text
-from ..events import (
-    Ack,
-    Comm,
-    Coredump,
-    Event,
-    Exec,
-    Exit,
-    Fork,
-    Gid,
-    Lost,
-    Ptrace,
-    Sid,
-    Uid,
-    Unknown,
-    decode_wait_status,
-)
+from ..events import PAYLOAD_FIELDS, Comm, Event, Exit, Lost, Unknown, decode_wait_status
 from .clock import Clock
+
+
+def _exit_status(out: dict[str, Any], event: Exit) -> None:
+    out["status"], out["signal"], out["core_dumped"] = decode_wait_status(event.exit_code)
+
+
+def _comm_text(out: dict[str, Any], event: Comm) -> None:
+    put_text(out, "comm", event.comm_text)
+
+
+def _lost_nulls(out: dict[str, Any], event: Lost) -> None:
+    # A loss is about no task and no sequence number; its CPU is known
+    # only when a sequence gap showed it.
+    out["cpu"] = event.cpu if event.cpu >= 0 else None
+    out["pid"] = out["tgid"] = out["seq"] = None
+
+
+def _data_hex(out: dict[str, Any], event: Unknown) -> None:
+    out["data"] = event.data.hex()
+
+
+#: The special cases, applied after the fields are copied; a key one of them
+#: replaces keeps its place.
+_FINISH: Final[dict[type[Event], Callable[[dict[str, Any], Any], None]]] = {
+    Exit: _exit_status,
+    Comm: _comm_text,
+    Lost: _lost_nulls,
+    Unknown: _data_hex,
+}
+
+# Already there as pid and tgid.
+_SAME_AS_PID: Final = ("process_pid", "process_tgid")
+
+
+def _copier(cls: type[Event]) -> Callable[[Event, Clock], dict[str, Any]]:
+    """A function returning the common keys and the class's PAYLOAD_FIELDS."""
+    keys = ("timestamp_ns", "cpu", "seq", "pid", "tgid", *(n for n in PAYLOAD_FIELDS[cls] if n not in _SAME_AS_PID))
+    items = "".join(f"{key!r}: event.{key}, " for key in keys)
+    # Compiled once per class, as dataclasses and namedtuple compile their
+    # methods: a dict display is CPython's fastest way to build the object,
+    # and --json's cost is counted per event (attrgetter with zip measured
+    # 0.3-0.7 us slower per event).
+    source = (
+        "def copy(event, clock):\n"
+        f"    return {{'event': {cls.name!r}, 'time': clock.iso_utc(event.timestamp_ns), {items}}}\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    copy: Callable[[Event, Clock], dict[str, Any]] = namespace["copy"]
+    return copy
+
+
+_BUILD: Final = {cls: (_copier(cls), _FINISH.get(cls)) for cls in PAYLOAD_FIELDS}
 
 
 def event_fields(event: Event, clock: Clock) -> dict[str, Any]:
     """The JSON object for one event, before enrichment."""
-    out: dict[str, Any] = {
-        "event": event.name,
-        "time": clock.iso_utc(event.timestamp_ns),
-        "timestamp_ns": event.timestamp_ns,
-        "cpu": event.cpu,
-        "seq": event.seq,
-        "pid": event.pid,
-        "tgid": event.tgid,
-    }
-    cls = type(event)
-    if cls is Fork:
-        assert isinstance(event, Fork)
-        out["parent_pid"] = event.parent_pid
-        out["parent_tgid"] = event.parent_tgid
-        out["child_pid"] = event.child_pid
-        out["child_tgid"] = event.child_tgid
-    elif cls is Exit:
-        assert isinstance(event, Exit)
-        out["exit_code"] = event.exit_code
-        out["exit_signal"] = event.exit_signal
-        out["parent_pid"] = event.parent_pid
-        out["parent_tgid"] = event.parent_tgid
-        out["status"], out["signal"], out["core_dumped"] = decode_wait_status(event.exit_code)
-    elif cls is Exec or cls is Sid:
-        pass
-    elif cls is Uid:
-        assert isinstance(event, Uid)
-        out["ruid"] = event.ruid
-        out["euid"] = event.euid
-    elif cls is Gid:
-        assert isinstance(event, Gid)
-        out["rgid"] = event.rgid
-        out["egid"] = event.egid
-    elif cls is Ptrace:
-        assert isinstance(event, Ptrace)
-        out["tracer_pid"] = event.tracer_pid
-        out["tracer_tgid"] = event.tracer_tgid
-    elif cls is Comm:
-        assert isinstance(event, Comm)
-        put_text(out, "comm", event.comm_text)
-    elif cls is Coredump:
-        assert isinstance(event, Coredump)
-        out["parent_pid"] = event.parent_pid
-        out["parent_tgid"] = event.parent_tgid
-    elif cls is Lost:
-        assert isinstance(event, Lost)
-        out["count"] = event.count
-        out["reason"] = event.reason
-        out["cpu"] = event.cpu if event.cpu >= 0 else None
-        out["pid"] = out["tgid"] = out["seq"] = None
-    elif cls is Unknown:
-        assert isinstance(event, Unknown)
-        out["what"] = event.what
-        out["data"] = event.data.hex()
-    elif cls is Ack:
-        assert isinstance(event, Ack)
-        out["err"] = event.err
+    copy, finish = _BUILD[type(event)]
+    out = copy(event, clock)
+    if finish is not None:
+        finish(out, event)
     return out
 
 
