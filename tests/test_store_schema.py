@@ -7,14 +7,23 @@ from __future__ import annotations
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import (
+    TIMEOUT,
+    run_cli,
+)
 
+from procevents.events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
 from procevents.store import StoreReader, StoreWriter
 from procevents.store.schema import (
     APPLICATION_ID,
+    EVENT_FROM_COLUMNS,
+    EVENT_SPECIFIC,
     SCHEMA_VERSION,
     StoreError,
     check_file,
@@ -231,3 +240,76 @@ def test_identity_of_a_new_file_and_of_ours(tmp_path: Path) -> None:
         assert check_identity(conn, ours, writable=False) is False
     finally:
         conn.close()
+
+
+def _one_of_each() -> list[Event]:
+    return [
+        Fork(1, 2, 3, 10, 11, 12, 13),
+        Exec(1, 2, 3, 12, 13),
+        Exit(1, 2, 3, 12, 13, 0x86, 17, 10, 11),
+        Uid(1, 2, 3, 12, 13, 1000, 0),
+        Gid(1, 2, 3, 12, 13, 1000, 0),
+        Sid(1, 2, 3, 12, 13),
+        Ptrace(1, 2, 3, 12, 13, 10, 11),
+        Comm(1, 2, 3, 12, 13, b"re\xffnamed"),
+        Coredump(1, 2, 3, 12, 13, 10, 11),
+        Lost(1, 0, 3, 7, "seq-gap"),
+        Unknown(1, 2, 3, 0x1234, b"\x01\x02"),
+    ]
+
+
+def test_every_event_type_has_its_columns_both_ways() -> None:
+    from procevents.events import EVENT_TYPES
+
+    assert set(EVENT_SPECIFIC) == {*EVENT_TYPES.values(), Lost, Unknown}
+    assert set(EVENT_FROM_COLUMNS) == {cls.name for cls in EVENT_SPECIFIC} - {"ack", "unknown"}
+    for event in _one_of_each():
+        columns = EVENT_SPECIFIC[type(event)](event)
+        assert len(columns) == 5
+        if type(event) is Unknown:
+            continue  # read back by the reader's fallback, as any name it does not know
+        pid, tgid = (0, 0) if type(event) is Lost else (event.pid, event.tgid)
+        back = EVENT_FROM_COLUMNS[event.name](event.cpu, event.seq, event.timestamp_ns, pid, tgid, *columns)
+        assert back == event
+
+
+@pytest.mark.parametrize("command", ["query", "replay", "record"])
+def test_damaged_or_foreign_file_is_one_clear_line(command: str, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"hello\n" * 1000)
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    for path, message in ((text, b"not a procevents database"), (other, b"not a procevents one")):
+        before = path.read_bytes()
+        extra = ["-D", "1"] if command == "record" else []
+        result = run_cli(command, "--db", str(path), *extra)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and message in lines[0] and b"Traceback" not in result.stderr, result.stderr
+        assert path.read_bytes() == before
+    if command != "record":
+        result = run_cli(command, "--db", str(tmp_path / "missing.db"))
+        assert result.returncode == 1 and b"no database at" in result.stderr
+
+
+def test_default_database_path_for_a_user(nobody_python: str, tmp_path: Path) -> None:
+    code = "from procevents.store import default_db_path; print(default_db_path())"
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [nobody_python, "-c", code], user=65534, group=65534, extra_groups=[],
+        env={**env, "XDG_DATA_HOME": "/xdg"}, capture_output=True, timeout=TIMEOUT, cwd="/",
+    )
+    assert result.stdout.decode().strip() == "/xdg/procevents/events.db", result.stderr
+    result = subprocess.run(
+        [nobody_python, "-c", code], user=65534, group=65534, extra_groups=[], env=env,
+        capture_output=True, timeout=TIMEOUT, cwd="/",
+    )
+    assert result.stdout.decode().strip() == "/nonexistent/.local/share/procevents/events.db", result.stderr
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, env={**env, "HOME": "/root"}
+    )
+    assert result.stdout.decode().strip() == "/var/lib/procevents/events.db"
