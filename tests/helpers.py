@@ -39,6 +39,8 @@ TIMEOUT = 15.0
 LISTENING = b"procevents: listening"
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (realtime readers, other users' processes)")
+SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
+ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def skip_unless_connector() -> None:
@@ -229,6 +231,20 @@ class Gated:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def gated_processes() -> Iterator[Callable[..., Gated]]:
+    """Body of a ``gated`` fixture: start :class:`Gated` children, kill what is left after the test."""
+    kids: list[Gated] = []
+
+    def start(argv: list[str | bytes], cwd: Path | None = None) -> Gated:
+        kid = Gated(argv, cwd)
+        kids.append(kid)
+        return kid
+
+    yield start
+    for kid in kids:
+        kid.cleanup()
 
 
 def db_rows(path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -423,3 +439,4 @@ def summary(err: str) -> re.Match[str]:
     m = SUMMARY.match(lines[-1])
     assert m, f"last stderr line is not the summary: {lines[-1]!r}"
     return m
+

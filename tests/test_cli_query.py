@@ -1,19 +1,77 @@
-"""query's table fits the terminal: a long command line is cut on a
-terminal (a pipe or file gets it whole, and --json always)."""
+"""query (cli/query.py): an unwritable output is one line, Ctrl-C ends a
+runaway --sql, the table fits the terminal (a long command line is cut on a
+terminal; a pipe or file gets it whole, and --json always).  What a recording
+holds, read back by query: test_cli_record.py."""
 
 from __future__ import annotations
 
 import os
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from helpers import TIMEOUT, cli_argv, env
+import pytest
+from helpers import (
+    TIMEOUT,
+    cli_argv,
+    env,
+    run_cli,
+    skip_unless_connector,
+    wait_until,
+)
 
 from procevents.cli.query import _table_lines
 from procevents.store import Lifetime, StoreWriter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _usable() -> None:
+    skip_unless_connector()
+
+
+@pytest.mark.parametrize("command", [["query"], ["query", "--sql", "SELECT * FROM procs"], ["replay"]])
+def test_an_unwritable_output_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
+    result = run_cli(*command, "--db", str(db), "-o", "/dev/full")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines()[0] == "procevents: error: writing output: No space left on device"
+    assert b"Traceback" not in result.stderr and result.stderr.count(b"error") == 1, result.stderr
+
+
+def test_ctrl_c_ends_a_runaway_sql_statement(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
+    forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    proc = subprocess.Popen(
+        [*cli_argv(), "query", "--db", str(db), "--sql", forever], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        # The statement runs (the database open, CPU time used) before it is interrupted.
+        wait_until(lambda: _opened(proc.pid, db) and _cpu_seconds(proc.pid) > 0.3, "the statement to run")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert err == b"procevents: interrupted\n" and out == b""
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _opened(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return False
 
 
 def _life(life_id: int, argv: list[str]) -> Lifetime:

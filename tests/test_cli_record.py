@@ -1,4 +1,4 @@
-"""record, query, replay and top on the command line, against the real kernel.
+"""record (cli/record.py) against the real kernel, its recordings read back by query.
 
 Workload children exec and then wait on stdin; the test releases them once
 their exec is committed to the database (so argv is certainly captured),
@@ -15,22 +15,22 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import (
-    TIMEOUT,
+    ISO,
+    SH,
     Cli,
     Gated,
     bench_module,
     burst_tools,
-    cli_argv,
     cli_processes,
     committed_events,
     db_rows,
+    gated_processes,
     run_cli,
     send_ignore,
     skip_unless_connector,
@@ -39,8 +39,6 @@ from helpers import (
     wait_until,
 )
 
-SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
-ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 SUMMARY = re.compile(rb"procevents: (\d+) events? received.*, (\d+) events? lost")
 
 
@@ -56,16 +54,7 @@ def cli() -> Iterator[Callable[..., Cli]]:
 
 @pytest.fixture
 def gated() -> Iterator[Callable[..., Gated]]:
-    kids: list[Gated] = []
-
-    def start(argv: list[str | bytes], cwd: Path | None = None) -> Gated:
-        kid = Gated(argv, cwd)
-        kids.append(kid)
-        return kid
-
-    yield start
-    for kid in kids:
-        kid.cleanup()
+    yield from gated_processes()
 
 
 def _query(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -202,77 +191,6 @@ def _indent(line: str) -> int:
 
 def stat_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
-
-
-# -- replay ----------------------------------------------------------------------------------
-
-
-def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[..., Gated], tmp_path: Path) -> None:
-    db = tmp_path / "events.db"
-    live_json = tmp_path / "live.jsonl"
-    # Everything this test starts from now on, forked while all three watch
-    # (so each knows its start from its fork, not from /proc).
-    me = str(os.getpid())
-    rec = cli("record", "--db", str(db), "-p", me)
-    live = cli("--json", "-p", me, "-o", str(live_json))
-    live_text = cli("-p", me)
-    for c in (rec, live, live_text):
-        c.wait_listening()
-    kid = gated([SH, "-c", "read _; printf x > /proc/$$/comm; exec sh -c 'read _; exit 7'"])
-
-    def seen_by_both(execs: int) -> Callable[[], bool]:
-        def check() -> bool:
-            in_live = live_json.exists() and live_json.read_bytes().count(b'"event":"exec"') >= execs
-            return in_live and committed_events(db, "exec", [kid.pid]) >= execs
-
-        return check
-
-    wait_until(seen_by_both(1), "the first exec in both outputs")
-    assert kid.proc.stdin is not None
-    kid.proc.stdin.write(b"one\n")
-    kid.proc.stdin.flush()
-    wait_until(seen_by_both(2), "the second exec in both outputs")
-    assert kid.release() == 7
-    exit_line = f'"pid":{kid.pid},"tgid":{kid.pid},"exit_code"'.encode()
-    wait_until(lambda: exit_line in live_json.read_bytes(), "the live exit")
-    wait_until(lambda: committed_events(db, "exit", [kid.pid]) == 1, "the recorded exit")
-    live_text.out.wait_for(lambda line: line.split()[1:3] == [b"exit", str(kid.pid).encode()])
-    for c in (rec, live, live_text):
-        assert c.stop() == 0, c.err.text
-
-    # The watchers' own exits are in some outputs (they are this test's
-    # children too): compare the workload's events.
-    def events(data: bytes) -> list[dict[str, Any]]:
-        parsed = [json.loads(line) for line in data.splitlines()]
-        assert not [e for e in parsed if e["event"] == "lost"]
-        return [e for e in parsed if e["tgid"] == kid.pid]
-
-    live_events = events(live_json.read_bytes())
-    result = run_cli("replay", "--db", str(db), "--json")
-    assert result.returncode == 0, result.stderr
-    replayed = events(result.stdout)
-    assert [e["event"] for e in live_events] == ["fork", "exec", "comm", "exec", "exit"]
-    # Two processes, two reads of the wall clock: "time" may differ in the
-    # last microsecond; everything else is the same, event for event.
-    assert len(replayed) == len(live_events)
-    for got, want in zip(replayed, live_events, strict=True):
-        diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if k != "time" and got.get(k) != want.get(k)}
-        assert not diff, (want["event"], diff)
-    assert all(ISO.match(e["time"]) for e in replayed)
-    # The text view too (the time column aside).
-    result = run_cli("replay", "--db", str(db))
-    assert result.returncode == 0
-
-    def text(lines: list[bytes]) -> list[bytes]:
-        return [line.split(b" ", 1)[1] for line in lines if line.split()[2:3] == [str(kid.pid).encode()]]
-
-    assert text(result.stdout.splitlines(keepends=True)) == text(live_text.out.lines)
-    assert len(text(live_text.out.lines)) == 5
-    # Selection: -e and --since
-    result = run_cli("replay", "--db", str(db), "--json", "-e", "exit", "--since", "10m")
-    assert [e["event"] for e in events(result.stdout)] == ["exit"]
-    replayed = rb"^procevents: \d+ events? replayed \(exit \d+\) of \d+ events read, 0 events lost$"
-    assert re.search(replayed, result.stderr, re.M), result.stderr
 
 
 # -- crash safety -------------------------------------------------------------------------------
@@ -415,110 +333,6 @@ def test_retain_prunes_old_rows(cli: Callable[..., Cli], gated: Callable[..., Ga
 # -- errors -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["query", "replay", "record"])
-def test_damaged_or_foreign_file_is_one_clear_line(command: str, tmp_path: Path) -> None:
-    text = tmp_path / "notes.txt"
-    text.write_bytes(b"hello\n" * 1000)
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE t (x)")
-    conn.commit()
-    conn.close()
-    for path, message in ((text, b"not a procevents database"), (other, b"not a procevents one")):
-        before = path.read_bytes()
-        extra = ["-D", "1"] if command == "record" else []
-        result = run_cli(command, "--db", str(path), *extra)
-        assert result.returncode == 1, result.stderr
-        lines = result.stderr.splitlines()
-        assert len(lines) == 1 and message in lines[0] and b"Traceback" not in result.stderr, result.stderr
-        assert path.read_bytes() == before
-    if command != "record":
-        result = run_cli(command, "--db", str(tmp_path / "missing.db"))
-        assert result.returncode == 1 and b"no database at" in result.stderr
-
-
-def test_default_database_path_for_a_user(nobody_python: str, tmp_path: Path) -> None:
-    code = "from procevents.store import default_db_path; print(default_db_path())"
-    src = str(Path(__file__).resolve().parents[1] / "src")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": src, "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"}
-    result = subprocess.run(
-        [nobody_python, "-c", code], user=65534, group=65534, extra_groups=[],
-        env={**env, "XDG_DATA_HOME": "/xdg"}, capture_output=True, timeout=TIMEOUT, cwd="/",
-    )
-    assert result.stdout.decode().strip() == "/xdg/procevents/events.db", result.stderr
-    result = subprocess.run(
-        [nobody_python, "-c", code], user=65534, group=65534, extra_groups=[], env=env,
-        capture_output=True, timeout=TIMEOUT, cwd="/",
-    )
-    assert result.stdout.decode().strip() == "/nonexistent/.local/share/procevents/events.db", result.stderr
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, env={**env, "HOME": "/root"}
-    )
-    assert result.stdout.decode().strip() == "/var/lib/procevents/events.db"
-
-
-def test_usage_errors(tmp_path: Path) -> None:
-    for args in (
-        ["query", "--since", "yesterday-ish"],
-        ["query", "--tree", "--json"],
-        ["query", "--sql", "SELECT 1", "--failed"],
-        ["replay", "--tree", "--json"],
-        ["record", "-p", "999999999"],
-        ["top", "--rows", "0"],
-        # Beyond int64 nanoseconds (SQLite's INTEGER): one line, not an OverflowError.
-        ["query", "--since", "9999-12-31T23:59"],
-        ["query", "--since", "@-99999999999"],
-        ["query", "--until", "@1e400"],
-        ["replay", "--since", "@99999999999999"],
-        ["record", "--retain", "99999999999999d"],
-    ):
-        result = run_cli(*args, "--db", str(tmp_path / "x.db")) if args[0] != "top" else run_cli(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
-
-
-@pytest.mark.parametrize("command", [["query"], ["query", "--sql", "SELECT * FROM procs"], ["replay"]])
-def test_an_unwritable_output_is_one_line(tmp_path: Path, command: list[str]) -> None:
-    db = tmp_path / "a.db"
-    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
-    result = run_cli(*command, "--db", str(db), "-o", "/dev/full")
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.decode().splitlines()[0] == "procevents: error: writing output: No space left on device"
-    assert b"Traceback" not in result.stderr and result.stderr.count(b"error") == 1, result.stderr
-
-
-def test_ctrl_c_ends_a_runaway_sql_statement(tmp_path: Path) -> None:
-    db = tmp_path / "a.db"
-    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
-    forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
-    proc = subprocess.Popen(
-        [*cli_argv(), "query", "--db", str(db), "--sql", forever], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        # The statement runs (the database open, CPU time used) before it is interrupted.
-        wait_until(lambda: _opened(proc.pid, db) and _cpu_seconds(proc.pid) > 0.3, "the statement to run")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    assert err == b"procevents: interrupted\n" and out == b""
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _opened(pid: int, path: Path) -> bool:
-    try:
-        return any(os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return False
-
-
 def test_the_recorder_waits_out_a_foreign_lock(cli: Callable[..., Cli], tmp_path: Path) -> None:
     """Another program holds the write lock for a while (sqlite3's BEGIN
     IMMEDIATE): the recorder says so once, keeps the events in memory and
@@ -578,79 +392,3 @@ def test_rows_beyond_the_bound_are_dropped_and_recorded_as_lost(tmp_path: Path, 
     assert [row[0] for row in db_rows(db, "SELECT pid FROM events WHERE event = 'exec' ORDER BY id")] == list(
         range(115, 125)
     )  # the newest kept, the oldest dropped
-
-
-# -- top -------------------------------------------------------------------------------------
-
-
-def test_top_shows_rates_and_spawners(cli: Callable[..., Cli], gated: Callable[..., Gated], tmp_path: Path) -> None:
-    pytest.importorskip("rich")
-    spawner = tmp_path / "pe-spawner"
-    spawner.symlink_to(SH)
-    # The children name themselves (a COMM event): no race with /proc decides it.
-    root = gated([str(spawner), "-c", "read _; for i in 1 2 3 4 5 6; do sh -c 'printf pe-fail > /proc/$$/comm; "
-                  "exit 1'; done; exit 0"])
-    top = cli("top", "-p", str(root.pid), "--interval", "0.2")
-    top.wait_listening()
-    assert root.release() == 0
-    # Stopping drains what the kernel queued before, so every event counts.
-    assert top.stop() == 0, top.err.text
-    out = top.out.text
-    assert "procevents top" in out and "top spawners" in out, out
-    (row,) = [line for line in out.splitlines() if line.strip().startswith("pe-spawner")]
-    cells = row.split()
-    assert cells[-3] == "6" and cells[-1] == "0", row  # 6 forks, no failure of its own
-    rows = {line.split()[0]: line.split()[-3:] for line in out.splitlines() if line.strip()}
-    assert rows["pe-fail"][0] == "0" and rows["pe-fail"][2] == "6", rows["pe-fail"]  # failed under its new name
-    # Each exec is named as /proc showed it when read: before or after the rename.
-    assert sum(int(rows[name][1]) for name in ("pe-spawner", "sh", "pe-fail") if name in rows) == 6, out
-    assert re.search(r"fork +[\d.]+ +6\b", out) and re.search(r"comm +[\d.]+ +6\b", out), out
-
-
-def test_top_without_rich_says_so(tmp_path: Path) -> None:
-    shadow = tmp_path / "shadow"
-    shadow.mkdir()
-    (shadow / "rich").mkdir()
-    (shadow / "rich" / "__init__.py").write_text("raise ImportError('no rich here')\n")
-    env = {**os.environ, "PYTHONPATH": f"{shadow}{os.pathsep}{Path(__file__).resolve().parents[1] / 'src'}"}
-    result = subprocess.run(
-        [sys.executable, "-m", "procevents", "top", "-D", "1"], capture_output=True, env=env, timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert result.returncode == 1
-    assert result.stderr.decode().strip() == (
-        "procevents: error: procevents top needs the rich package: pip install 'procevents[top]'"
-    )
-
-
-# -- times ------------------------------------------------------------------------------------
-
-
-def test_parse_times_and_durations() -> None:
-    import datetime as dt
-
-    from procevents.cli.options import parse_duration, parse_time
-
-    assert parse_duration("90") == 90 and parse_duration("90s") == 90 and parse_duration("10m") == 600
-    assert parse_duration("1.5h") == 5400 and parse_duration("7d") == 7 * 86400 and parse_duration("2w") == 14 * 86400
-    for bad in ("", "m", "10x", "-5m", "1e3"):
-        with pytest.raises(ValueError):
-            parse_duration(bad)
-    now = 1_763_700_000 * 10**9
-    assert parse_time("now", now) == now
-    assert parse_time("10m", now) == now - 600 * 10**9
-    assert parse_time("2h ago", now) == now - 7200 * 10**9
-    assert parse_time("@1763700000.5", now) == 1_763_700_000_500_000_000
-    assert parse_time("2026-11-21T10:40:01.250Z", now) == (
-        int(dt.datetime(2026, 11, 21, 10, 40, 1, tzinfo=dt.UTC).timestamp()) * 10**9 + 250_000_000
-    )
-    utc = parse_time("2026-11-21T10:40:01+00:00", now)
-    assert utc == int(dt.datetime(2026, 11, 21, 10, 40, 1, tzinfo=dt.UTC).timestamp()) * 10**9
-    local = parse_time("2026-11-21 10:40", now)
-    assert local == int(dt.datetime(2026, 11, 21, 10, 40).astimezone().timestamp()) * 10**9
-    today = dt.datetime.fromtimestamp(now / 1e9).astimezone()
-    half_past_two = today.replace(hour=14, minute=30, second=0, microsecond=0)
-    assert parse_time("14:30", now) == int(half_past_two.timestamp()) * 10**9
-    for bad in ("yesterday-ish", "25:00", "2026", "@x"):
-        with pytest.raises(ValueError):
-            parse_time(bad, now)
