@@ -9,10 +9,11 @@ lost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any, Final
 
-from .events import Comm, Event, Exec, Exit, Fork, Gid, Uid
+from .events import Ack, Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
 from .procfs import Creds, ProcessHandle, ProcFS, Stat, Unavailable
 from .snapshot import ExecSnapshot, same_start
 
@@ -147,71 +148,82 @@ class ProcessTable:
 
         For an exit of a whole process the entry is removed and returned.
         """
-        cls = type(event)
-        if cls is Fork:
-            assert isinstance(event, Fork)
-            if event.child_pid != event.child_tgid:
-                starts = self.thread_starts
-                if len(starts) >= MAX_TRACKED:
-                    del starts[next(iter(starts))]
-                starts[event.child_pid] = event.timestamp_ns
-                return self._lookup(event.child_tgid)
-            parent = self._lookup(event.parent_tgid)
-            child = Proc(pid=event.child_tgid, ppid=event.parent_tgid, start_ns=event.timestamp_ns)
-            if parent is not None:
-                child.comm = parent.comm
-                child.argv = parent.argv
-                child.exe = parent.exe
-                child.cwd = parent.cwd
-                child.ruid, child.euid, child.rgid, child.egid = parent.ruid, parent.euid, parent.rgid, parent.egid
-                child.cgroup = parent.cgroup
-                child.argv_source = "fork" if parent.argv is not None else None
-            self._add(child)
-            return child
-        if cls is Exit:
-            assert isinstance(event, Exit)
-            if event.process_pid != event.process_tgid:
-                return self.procs.get(event.process_tgid)
-            proc = self.procs.pop(event.process_tgid, None)
-            if proc is None:
-                proc = Proc(pid=event.process_tgid, ppid=event.parent_tgid)
-            return proc
-        if cls is Exec:
-            proc = self._lookup(event.tgid)
-            if proc is None:
-                proc = Proc(pid=event.tgid, ppid=0)
-                self._add(proc)
-            proc.execs += 1
-            # What the process was before the exec no longer describes it:
-            # a name or argv that could not be read is unknown, never the old one.
-            if snapshot is None:
-                proc.argv = proc.comm = proc.exe = None
-                proc.argv_source = None
-                return proc
-            proc.argv = snapshot.argv
-            proc.argv_source = "exec" if snapshot.argv is not None else None
-            proc.comm = snapshot.comm
-            proc.exe = snapshot.exe
-            if snapshot.cwd is not None:
-                proc.cwd = snapshot.cwd
-            if snapshot.owner is not None:
-                proc.euid, proc.egid = snapshot.owner
-            if snapshot.cgroup is not None:
-                proc.cgroup = snapshot.cgroup
-            return proc
+        return _APPLY[type(event)](self, event, snapshot)
+
+    def _fork(self, event: Fork, snapshot: ExecSnapshot | None) -> Proc | None:
+        if event.child_pid != event.child_tgid:
+            starts = self.thread_starts
+            if len(starts) >= MAX_TRACKED:
+                del starts[next(iter(starts))]
+            starts[event.child_pid] = event.timestamp_ns
+            return self._lookup(event.child_tgid)
+        parent = self._lookup(event.parent_tgid)
+        child = Proc(pid=event.child_tgid, ppid=event.parent_tgid, start_ns=event.timestamp_ns)
+        if parent is not None:
+            child.comm = parent.comm
+            child.argv = parent.argv
+            child.exe = parent.exe
+            child.cwd = parent.cwd
+            child.ruid, child.euid, child.rgid, child.egid = parent.ruid, parent.euid, parent.rgid, parent.egid
+            child.cgroup = parent.cgroup
+            child.argv_source = "fork" if parent.argv is not None else None
+        self._add(child)
+        return child
+
+    def _exit(self, event: Exit, snapshot: ExecSnapshot | None) -> Proc | None:
+        if event.process_pid != event.process_tgid:
+            return self.procs.get(event.process_tgid)
+        proc = self.procs.pop(event.process_tgid, None)
+        if proc is None:
+            proc = Proc(pid=event.process_tgid, ppid=event.parent_tgid)
+        return proc
+
+    def _exec(self, event: Exec, snapshot: ExecSnapshot | None) -> Proc | None:
         proc = self._lookup(event.tgid)
-        if proc is None or event.pid != event.tgid:
+        if proc is None:
+            proc = Proc(pid=event.tgid, ppid=0)
+            self._add(proc)
+        proc.execs += 1
+        # What the process was before the exec no longer describes it:
+        # a name or argv that could not be read is unknown, never the old one.
+        if snapshot is None:
+            proc.argv = proc.comm = proc.exe = None
+            proc.argv_source = None
             return proc
-        if cls is Comm:
-            assert isinstance(event, Comm)
+        proc.argv = snapshot.argv
+        proc.argv_source = "exec" if snapshot.argv is not None else None
+        proc.comm = snapshot.comm
+        proc.exe = snapshot.exe
+        if snapshot.cwd is not None:
+            proc.cwd = snapshot.cwd
+        if snapshot.owner is not None:
+            proc.euid, proc.egid = snapshot.owner
+        if snapshot.cgroup is not None:
+            proc.cgroup = snapshot.cgroup
+        return proc
+
+    # Threads have their own name and credentials: only the leader's describe the process.
+
+    def _comm(self, event: Comm, snapshot: ExecSnapshot | None) -> Proc | None:
+        proc = self._lookup(event.tgid)
+        if proc is not None and event.pid == event.tgid:
             proc.comm = event.comm_text
-        elif cls is Uid:
-            assert isinstance(event, Uid)
+        return proc
+
+    def _uid(self, event: Uid, snapshot: ExecSnapshot | None) -> Proc | None:
+        proc = self._lookup(event.tgid)
+        if proc is not None and event.pid == event.tgid:
             proc.ruid, proc.euid = event.ruid, event.euid
-        elif cls is Gid:
-            assert isinstance(event, Gid)
+        return proc
+
+    def _gid(self, event: Gid, snapshot: ExecSnapshot | None) -> Proc | None:
+        proc = self._lookup(event.tgid)
+        if proc is not None and event.pid == event.tgid:
             proc.rgid, proc.egid = event.rgid, event.egid
         return proc
+
+    def _about(self, event: Event, snapshot: ExecSnapshot | None) -> Proc | None:
+        return self._lookup(event.tgid)
 
     # -- relationships -----------------------------------------------------
 
@@ -230,6 +242,23 @@ class ProcessTable:
     def descendants(self, roots: set[int]) -> set[int]:
         """``roots`` and every process below them in the table."""
         return subtree(roots, {proc.pid: proc.ppid for proc in self.procs.values()})
+
+
+#: What each event type does to the table (every class has an entry).
+_APPLY: Final[dict[type[Event], Callable[[ProcessTable, Any, ExecSnapshot | None], Proc | None]]] = {
+    Fork: ProcessTable._fork,
+    Exit: ProcessTable._exit,
+    Exec: ProcessTable._exec,
+    Comm: ProcessTable._comm,
+    Uid: ProcessTable._uid,
+    Gid: ProcessTable._gid,
+    Sid: ProcessTable._about,
+    Ptrace: ProcessTable._about,
+    Coredump: ProcessTable._about,
+    Ack: ProcessTable._about,
+    Lost: ProcessTable._about,
+    Unknown: ProcessTable._about,
+}
 
 
 def subtree(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
