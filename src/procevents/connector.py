@@ -31,6 +31,7 @@ from .guardian import Guardian
 from .guardian import start as start_guardian
 from .host import kernel_supports_filter, namespace_problem
 from .loss import LossTracker
+from .subscription import Subscription
 
 
 def _warn(message: str, *args: object) -> None:
@@ -70,27 +71,22 @@ class ConnectorError(OSError):
     """The proc connector could not be used; ``str()`` is one line for a user."""
 
 
-_IGNORE_REQUEST: Final = wire.encode_request(wire.PROC_CN_MCAST_IGNORE)
-
-
-def _send_ignore(sock: socket.socket, sent: list[bytes], owner_pid: int) -> None:
-    """Send IGNORE unless it was sent already (it is the last request in
-    ``sent``).  Only the process that subscribed may: a forked child shares
-    the socket and the subscription, and its exit must not switch the
-    parent's events off."""
-    if os.getpid() != owner_pid or not sent or sent[-1] == _IGNORE_REQUEST:
-        return  # not ours, never subscribed, or already done
+def _send_ignore(sock: socket.socket, subscription: Subscription) -> None:
+    """Send IGNORE if this process owes it (see Subscription.ignore_due)."""
+    request = subscription.ignore_due(os.getpid())
+    if request is None:
+        return
     try:
-        sock.send(_IGNORE_REQUEST)
-        sent.append(_IGNORE_REQUEST)
+        sock.send(request)
+        subscription.record(request)
     except OSError as exc:  # nothing better to do on the way out
         _warn("could not send PROC_CN_MCAST_IGNORE: %s", exc)
 
 
-def _shutdown(sock: socket.socket, sent: list[bytes], owner_pid: int, guards: list[Guardian]) -> None:
+def _shutdown(sock: socket.socket, subscription: Subscription, guards: list[Guardian]) -> None:
     """Finalizer: IGNORE if still needed, release the guardian, close.  Runs at most once."""
     try:
-        _send_ignore(sock, sent, owner_pid)
+        _send_ignore(sock, subscription)
         _release(guards)
     finally:
         sock.close()
@@ -138,14 +134,12 @@ class Connector:
         self.rcvbuf = 0
         #: True when the kernel drops unwanted events before they are queued.
         self.kernel_filtered = False
-        #: Requests sent on the socket, in order (what ``close`` sent included).
-        self.sent: list[bytes] = []
+        self._subscription = Subscription((os.getpid() ^ int(time.monotonic_ns())), os.getpid())
         #: Datagrams skipped because they failed to decode.
         self.malformed = 0
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
-        self._owner_pid = os.getpid()
-        self._finalizer: weakref.finalize[[socket.socket, list[bytes], int, list[Guardian]], Connector] | None = None
+        self._finalizer: weakref.finalize[[socket.socket, Subscription, list[Guardian]], Connector] | None = None
         self._tracker = LossTracker(track_seq=True)
         self._buf = bytearray(_RECV_SIZE)
         self._pending: list[Event] = []
@@ -158,7 +152,6 @@ class Connector:
         self._gap_ns = _FIRST_GAP_NS
         self._wake_poller: select.poll | None = None
         self._emptied = False
-        self._ack_seq = (os.getpid() ^ int(time.monotonic_ns())) & 0x7FFFFFFF
 
     # -- lifecycle -------------------------------------------------------
 
@@ -187,8 +180,8 @@ class Connector:
             raise ValueError("connector already opened")
         self._sock = self._open_socket()
         self._poller.register(self._sock, select.POLLIN)
-        self._owner_pid = os.getpid()
-        self._finalizer = weakref.finalize(self, _shutdown, self._sock, self.sent, self._owner_pid, self._guards)
+        self._subscription.owner_pid = os.getpid()
+        self._finalizer = weakref.finalize(self, _shutdown, self._sock, self._subscription, self._guards)
         exits.register(self)
         if self.handle_signals:
             exits.install_signal_handlers()
@@ -208,12 +201,17 @@ class Connector:
         """Send IGNORE now but keep the socket, so what is already queued can
         still be read (``read_batch(0)``) before :meth:`close`."""
         if self._sock is not None and not self.closed:
-            _send_ignore(self._sock, self.sent, self._owner_pid)
+            _send_ignore(self._sock, self._subscription)
             _release(self._guards)
 
     @property
     def subscribed(self) -> bool:
-        return not self.closed and not (self.sent and self.sent[-1] == _IGNORE_REQUEST)
+        return not self.closed and not self._subscription.ignored
+
+    @property
+    def sent(self) -> list[bytes]:
+        """Requests sent on the socket, in order (what ``close`` sent included)."""
+        return self._subscription.sent
 
     def close(self) -> None:
         """Send PROC_CN_MCAST_IGNORE (exactly once over the life of this object) and close."""
@@ -289,19 +287,18 @@ class Connector:
             ) from None
         except OSError as exc:
             raise ConnectorError(exc.errno, f"cannot send a subscription request: {exc.strerror}") from None
-        self.sent.append(request)
+        self._subscription.record(request)
 
     def _subscribe(self) -> None:
         problem = namespace_problem()
         if problem:
             raise ConnectorError(errno.EPERM, problem)
-        # Always start with the legacy all-events LISTEN: it is the one form
-        # every kernel answers with an ack, so the subscription is confirmed.
-        self._send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=self._ack_seq, ack=self._ack_seq))
+        mask = None
         if self.wanted is not None and self.use_kernel_filter and kernel_supports_filter():
-            # 6.6+ keeps one subscription per socket: this narrows it rather
-            # than counting a second listener.
-            self._send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, event_mask(self.wanted)))
+            mask = event_mask(self.wanted)
+        for request in self._subscription.listen_requests(mask):
+            self._send(request)
+        if mask is not None:
             self.kernel_filtered = True
             self._tracker.track_seq = False  # the filter makes gaps that are not losses
 
@@ -309,12 +306,11 @@ class Connector:
         """Wait for our ack; keep every event that arrives meanwhile."""
         assert self._sock is not None
         deadline = time.monotonic() + self.ack_timeout
-        want_ack = (self._ack_seq + 1) & 0xFFFFFFFF
         poller = select.poll()
         poller.register(self._sock, select.POLLIN)
         while True:
             for item in self._drain(keep_acks=True):
-                if isinstance(item, Ack) and item.ack == want_ack:
+                if isinstance(item, Ack) and self._subscription.confirms(item):
                     if item.err:
                         raise ConnectorError(item.err, f"the kernel refused the subscription: {os.strerror(item.err)}")
                     self._pending = [ev for ev in self._pending if not isinstance(ev, Ack)]
