@@ -31,6 +31,12 @@ from conftest import CLI, session_tmp
 
 import procevents
 from procevents import wire
+from procevents.events import Comm, Exec, Exit, Fork, Uid
+from procevents.procfs import (
+    CLOCK_TICKS,
+    ProcFS,
+)
+from procevents.snapshot import ExecSnapshot
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -440,3 +446,146 @@ def summary(err: str) -> re.Match[str]:
     assert m, f"last stderr line is not the summary: {lines[-1]!r}"
     return m
 
+
+# -- a fixture /proc tree and synthetic events (the procfs, proctable, snapshot and enrich tests) ---
+
+#: CLOCK_BOOTTIME - CLOCK_MONOTONIC used by the fixture ProcFS, so start
+#: times computed from a fixture stat are exact.
+BOOT_OFFSET_NS = 7_000_000_000
+
+
+def stat_line(
+    pid: int,
+    comm: bytes | str,
+    *,
+    state: str = "S",
+    ppid: int = 1,
+    pgrp: int | None = None,
+    session: int | None = None,
+    tty_nr: int = 0,
+    num_threads: int = 1,
+    starttime: int = 1000,
+) -> bytes:
+    """A complete 52-field /proc/PID/stat line, as the kernel writes it."""
+    raw_comm = comm.encode("utf-8", "surrogateescape") if isinstance(comm, str) else comm
+    pgrp = pid if pgrp is None else pgrp
+    session = pid if session is None else session
+    # fields 3..52 of proc(5); field N sits at index N - 3
+    fields: list[str] = [state, str(ppid), str(pgrp), str(session), str(tty_nr)]
+    fields += ["-1", "4194560", "100", "0", "0", "0", "3", "1", "0", "0", "20", "0"]  # 8..19
+    fields += [str(num_threads), "0", str(starttime)]  # 20 num_threads, 21 itrealvalue, 22 starttime
+    fields += ["2654208"] * (52 - 22)  # 23..52: vsize, rss, ... (values do not matter)
+    assert len(fields) == 50
+    return b"%d (%s) %s\n" % (pid, raw_comm, " ".join(fields).encode())
+
+
+def status_text(name: str, ruid: int, euid: int, rgid: int, egid: int) -> bytes:
+    return (
+        f"Name:\t{name}\nUmask:\t0022\nState:\tS (sleeping)\nTgid:\t1\nNgid:\t0\nPid:\t1\nPPid:\t0\n"
+        f"TracerPid:\t0\nUid:\t{ruid}\t{euid}\t{euid}\t{euid}\nGid:\t{rgid}\t{egid}\t{egid}\t{egid}\n"
+        "FDSize:\t64\nGroups:\t\nVmPeak:\t   1000 kB\nThreads:\t1\n"
+    ).encode()
+
+
+class FixtureProc:
+    """Writes fake /proc/<pid>/ directories under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def add(
+        self,
+        pid: int,
+        *,
+        comm: str = "proc",
+        cmdline: bytes | None = None,
+        ppid: int = 1,
+        uid: int = 0,
+        euid: int | None = None,
+        gid: int = 0,
+        egid: int | None = None,
+        starttime: int = 1000,
+        state: str = "S",
+        exe: str | None = "/usr/bin/proc",
+        cwd: str | None = "/",
+        cgroup: bytes = b"0::/system.slice/fixture.service\n",
+        stat: bytes | None = None,
+        status: bytes | None = None,
+    ) -> Path:
+        d = self.root / str(pid)
+        d.mkdir()
+        raw_comm = comm.encode("utf-8", "surrogateescape")
+        (d / "comm").write_bytes(raw_comm + b"\n")
+        (d / "cmdline").write_bytes(raw_comm + b"\0" if cmdline is None else cmdline)
+        (d / "stat").write_bytes(
+            stat_line(pid, raw_comm, ppid=ppid, starttime=starttime, state=state) if stat is None else stat
+        )
+        (d / "status").write_bytes(
+            status_text(comm, uid, uid if euid is None else euid, gid, gid if egid is None else egid)
+            if status is None
+            else status
+        )
+        (d / "cgroup").write_bytes(cgroup)
+        if exe is not None:
+            os.symlink(exe, d / "exe")
+        if cwd is not None:
+            os.symlink(cwd, d / "cwd")
+        return d
+
+
+class FixedOffsetProcFS(ProcFS):
+    """A ProcFS whose boot-time offset is a constant (exact start times)."""
+
+    def boottime_offset_ns(self) -> int:
+        return BOOT_OFFSET_NS
+
+
+@pytest.fixture
+def fx(tmp_path: Path) -> FixtureProc:
+    return FixtureProc(tmp_path)
+
+
+@pytest.fixture
+def procfs(tmp_path: Path) -> ProcFS:
+    return FixedOffsetProcFS(root=str(tmp_path))
+
+
+def start_ns(starttime: int) -> int:
+    """The CLOCK_MONOTONIC start time the table should derive from a stat starttime."""
+    return starttime * 1_000_000_000 // CLOCK_TICKS - BOOT_OFFSET_NS
+
+
+SEQ = iter(range(1, 1 << 30))
+
+
+def fork(parent: int, child: int, ts: int = 1_000, *, thread_of: int | None = None) -> Fork:
+    """A process fork (or, with ``thread_of``, a new thread ``child`` in process ``thread_of``)."""
+    tgid = child if thread_of is None else thread_of
+    return Fork(0, next(SEQ), ts, parent, parent, child, tgid)
+
+
+def exec_(pid: int, ts: int = 2_000) -> Exec:
+    return Exec(0, next(SEQ), ts, pid, pid)
+
+
+def exit_(pid: int, ts: int = 3_000, *, code: int = 0, parent: int = 0, tgid: int | None = None) -> Exit:
+    return Exit(0, next(SEQ), ts, pid, pid if tgid is None else tgid, code, 17, parent, parent)
+
+
+def comm_event(pid: int, name: bytes, ts: int = 2_500, *, tgid: int | None = None) -> Comm:
+    return Comm(0, next(SEQ), ts, pid, pid if tgid is None else tgid, name)
+
+
+def uid_event(pid: int, ruid: int, euid: int, ts: int = 2_500) -> Uid:
+    return Uid(0, next(SEQ), ts, pid, pid, ruid, euid)
+
+
+def snap(argv: list[str] | None, comm: str | None = "prog", missing: str | None = None) -> ExecSnapshot:
+    return ExecSnapshot(
+        argv=argv,
+        comm=comm,
+        exe="/usr/bin/prog" if argv is not None else None,
+        cwd="/tmp" if argv is not None else None,
+        owner=(1000, 1000) if argv is not None else None,
+        missing=missing,
+    )

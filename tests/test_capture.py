@@ -29,7 +29,7 @@ from procevents import capture
 from procevents.capture import online_cpus
 from procevents.events import Exec
 from procevents.frames import FLAG_COMM, FLAG_LATE, Frame, encode_frame
-from procevents.procfs import RawExec, read_exec_raw
+from procevents.procfs import RawExec
 
 __all__ = ["reaper", "watch"]  # fixtures, imported to be used here
 
@@ -349,16 +349,3 @@ def test_no_reader_outlives_a_clean_exit() -> None:
     assert p.wait(TIMEOUT) == 0
     p.stderr.close()
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]
-
-
-# -- what a reader reads -------------------------------------------------------------------------
-
-
-def test_a_reader_reads_only_what_the_output_uses() -> None:
-    """comm instead of stat when held; exe and cwd only when shown."""
-    me = os.getpid()
-    lean = read_exec_raw(me, argv_limit=4096, comm_only=True, paths=False)
-    full = read_exec_raw(me, argv_limit=4096)
-    assert lean.stat == Path(f"/proc/{me}/comm").read_bytes() and (lean.exe, lean.cwd) == (b"", b"")
-    assert full.stat.startswith(f"{me} (".encode()) and full.exe == os.fsencode(os.readlink(f"/proc/{me}/exe"))
-    assert lean.cmdline == full.cmdline == Path(f"/proc/{me}/cmdline").read_bytes()
