@@ -31,7 +31,21 @@ from conftest import CLI, session_tmp
 
 import procevents
 from procevents import wire
-from procevents.events import Comm, Exec, Exit, Fork, Uid
+from procevents.events import (
+    Ack,
+    Comm,
+    Coredump,
+    Event,
+    Exec,
+    Exit,
+    Fork,
+    Gid,
+    Lost,
+    Ptrace,
+    Sid,
+    Uid,
+    Unknown,
+)
 from procevents.procfs import (
     CLOCK_TICKS,
     ProcFS,
@@ -589,3 +603,24 @@ def snap(argv: list[str] | None, comm: str | None = "prog", missing: str | None 
         owner=(1000, 1000) if argv is not None else None,
         missing=missing,
     )
+
+
+TS = 2_000_000_123_456_789
+
+
+def all_events() -> list[Event]:
+    return [
+        Fork(1, 2, TS, 10, 11, 12, 13),
+        Exit(1, 2, TS, 10, 10, 139, 17, 1, 1),
+        Exec(1, 2, TS, 10, 10),
+        Sid(1, 2, TS, 10, 10),
+        Uid(1, 2, TS, 10, 10, 4294967294, 0),
+        Gid(1, 2, TS, 10, 10, 1000, 0),
+        Ptrace(1, 2, TS, 10, 10, 20, 20),
+        Comm(1, 2, TS, 10, 10, b"\xff\x1b[2J"),
+        Comm(1, 2, TS, 10, 10, "é中\u202e".encode()),
+        Coredump(1, 2, TS, 10, 10, 1, 1),
+        Lost(-1, 0, TS, 5, "drops"),
+        Unknown(1, 2, TS, 0x400, b"\x01\x02"),
+        Ack(1, 2, TS, 0, 1),
+    ]

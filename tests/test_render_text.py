@@ -1,0 +1,107 @@
+"""The text view (render/text.py): one line per event, hostile names escaped, the fields and details of each line."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from helpers import TS
+from helpers import all_events as _all_events
+
+from procevents.events import (
+    Comm,
+    Event,
+    Exec,
+    Exit,
+    Fork,
+    Lost,
+    Ptrace,
+)
+from procevents.render.text import TextRenderer, details, exit_description
+
+
+@pytest.mark.parametrize("event", _all_events(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("ppid", [None, 1])
+def test_text_one_line(event: Event, ppid: int | None) -> None:
+    line = TextRenderer().render(event, ppid)
+    assert line.endswith("\n")
+    assert line.count("\n") == 1
+    assert "\x1b" not in line
+    assert "\r" not in line
+    assert event.name in line
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"\x1b[2J\x1b[H",
+        b"evil\nfake line",
+        b"\r\x1b]0;title\x07",
+        b"\xff\xfe\x9b31m",
+        "\u202eabc".encode(),
+        "\u0085\u009b2J".encode(),
+        b"a\\x1b",
+        b"\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n",
+    ],
+)
+def test_text_hostile_comm(raw: bytes) -> None:
+    line = TextRenderer().render(Comm(0, 0, TS, 42, 42, raw[:16]), 1)
+    assert line.endswith("\n")
+    body = line[:-1]
+    for bad in ("\n", "\r", "\x1b", "\x07", "\x85", "\x9b", "\u202e", "\u2028"):
+        assert bad not in body
+    body.encode("utf-8")  # no lone surrogates reach the terminal
+
+
+def test_text_hostile_info() -> None:
+    info = {"cmdline": ["sh", "-c", "echo\x1b[2J\nhi"], "comm": "x\ny", "user": "r\x1boot", "duration": 0.5}
+    line = TextRenderer().render(Exec(0, 0, TS, 42, 42), 1, info)
+    assert line.count("\n") == 1
+    assert line.endswith("\n")
+    assert "\x1b" not in line
+
+
+def test_text_hostile_comm_fallback() -> None:
+    info = {"comm": b"\xff\x1b[2J".decode("utf-8", "surrogateescape")}
+    line = TextRenderer().render(Exec(0, 0, TS, 42, 42), 1, info)
+    assert line.count("\n") == 1
+    assert "\x1b" not in line
+    assert "[\\xff\\x1b[2J]" in line
+
+
+def test_text_fields() -> None:
+    line = TextRenderer().render(Exit(0, 0, TS, 2608, 2608, 768, 17, 2567, 2567), 2567)
+    parts = line.split()
+    assert parts[1] == "exit"
+    assert parts[2] == "2608"
+    assert parts[3] == "2567"
+    assert line.rstrip("\n").endswith("status 3")
+
+
+def test_text_lost_has_no_pid() -> None:
+    line = TextRenderer().render(Lost(-1, 0, TS, 5, "drops"), None)
+    assert "5 events lost (drops)" in line
+    line2 = TextRenderer().render(Lost(2, 0, TS, 5, "seq-gap"), None)
+    assert "5 events lost on cpu 2 (seq-gap)" in line2
+
+
+def test_text_time_prefix() -> None:
+    line = TextRenderer().render(Exec(0, 0, TS, 1, 1), None)
+    assert re.match(r"^\d{2}:\d{2}:\d{2}\.\d{3} ", line)
+
+
+def test_exit_description() -> None:
+    assert exit_description(768) == "status 3"
+    assert exit_description(0) == "status 0"
+    assert exit_description(9) == "killed by SIGKILL"
+    assert "core dumped" in exit_description(139)
+    assert "SIGSEGV" in exit_description(139)
+    assert "core dumped" not in exit_description(11)
+
+
+def test_details_thread_exit_and_fork() -> None:
+    assert details(Exit(0, 0, TS, 5, 4, 0, -1, 0, 0)) == "thread 5 status 0"
+    assert details(Fork(0, 0, TS, 1, 1, 7, 7)) == "child 7"
+    assert details(Fork(0, 0, TS, 1, 1, 8, 7)) == "thread 8 in 7"
+    assert details(Ptrace(0, 0, TS, 1, 1, 0, 0)) == "detached"
+    assert details(Ptrace(0, 0, TS, 1, 1, 9, 9)) == "traced by 9"
