@@ -1,5 +1,8 @@
 """Shared helpers for tests that talk to the real kernel proc connector.
 
+The rule (tests/README.md): ``src/procevents/X.py`` is tested in ``tests/test_X.py``,
+``src/procevents/P/X.py`` in ``tests/test_P_X.py``; themed whole-system files are listed there.
+
 Nothing here is mocked: a :class:`Recorder` holds a live ``procevents.listen()``
 subscription, the tests start real processes, and assertions are made on what
 the kernel sends back.  The machine has other activity, so every helper
