@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from ..costs import exit_cpu
 from ..escape import escape, quote_arg
@@ -81,63 +81,70 @@ def format_command(info: Mapping[str, Any]) -> str:
     return ""
 
 
+def _fork(event: Fork) -> str:
+    if event.child_pid != event.child_tgid:
+        return f"thread {event.child_pid} in {event.child_tgid}"
+    return f"child {event.child_tgid}"
+
+
+def _exit(event: Exit) -> str:
+    text = exit_description(event.exit_code)
+    if event.process_pid != event.process_tgid:
+        return f"thread {event.process_pid} {text}"
+    return text
+
+
+def _ptrace(event: Ptrace) -> str:
+    return f"traced by {event.tracer_tgid}" if event.tracer_pid else "detached"
+
+
+def _lost(event: Lost) -> str:
+    where = f" on cpu {event.cpu}" if event.cpu >= 0 else ""
+    return f"{event.count} events lost{where} ({event.reason})"
+
+
+#: Event class -> the words its line starts with (every class has an entry).
+_DETAILS: Final[dict[type[Event], Callable[[Any], str]]] = {
+    Ack: lambda event: f"err {event.err}",
+    Fork: _fork,
+    Exec: lambda event: "",
+    Uid: lambda event: f"ruid {event.ruid} euid {event.euid}",
+    Gid: lambda event: f"rgid {event.rgid} egid {event.egid}",
+    Sid: lambda event: "new session",
+    Ptrace: _ptrace,
+    Comm: lambda event: f"comm {escape(event.comm_text)!s}",
+    Coredump: lambda event: "core-class signal",
+    Exit: _exit,
+    Lost: _lost,
+    Unknown: lambda event: f"what 0x{event.what:08x} data {event.data.hex()}",
+}
+
+
+def _user(info: Mapping[str, Any]) -> str:
+    user = info.get("user")
+    return "" if user is None else f"user {escape(str(user))}"
+
+
+#: Event class -> the words its enrichment adds after the duration.
+_INFO_DETAILS: Final[dict[type[Event], Callable[[Mapping[str, Any]], str]]] = {
+    Exec: _user,
+    Exit: format_cost,
+}
+
+
 def details(event: Event, info: Mapping[str, Any] | None = None) -> str:
     """The per-type part of a line."""
-    cls = type(event)
-    text: str
-    if cls is Fork:
-        assert isinstance(event, Fork)
-        if event.child_pid != event.child_tgid:
-            text = f"thread {event.child_pid} in {event.child_tgid}"
-        else:
-            text = f"child {event.child_tgid}"
-    elif cls is Exec:
-        text = ""
-    elif cls is Exit:
-        assert isinstance(event, Exit)
-        text = exit_description(event.exit_code)
-        if event.process_pid != event.process_tgid:
-            text = f"thread {event.process_pid} {text}"
-    elif cls is Uid:
-        assert isinstance(event, Uid)
-        text = f"ruid {event.ruid} euid {event.euid}"
-    elif cls is Gid:
-        assert isinstance(event, Gid)
-        text = f"rgid {event.rgid} egid {event.egid}"
-    elif cls is Sid:
-        text = "new session"
-    elif cls is Ptrace:
-        assert isinstance(event, Ptrace)
-        text = f"traced by {event.tracer_tgid}" if event.tracer_pid else "detached"
-    elif cls is Comm:
-        assert isinstance(event, Comm)
-        text = f"comm {escape(event.comm_text)!s}"
-    elif cls is Coredump:
-        text = "core-class signal"
-    elif cls is Lost:
-        assert isinstance(event, Lost)
-        where = f" on cpu {event.cpu}" if event.cpu >= 0 else ""
-        text = f"{event.count} events lost{where} ({event.reason})"
-    elif cls is Unknown:
-        assert isinstance(event, Unknown)
-        text = f"what 0x{event.what:08x} data {event.data.hex()}"
-    elif cls is Ack:
-        assert isinstance(event, Ack)
-        text = f"err {event.err}"
-    else:
-        text = ""
+    text = _DETAILS[type(event)](event)
     if info:
         command = format_command(info)
         duration = info.get("duration")
         if duration is not None:
             text = f"{text} after {format_duration(duration)}" if text else format_duration(duration)
-        if cls is Exit:
-            cost = format_cost(info)
-            if cost:
-                text = f"{text} {cost}" if text else cost
-        user = info.get("user")
-        if user is not None and cls is Exec:
-            text = f"{text} user {escape(str(user))}" if text else f"user {escape(str(user))}"
+        more = _INFO_DETAILS.get(type(event))
+        if more is not None:
+            words = more(info)
+            if words:
+                text = f"{text} {words}" if text else words
         if command:
             text = f"{text}  {command}" if text else command
     return text
