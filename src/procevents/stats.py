@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .costs import exit_cpu
 from .events import EVENT_NAMES, Event, Exec, Exit, Fork, Lost
@@ -41,7 +41,6 @@ class Summary:
         if shown:
             self.counts[event.name] += 1
         if type(event) is Lost:
-            assert isinstance(event, Lost)
             self.lost += event.count
             self.lost_events += 1
 
@@ -70,7 +69,7 @@ class Summary:
 
 
 class LifecycleCounter:
-    """The one switch of the counting observers (``-S``, metrics, top,
+    """The one dispatch of the counting observers (``-S``, metrics, top,
     trace's summary): events by type, events lost, and a process's three
     moments, threads left out; subclasses fill in the hooks.  Call it with
     each event, its process and its enrichment."""
@@ -80,20 +79,26 @@ class LifecycleCounter:
         self.lost = 0
 
     def __call__(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> None:
-        cls = type(event)
         self.events[event.name] += 1
-        if cls is Fork:
-            if event.pid == event.tgid:
-                self.forked(info)
-        elif cls is Exec:
-            self.execed(info)
-        elif cls is Exit:
-            if event.pid == event.tgid:
-                assert isinstance(event, Exit)
-                self.exited(event, info)
-        elif cls is Lost:
-            assert isinstance(event, Lost)
-            self.lost += event.count
+        count = _COUNT.get(type(event))
+        if count is not None:
+            count(self, event, info)
+
+    # Through self, so that a subclass's hooks are the ones called.
+
+    def _fork(self, event: Fork, info: Mapping[str, Any]) -> None:
+        if event.pid == event.tgid:
+            self.forked(info)
+
+    def _exec(self, event: Exec, info: Mapping[str, Any]) -> None:
+        self.execed(info)
+
+    def _exit(self, event: Exit, info: Mapping[str, Any]) -> None:
+        if event.pid == event.tgid:
+            self.exited(event, info)
+
+    def _lost(self, event: Lost, info: Mapping[str, Any]) -> None:
+        self.lost += event.count
 
     def forked(self, info: Mapping[str, Any]) -> None:
         """A new process (``info`` is its, named after its parent until it execs)."""
@@ -103,6 +108,15 @@ class LifecycleCounter:
 
     def exited(self, event: Exit, info: Mapping[str, Any]) -> None:
         """A process ended."""
+
+
+#: The event types counted beyond their name; the others only by name.
+_COUNT: Final[dict[type[Event], Callable[[LifecycleCounter, Any, Mapping[str, Any]], None]]] = {
+    Fork: LifecycleCounter._fork,
+    Exec: LifecycleCounter._exec,
+    Exit: LifecycleCounter._exit,
+    Lost: LifecycleCounter._lost,
+}
 
 
 #: Distinct commands counted one by one; beyond that they are counted together.
