@@ -9,7 +9,7 @@ left unexplained.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
@@ -96,33 +96,44 @@ class TreeRenderer:
         return lines
 
     def render(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
-        cls = type(event)
-        if cls is Exec and proc is not None:
-            lines: list[str] = []
-            if self.lineage is not None:
-                chain = self.lineage(proc)
-                lines = self._ancestors(chain)
-                level = len(chain)
-            else:
-                level = self.depth(proc) if self.depth is not None else 0
-            self.shown[proc.pid] = (level, proc.start_ns)
-            stamp = self.clock.local_ms(event.timestamp_ns)
-            lines.append(f"{stamp} {INDENT * level}{proc.pid} {format_command(info) or '?'}\n")
-            return "".join(lines)
-        if cls is Exit and proc is not None and event.pid == event.tgid:
-            assert isinstance(event, Exit)
-            if proc.pid not in self.shown:
-                return None
-            level, _ = self.shown.pop(proc.pid)
-            duration = info.get("duration")
-            took = f" after {format_duration(duration)}" if duration is not None else ""
-            cost = format_cost(info)
-            if cost:
-                took = f"{took} {cost}"
-            name = f" [{escape(proc.comm)}]" if proc.comm else ""
-            stamp = self.clock.local_ms(event.timestamp_ns)
-            return f"{stamp} {INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
-        if cls is Lost:
-            assert isinstance(event, Lost)
-            return f"{self.clock.local_ms(event.timestamp_ns)} !! {event.count} events lost ({event.reason})\n"
-        return None
+        lines = _LINES.get(type(event))
+        return None if lines is None else lines(self, event, proc, info)
+
+    def _exec(self, event: Exec, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
+        if proc is None:
+            return None
+        lines: list[str] = []
+        if self.lineage is not None:
+            chain = self.lineage(proc)
+            lines = self._ancestors(chain)
+            level = len(chain)
+        else:
+            level = self.depth(proc) if self.depth is not None else 0
+        self.shown[proc.pid] = (level, proc.start_ns)
+        stamp = self.clock.local_ms(event.timestamp_ns)
+        lines.append(f"{stamp} {INDENT * level}{proc.pid} {format_command(info) or '?'}\n")
+        return "".join(lines)
+
+    def _exit(self, event: Exit, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
+        if proc is None or event.pid != event.tgid or proc.pid not in self.shown:
+            return None
+        level, _ = self.shown.pop(proc.pid)
+        duration = info.get("duration")
+        took = f" after {format_duration(duration)}" if duration is not None else ""
+        cost = format_cost(info)
+        if cost:
+            took = f"{took} {cost}"
+        name = f" [{escape(proc.comm)}]" if proc.comm else ""
+        stamp = self.clock.local_ms(event.timestamp_ns)
+        return f"{stamp} {INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
+
+    def _lost(self, event: Lost, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
+        return f"{self.clock.local_ms(event.timestamp_ns)} !! {event.count} events lost ({event.reason})\n"
+
+
+#: The event types the tree shows; the others make no line.
+_LINES: Final[dict[type[Event], Callable[[TreeRenderer, Any, Proc | None, Mapping[str, Any]], str | None]]] = {
+    Exec: TreeRenderer._exec,
+    Exit: TreeRenderer._exit,
+    Lost: TreeRenderer._lost,
+}
