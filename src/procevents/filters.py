@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
 
 from .containers import container_of
 from .events import Event, Exit, Fork, Lost
@@ -27,23 +28,38 @@ class DescendantFilter:
         self.tgids.add(tgid)
 
     def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        return _FOLLOW.get(type(event), DescendantFilter._member)(self, event)
+
+    def _member(self, event: Event) -> bool:
+        return event.tgid in self.tgids
+
+    def _fork(self, event: Fork) -> bool:
         tgids = self.tgids
-        cls = type(event)
-        if cls is Fork:
-            assert isinstance(event, Fork)
-            if event.parent_tgid in tgids or event.child_tgid in tgids:
-                tgids.add(event.child_tgid)
-                return True
-            return False
-        if cls is Lost:
+        if event.parent_tgid in tgids or event.child_tgid in tgids:
+            tgids.add(event.child_tgid)
             return True
+        return False
+
+    def _exit(self, event: Exit) -> bool:
         tgid = event.tgid
-        if tgid not in tgids:
+        if tgid not in self.tgids:
             return False
-        if cls is Exit and event.pid == tgid:
+        if event.pid == tgid:
             # The process is gone; its pid may be reused by a stranger.
-            tgids.discard(tgid)
+            self.tgids.discard(tgid)
         return True
+
+    def _lost(self, event: Lost) -> bool:
+        return True
+
+
+#: How DescendantFilter treats each event type; the others pass when their
+#: process is followed.
+_FOLLOW: Final[dict[type[Event], Callable[[DescendantFilter, Any], bool]]] = {
+    Fork: DescendantFilter._fork,
+    Exit: DescendantFilter._exit,
+    Lost: DescendantFilter._lost,
+}
 
 
 def live_descendants(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
