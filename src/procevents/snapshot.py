@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Final
 
 from .events import Event, Exec, Fork
 from .procfs import ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
@@ -164,14 +166,18 @@ def validate_snapshots(
             _supersede(snapshot)
 
 
+#: The pid an event makes name something new: a fork's child (a new task),
+#: an exec's process (a new program).
+_RENAMED: Final[dict[type[Event], Callable[[Any], int]]] = {
+    Fork: attrgetter("child_pid"),
+    Exec: attrgetter("tgid"),
+}
+
+
 def _note_pid_reuse(superseded: set[int], event: Event) -> None:
-    """A fork makes its child's pid name a new task; an exec, a new program."""
-    cls = type(event)
-    if cls is Fork:
-        assert isinstance(event, Fork)
-        superseded.add(event.child_pid)
-    elif cls is Exec:
-        superseded.add(event.tgid)
+    renamed = _RENAMED.get(type(event))
+    if renamed is not None:
+        superseded.add(renamed(event))
 
 
 def _start_before(
