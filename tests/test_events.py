@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,72 @@ def test_resync_clock_takes_the_midpoint_of_two_monotonic_reads(monkeypatch: pyt
     assert wall_clock_ns(0) == 5_000_000 - 550
     assert type(wall_clock_ns(0)) is int
     assert Exec(0, 0, 50, 1, 1).wall_ns == 5_000_000 - 500
+
+
+# --------------------------------------------------------------------------
+# one entry per event class in every per-type table
+
+#: One event of each class; leaders about pid 10, a fork of 12 by 1.
+SAMPLES: dict[type[Event], Event] = {
+    Ack: Ack(0, 1, TS, 0, 1),
+    Fork: Fork(0, 2, TS, 1, 1, 12, 12),
+    Exec: Exec(0, 3, TS, 10, 10),
+    Uid: Uid(0, 4, TS, 10, 10, 1000, 1000),
+    Gid: Gid(0, 5, TS, 10, 10, 1000, 1000),
+    Sid: Sid(0, 6, TS, 10, 10),
+    Ptrace: Ptrace(0, 7, TS, 10, 10, 1, 1),
+    Comm: Comm(0, 8, TS, 10, 10, b"worker"),
+    Coredump: Coredump(0, 9, TS, 10, 10, 1, 1),
+    Exit: Exit(0, 10, TS, 10, 10, 0, 17, 1, 1),
+    Lost: Lost(-1, 0, TS, 3, "drops"),
+    Unknown: Unknown(0, 11, TS, 0x1000, bytes(range(24))),  # a whole union: decode gives 24 bytes
+}
+
+
+def test_payload_fields_are_the_union_words_in_cn_proc_h_order() -> None:
+    from procevents.events import PAYLOAD_FIELDS
+
+    process = ("process_pid", "process_tgid")
+    assert {
+        Ack: ("err",),  # ack is cn_msg's
+        Fork: ("parent_pid", "parent_tgid", "child_pid", "child_tgid"),
+        Exec: process,
+        Uid: (*process, "ruid", "euid"),
+        Gid: (*process, "rgid", "egid"),
+        Sid: process,
+        Ptrace: (*process, "tracer_pid", "tracer_tgid"),
+        Comm: (*process, "comm"),
+        Coredump: (*process, "parent_pid", "parent_tgid"),
+        Exit: (*process, "exit_code", "exit_signal", "parent_pid", "parent_tgid"),
+        Lost: ("count", "reason"),
+        Unknown: ("what", "data"),
+    } == PAYLOAD_FIELDS
+    assert set(SAMPLES) == set(PAYLOAD_FIELDS)
+
+
+@pytest.mark.parametrize("event", SAMPLES.values(), ids=lambda e: type(e).__name__)
+def test_every_class_has_an_entry_in_each_table(event: Event, tmp_path: Path) -> None:
+    """A new event type cannot be forgotten by a table keyed by class."""
+    from procevents.events import PAYLOAD_FIELDS
+    from procevents.procfs import ProcFS
+    from procevents.proctable import Proc, ProcessTable
+    from procevents.render.clock import Clock
+    from procevents.render.jsonl import event_fields
+    from procevents.render.text import details
+    from procevents.wire import decode, encode_event
+
+    keys = list(event_fields(event, Clock()))
+    assert keys[:7] == ["event", "time", "timestamp_ns", "cpu", "seq", "pid", "tgid"]
+    assert [n for n in PAYLOAD_FIELDS[type(event)] if n not in ("process_pid", "process_tgid")] == [
+        k for k in keys[7:] if not k.endswith("_b64") and k not in ("status", "signal", "core_dumped")
+    ]
+    assert isinstance(details(event), str)
+    if type(event) is Lost:
+        with pytest.raises(TypeError):
+            encode_event(event)
+    else:
+        assert decode(encode_event(event)) == event
+    table = ProcessTable(ProcFS(str(tmp_path)), seed=False)  # knows only the processes below
+    table.procs = {1: Proc(pid=1, ppid=0), 10: Proc(pid=10, ppid=1)}
+    proc = table.update(event)
+    assert (proc.pid if proc is not None else 0) == event.tgid, "the entry of the process it is about"
