@@ -163,10 +163,10 @@ def test_choose_sink() -> None:
 
     out = Output(io.BytesIO())
     clock = Clock()
-    json_sink = choose_sink(out, json=True, depth=lambda _proc: 0, clock=clock)
+    json_sink = choose_sink(out, json=True, lineage=lambda _proc: [], clock=clock)
     assert isinstance(json_sink, JsonSink) and json_sink.clock is clock
-    assert isinstance(choose_sink(out, json=False, depth=lambda _proc: 0), TreeSink)
-    text_sink = choose_sink(out, json=False, depth=None, clock=clock)
+    assert isinstance(choose_sink(out, json=False, lineage=lambda _proc: []), TreeSink)
+    text_sink = choose_sink(out, json=False, lineage=None, clock=clock)
     assert isinstance(text_sink, TextSink) and text_sink.renderer.clock is clock
 
 

@@ -312,7 +312,7 @@ def test_terminal_lines_hold_nothing_unprintable(
     info: dict[str, Any] = {"comm": fs(comm), "cmdline": [fs(a) for a in argv] or None, "user": fs(user)}
     proc = Proc(7, 1, comm=fs(comm), argv=info["cmdline"])
     text_buf, tree_buf = io.BytesIO(), io.BytesIO()
-    text, tree = TextSink(Output(text_buf)), TreeSink(Output(tree_buf), lambda _proc: 1)
+    text, tree = TextSink(Output(text_buf)), TreeSink(Output(tree_buf), lambda _proc: [])
     for event, extra in (
         (Exec(0, 1, 0, 7, 7), {}),
         (Exit(0, 2, 0, 7, 7, 0x8B, 17, 1, 1), {"duration": duration}),

@@ -14,21 +14,24 @@ from procevents.events import (
 from procevents.render.clock import Clock
 
 
-def test_depth_below_init_without_roots() -> None:
-    from procevents.render.tree import depth_below
+def _pids(pid: int, ancestor_pids: list[int], roots: set[int] | None) -> list[int]:
+    from procevents.proctable import Proc
+    from procevents.render.tree import lineage_below
 
-    assert depth_below(500, [400, 300, 1], None) == 2  # two ancestors below init
-    assert depth_below(500, [400, 2], None) == 1  # kthreadd ends it too
-    assert depth_below(500, [], None) == 0
+    return [p.pid for p in lineage_below(pid, [Proc(a, 0) for a in ancestor_pids], roots)]
 
 
-def test_depth_below_a_root() -> None:
-    from procevents.render.tree import depth_below
+def test_lineage_below_init_without_roots() -> None:
+    assert _pids(500, [400, 300, 1], None) == [400, 300]  # two ancestors below init
+    assert _pids(500, [400, 2], None) == [400]  # kthreadd ends it too
+    assert _pids(500, [], None) == []
 
-    assert depth_below(300, [200, 100, 1], {300}) == 0  # a root itself
-    assert depth_below(500, [400, 300, 1], {300}) == 2
-    assert depth_below(500, [400, 300, 1], {400}) == 1
-    assert depth_below(500, [400, 1], {300}) == 2  # not below a root: all ancestors counted
+
+def test_lineage_below_a_root() -> None:
+    assert _pids(300, [200, 100, 1], {300}) == []  # a root itself
+    assert _pids(500, [400, 300, 1], {300}) == [400, 300]
+    assert _pids(500, [400, 300, 1], {400}) == [400]
+    assert _pids(500, [400, 1], {300}) == [400, 1]  # not below a root: all ancestors counted
 
 
 def test_tree_prints_the_unseen_ancestors_once_then_indents_under_them() -> None:

@@ -26,8 +26,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import procevents
-from procevents.cli.replay import replay_clock, replay_depth
-from procevents.cli.runner import ancestor_depth
+from procevents.cli.replay import replay_clock, replay_lineage
+from procevents.cli.runner import ancestor_lineage
 from procevents.enrich import Enricher
 from procevents.events import Event, Exit, wall_clock_ns
 from procevents.pipeline import JsonSink, Output, Pipeline, TextSink, TreeSink
@@ -148,7 +148,7 @@ def session(tmp_path: Path) -> Iterator[Session]:
             elif kind == "text":
                 sinks.append(TextSink(out))
             else:
-                sinks.append(TreeSink(out, ancestor_depth(enricher, None)))
+                sinks.append(TreeSink(out, ancestor_lineage(enricher, None)))
         pipeline = Pipeline(conn, Tee(*sinks), enricher=enricher)
         s = Session(db, enricher, writer, pipeline, outputs)
         try:
@@ -190,7 +190,7 @@ def test_replay_equals_live_output(session: Session, tmp_path: Path) -> None:
         json_sink.clock = clock
         text_sink = TextSink(outs["text"])
         text_sink.renderer.clock = clock
-        tree_sink = TreeSink(outs["tree"], replay_depth(reader, None))
+        tree_sink = TreeSink(outs["tree"], replay_lineage(reader, None))
         count = 0
         for rec in reader.events():
             clock.shift = rec.wall - rec.event.timestamp_ns - offset

@@ -188,12 +188,11 @@ class TreeSink:
     def __init__(
         self,
         output: Output,
-        depth: Callable[[Proc], int] | None = None,
-        clock: Clock | None = None,
         lineage: Callable[[Proc], Sequence[Proc]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.output = output
-        self.renderer = TreeRenderer(depth, clock, lineage)
+        self.renderer = TreeRenderer(lineage, clock)
 
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         line = self.renderer.render(event, proc, info)
@@ -207,16 +206,14 @@ def choose_sink(
     output: Output,
     *,
     json: bool,
-    depth: Callable[[Proc], int] | None = None,
     clock: Clock | None = None,
     lineage: Callable[[Proc], Sequence[Proc]] | None = None,
 ) -> Sink:
-    """JSON Lines, else the tree view when given its ``lineage`` (or
-    ``depth``), else text."""
+    """JSON Lines, else the tree view when given its ``lineage``, else text."""
     if json:
         return JsonSink(output, clock)
-    if lineage is not None or depth is not None:
-        return TreeSink(output, depth, clock, lineage)
+    if lineage is not None:
+        return TreeSink(output, lineage, clock)
     return TextSink(output, clock)
 
 

@@ -79,12 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def replay_depth(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], int]:
-    """Tree indentation from the recorded parent links (as the live view's)."""
-    lineage = replay_lineage(reader, roots)
-    return lambda proc: len(lineage(proc))
-
-
 def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], list[Proc]]:
     """The tree's ancestors from the recorded parent links (as the live view's
     come from its table)."""

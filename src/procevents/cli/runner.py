@@ -115,12 +115,6 @@ def ancestor_lineage(enricher: Enricher, roots: set[int] | None) -> Callable[[Pr
     return lineage
 
 
-def ancestor_depth(enricher: Enricher, roots: set[int] | None) -> Callable[[Proc], int]:
-    """Indentation for the tree: ancestors up to a root (or to init)."""
-    lineage = ancestor_lineage(enricher, roots)
-    return lambda proc: len(lineage(proc))
-
-
 def run_pipeline(
     conn: Connector,
     sink: Sink,

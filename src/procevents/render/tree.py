@@ -26,27 +26,10 @@ NO_TIME = " " * 12
 CONTEXT_WIDTH = 100
 
 
-def depth_below(pid: int, ancestor_pids: Iterable[int], roots: set[int] | None) -> int:
-    """Indentation of ``pid`` given its ancestors' pids, nearest first: the
-    ancestors below a root (a root itself is at 0), or without roots those
-    below init and kthreadd."""
-    if roots is not None and pid in roots:
-        return 0
-    level = 0
-    for ancestor in ancestor_pids:
-        if roots is not None:
-            if ancestor in roots:
-                return level + 1
-        elif ancestor <= 2:
-            return level
-        level += 1
-    return level
-
-
 def lineage_below(pid: int, ancestors: Iterable[Proc], roots: set[int] | None) -> list[Proc]:
     """The ancestors a tree line hangs from, nearest first: up to a root
     (included; a root itself has none), or without roots those below init
-    and kthreadd.  Its length is the line's indentation (see depth_below)."""
+    and kthreadd.  Its length is the line's indentation."""
     if roots is not None and pid in roots:
         return []
     chain: list[Proc] = []
@@ -65,17 +48,16 @@ class TreeRenderer:
     <duration>``.
 
     ``lineage`` gives a process's ancestors below the tree's top, nearest
-    first: those not shown yet are printed above it.  Without it, ``depth``
-    gives the indentation alone.
+    first (see :func:`lineage_below`): those not shown yet are printed above
+    it, and their number is its indentation.  Without it every line is at
+    the top.
     """
 
     def __init__(
         self,
-        depth: Callable[[Proc], int] | None = None,
-        clock: Clock | None = None,
         lineage: Callable[[Proc], Sequence[Proc]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.depth = depth
         self.lineage = lineage
         self.clock = clock or Clock()
         #: pid -> (indentation, start) of the processes on screen.
@@ -103,12 +85,11 @@ class TreeRenderer:
         if proc is None:
             return None
         lines: list[str] = []
+        level = 0
         if self.lineage is not None:
             chain = self.lineage(proc)
             lines = self._ancestors(chain)
             level = len(chain)
-        else:
-            level = self.depth(proc) if self.depth is not None else 0
         self.shown[proc.pid] = (level, proc.start_ns)
         stamp = self.clock.local_ms(event.timestamp_ns)
         lines.append(f"{stamp} {INDENT * level}{proc.pid} {format_command(info) or '?'}\n")
