@@ -4,7 +4,7 @@ The kernel sends only ids.  For every batch of events the enricher first
 reads the argv of each exec (newest first: the oldest ones are the likeliest
 to be gone already), before any other work, then applies the events to the
 process table in arrival order and attaches to each event a small dict of
-what is known (:meth:`Enricher.apply` lists the keys per event type).
+what is known (:class:`EventInfo` lists the keys per event type).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import pwd
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final, TypedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 from .containers import container_fields
 from .costs import COST_KEYS, cost_fields, whole_process
@@ -238,59 +238,67 @@ class Enricher:
         proc = self.table.update(event, snapshot)
         if proc is None:
             return None, {}
-        info: EventInfo
-        if cls is Exec:
-            self.execs += 1
-            captured = snapshot is not None and snapshot.argv is not None
-            info = {
-                "cmdline": proc.argv if captured else None,
-                "exe": proc.exe,
-                "cwd": proc.cwd,
-                "ppid": proc.ppid,
-                "uid": proc.ruid,
-                "user": self.users.name(proc.ruid),
-                "comm": proc.comm,
-            }
-            if captured:
-                self.argv_captured += 1
-                if snapshot.argv_truncated:  # type: ignore[union-attr]
-                    info["cmdline_truncated"] = True
-            elif snapshot is not None and snapshot.missing:
-                info["missing"] = snapshot.missing
-            if self.env_limit:
-                info["env"] = None if snapshot is None else snapshot.env
-                if snapshot is not None and snapshot.env_truncated:
-                    info["env_truncated"] = True
-            info["cgroup"] = proc.cgroup
-            if proc.cgroup is not None:
-                info.update(container_fields(proc.cgroup))  # type: ignore[typeddict-item]
-        elif cls is Exit:
-            assert isinstance(event, Exit)
-            if event.process_pid != event.process_tgid:
-                # A thread: its own lifetime, not its process's.
-                start = self.table.thread_starts.pop(event.process_pid, None)
-            else:
-                start = proc.start_ns
-            info = {
-                "comm": proc.comm,
-                "cmdline": proc.argv,
-                "duration": None if start is None else max(0, event.timestamp_ns - start) / 1e9,
-                "ppid": event.parent_tgid or proc.ppid,
-                "uid": proc.ruid,
-                "user": self.users.name(proc.ruid),
-            }
-            if event.process_pid != event.process_tgid:
-                info["thread"] = True
-            if self.costs is not None:
-                self._add_costs(event, proc, start, info)
-        else:
-            info = {"comm": proc.comm, "ppid": proc.ppid}
-            if cls is Fork and event.is_thread:
-                info["thread"] = True
+        describe = _DESCRIBE.get(cls)
+        info = describe(self, event, proc, snapshot) if describe is not None else self._process_info(event, proc)
         identity = self.identity
         info["exec_id"] = identity.of(proc)
         info["parent_exec_id"] = identity.parent_of(proc, self.table.get(proc.ppid))
         return proc, info
+
+    def _exec_info(self, event: Exec, proc: Proc, snapshot: ExecSnapshot | None) -> EventInfo:
+        self.execs += 1
+        captured = snapshot is not None and snapshot.argv is not None
+        info: EventInfo = {
+            "cmdline": proc.argv if captured else None,
+            "exe": proc.exe,
+            "cwd": proc.cwd,
+            "ppid": proc.ppid,
+            "uid": proc.ruid,
+            "user": self.users.name(proc.ruid),
+            "comm": proc.comm,
+        }
+        if captured:
+            self.argv_captured += 1
+            if snapshot.argv_truncated:  # type: ignore[union-attr]
+                info["cmdline_truncated"] = True
+        elif snapshot is not None and snapshot.missing:
+            info["missing"] = snapshot.missing
+        if self.env_limit:
+            info["env"] = None if snapshot is None else snapshot.env
+            if snapshot is not None and snapshot.env_truncated:
+                info["env_truncated"] = True
+        info["cgroup"] = proc.cgroup
+        if proc.cgroup is not None:
+            info.update(container_fields(proc.cgroup))  # type: ignore[typeddict-item]
+        return info
+
+    def _exit_info(self, event: Exit, proc: Proc, snapshot: ExecSnapshot | None) -> EventInfo:
+        thread = event.process_pid != event.process_tgid
+        # A thread has its own lifetime, not its process's.
+        start = self.table.thread_starts.pop(event.process_pid, None) if thread else proc.start_ns
+        info: EventInfo = {
+            "comm": proc.comm,
+            "cmdline": proc.argv,
+            "duration": None if start is None else max(0, event.timestamp_ns - start) / 1e9,
+            "ppid": event.parent_tgid or proc.ppid,
+            "uid": proc.ruid,
+            "user": self.users.name(proc.ruid),
+        }
+        if thread:
+            info["thread"] = True
+        if self.costs is not None:
+            self._add_costs(event, proc, start, info)
+        return info
+
+    def _fork_info(self, event: Fork, proc: Proc, snapshot: ExecSnapshot | None) -> EventInfo:
+        info = self._process_info(event, proc)
+        if event.is_thread:
+            info["thread"] = True
+        return info
+
+    @staticmethod
+    def _process_info(event: Event, proc: Proc) -> EventInfo:
+        return {"comm": proc.comm, "ppid": proc.ppid}
 
     def _add_costs(self, event: Exit, proc: Proc, start: int | None, info: EventInfo) -> None:
         assert self.costs is not None
@@ -313,3 +321,12 @@ class Enricher:
             info.update(dict.fromkeys(COST_KEYS))  # type: ignore[typeddict-item]
         else:
             info.update(cost_fields(cost))  # type: ignore[typeddict-item]
+
+
+#: What enrichment says of each event type; any other is described by its
+#: process's name and parent alone.
+_DESCRIBE: Final[dict[type[Event], Callable[[Enricher, Any, Proc, ExecSnapshot | None], EventInfo]]] = {
+    Exec: Enricher._exec_info,
+    Exit: Enricher._exit_info,
+    Fork: Enricher._fork_info,
+}
