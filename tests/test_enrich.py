@@ -16,7 +16,7 @@ from helpers import (
 )
 
 from procevents.enrich import Enricher
-from procevents.events import Event
+from procevents.events import Event, Lost
 from procevents.identity import Identity
 from procevents.procfs import ProcFS
 from procevents.proctable import ProcessTable
@@ -113,13 +113,13 @@ class TestResyncAfterLoss:
         shutil.rmtree(fx.root / "100")
         fx.add(100, comm="new", cmdline=b"new\0arg\0", starttime=9000, ppid=200)
         fx.add(200, comm="parent", starttime=8000)
-        enricher.request_resync()
+        enricher.apply(Lost(-1, 0, 1, 3, "drops"), None)
         assert enricher.maybe_resync(now=10.0)
         proc = enricher.table.get(100)
         assert proc is not None and (proc.comm, proc.argv, proc.ppid) == ("new", ["new", "arg"], 200)
         assert enricher.table.get(200) is not None
         # A second loss within the interval waits; after it, it rescans.
-        enricher.request_resync()
+        enricher.apply(Lost(-1, 0, 2, 1, "drops"), None)
         assert not enricher.maybe_resync(now=10.5)
         assert enricher.maybe_resync(now=11.1)
         assert enricher.resyncs == 2

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import time
 import weakref
@@ -202,12 +201,6 @@ class ExitCosts:
             self.join.add(costs, received)
         self.join.expire(received)
         return len(costs)
-
-    def wait_readable(self, timeout: float) -> bool:
-        """True when a record is queued within ``timeout`` seconds (tests, tools)."""
-        if self._sock is None:
-            return False
-        return bool(select.select([self._sock], [], [], timeout)[0])
 
     def take(self, pid: int, start_ns: int | None, end_ns: int) -> TaskCost | None:
         return self.join.take(pid, start_ns, end_ns)

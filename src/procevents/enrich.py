@@ -202,10 +202,6 @@ class Enricher:
         proc = self.table.get(pid)
         return None if proc is None else proc.start_ns
 
-    def request_resync(self) -> None:
-        """Events were lost: the table needs a /proc rescan soon."""
-        self._resync_wanted = True
-
     def maybe_resync(self, now: float | None = None) -> bool:
         """Rescan /proc if asked and none was done in the last RESYNC_INTERVAL
         seconds: under sustained loss a rescan per batch would cost more

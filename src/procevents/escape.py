@@ -38,11 +38,6 @@ def escape(text: str) -> str:
     return "".join(_escape_char(ch) for ch in text)
 
 
-def escape_bytes(raw: bytes) -> str:
-    """Terminal-safe form of raw bytes (UTF-8 where valid, \\xNN otherwise)."""
-    return escape(raw.decode("utf-8", "surrogateescape"))
-
-
 def quote_arg(arg: str) -> str:
     """One argv element for a command line display: escaped, quoted if needed."""
     safe = escape(arg)

@@ -105,8 +105,6 @@ class StoreWriter:
         #: Counters, for the summary and for metrics.
         self.events_written = 0
         self.commits = 0
-        self.pruned_events = 0
-        self.pruned_procs = 0
         self._next_prune = 0.0
         self._prune_more = False
         #: When another program's lock began to block our commits (None: not blocked).
@@ -337,8 +335,6 @@ class StoreWriter:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise OSError(errno.EIO, f"{self.path}: {describe_error(exc)}") from None
-        self.pruned_events += events
-        self.pruned_procs += procs
         self._prune_more = events >= PRUNE_CHUNK or procs >= PRUNE_CHUNK
         self._next_prune = time.monotonic() + PRUNE_INTERVAL
         return events + procs
