@@ -67,9 +67,6 @@ PRUNE_CHUNK: Final = 20_000
 #: The sink forgets ended lifetimes every this many events (see StoreSink._forget_ended).
 SWEEP_EVENTS: Final = 8192
 
-
-
-
 _NONE6: Final = (None, None, None, None, None, None)
 
 
