@@ -57,9 +57,7 @@ class TaskCost:
     @property
     def cpu(self) -> float | None:
         """User plus system CPU time, seconds."""
-        if self.utime is None or self.stime is None:
-            return None
-        return self.utime + self.stime
+        return cpu_seconds(self.utime, self.stime)
 
     @property
     def comm_text(self) -> str | None:
@@ -115,10 +113,14 @@ def adjusted_cpu(utime_us: int, stime_us: int, runtime_ns: int | None) -> tuple[
     stime = runtime * stime_us / (utime_us + stime_us)
     return runtime - stime, stime
 
+def cpu_seconds(utime: float | None, stime: float | None) -> float | None:
+    """User plus system CPU seconds; None unless both are known."""
+    return None if utime is None or stime is None else utime + stime
+
+
 def exit_cpu(info: Mapping[str, Any]) -> float | None:
     """An exit's user plus system CPU seconds (taskstats); None without them."""
-    utime, stime = info.get("utime"), info.get("stime")
-    return None if utime is None or stime is None else utime + stime
+    return cpu_seconds(info.get("utime"), info.get("stime"))
 
 
 @dataclass(slots=True, eq=False)  # by identity: CostJoin removes this very one

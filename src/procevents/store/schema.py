@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..costs import cpu_seconds
 from ..events import (
     Ack,
     Comm,
@@ -358,9 +359,7 @@ class Lifetime:
     @property
     def cpu(self) -> float | None:
         """User plus system CPU seconds (None: not read)."""
-        if self.utime is None or self.stime is None:
-            return None
-        return self.utime + self.stime
+        return cpu_seconds(self.utime, self.stime)
 
     @property
     def status(self) -> int | None:
