@@ -8,6 +8,7 @@ committed row, an exit), with a generous deadline only as a failure bound.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import importlib
 import json
 import os
@@ -50,7 +51,9 @@ from procevents.procfs import (
     CLOCK_TICKS,
     ProcFS,
 )
+from procevents.proctable import Proc
 from procevents.snapshot import ExecSnapshot
+from procevents.store import StoreSink, StoreWriter
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -624,3 +627,29 @@ def all_events() -> list[Event]:
         Unknown(1, 2, TS, 0x400, b"\x01\x02"),
         Ack(1, 2, TS, 0, 1),
     ]
+
+
+# -- databases for the store tests ------------------------------------------------------------------
+
+
+def digest(path: str | Path) -> str:
+    """A file's SHA-256: equal before and after means nothing wrote to it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def lost_rows_db(path: Path) -> Path:
+    writer = StoreWriter(str(path))
+    for i in range(2000):  # enough rows for several pages
+        writer.add_event((None, i, i, "lost", -1, 0, 0, 0, i, None, None, None, "drops",
+                          None, None, None, None, None, None, None, None))
+    writer.close()
+    return path
+
+
+def record_synthetic(tmp_path: Path, events: list[tuple[Event, Proc]], retain_ns: int | None = None) -> StoreWriter:
+    writer = StoreWriter(str(tmp_path / "synthetic.db"), retain_ns=retain_ns)
+    sink = StoreSink(writer)
+    for event, proc in events:
+        sink.emit(event, proc, {"comm": proc.comm, "duration": 1.0} if type(event) is Exit else {"comm": proc.comm})
+    writer.commit()
+    return writer

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, skip_unless_connector
+from helpers import digest, run_cli, skip_unless_connector
 
 from procevents.files import UnsafePath, check_planted_link, open_append
 
@@ -30,10 +29,6 @@ def _planted(shared: Path, target: Path, owner: int = NOBODY) -> Path:
     link.symlink_to(target)
     os.lchown(link, owner, owner)
     return link
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @needs_root
@@ -99,8 +94,8 @@ def test_the_database_being_read_is_not_an_output(tmp_path: Path, command: str) 
     skip_unless_connector()
     db = tmp_path / "a.db"
     assert run_cli("record", "--db", str(db), "-D", "0.2", "-q").returncode == 0
-    before = _digest(db)
+    before = digest(db)
     result = run_cli(command, "--db", str(db), "-o", str(db))
     assert result.returncode == 2, result.stderr
     assert result.stderr.decode().strip() == f"procevents: error: -o {db} is the database being read"
-    assert _digest(db) == before
+    assert digest(db) == before

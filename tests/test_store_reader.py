@@ -9,6 +9,7 @@ tests meaningful.
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import digest, lost_rows_db, record_synthetic
 
 from procevents.events import (
     Comm,
@@ -626,3 +628,109 @@ def test_sql_stops_while_rows_are_read(tree: StoreWriter) -> None:
         stopping = True
         with pytest.raises(KeyboardInterrupt):
             list(rows)
+
+
+def test_damaged_file_is_reported(tmp_path: Path) -> None:
+    path = lost_rows_db(tmp_path / "events.db")
+    size = path.stat().st_size
+    assert size > 8 * 4096
+    with path.open("r+b") as f:  # garbage over everything but the header page
+        f.seek(4096)
+        f.write(os.urandom(size - 4096))
+    with pytest.raises(StoreError, match="damaged"), StoreReader(str(path)) as reader:
+        list(reader.events())
+        reader.lifetimes(LifetimeQuery())
+    truncated = lost_rows_db(tmp_path / "truncated.db")
+    with truncated.open("r+b") as f:
+        f.truncate(3 * 4096 + 100)
+    with pytest.raises(StoreError, match="damaged"), StoreReader(str(truncated)) as reader:
+        list(reader.events())
+
+
+def test_sql_is_read_only(tmp_path: Path) -> None:
+    path = lost_rows_db(tmp_path / "events.db")
+    before = digest(path)
+    with StoreReader(str(path)) as reader:
+        columns, rows = reader.sql("SELECT event, count(*) AS n FROM events GROUP BY event")
+        assert columns == ["event", "n"] and list(rows) == [("lost", 2000)]
+        _, rows = reader.sql("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
+                             "SELECT sum(i) FROM n")
+        assert list(rows) == [(6,)]
+        _, rows = reader.sql("PRAGMA table_info(events)")
+        assert len(list(rows)) > 10
+        _, rows = reader.sql("SELECT status, failed FROM lifetimes")
+        assert list(rows) == []
+        for statement in (
+            "DELETE FROM events",
+            "UPDATE events SET cpu = 7",
+            "INSERT INTO sessions (started_wall, clock_offset) VALUES (1, 2)",
+            "DROP TABLE events",
+            "CREATE TABLE x (y)",
+            f"ATTACH DATABASE '{tmp_path / 'x.db'}' AS x",
+            "PRAGMA user_version = 9",
+            "PRAGMA journal_mode = DELETE",
+            "SELECT 1; DELETE FROM events",
+        ):
+            with pytest.raises(StoreError):
+                _, rows = reader.sql(statement)
+                list(rows)
+    assert digest(path) == before
+    assert not (tmp_path / "x.db").exists()
+
+
+_READING_PRAGMAS = [
+    "user_version", "application_id", "page_count", "page_size", "freelist_count", "table_list", "database_list",
+    "collation_list", "function_list", "pragma_list", "compile_options", "journal_mode",
+    "table_info(events)", "table_xinfo(procs)", "index_list(events)", "index_info(events_ts)",
+    "index_xinfo(events_ts)", "foreign_key_list(events)", "quick_check", "integrity_check",
+]
+
+
+@pytest.fixture
+def small_db(tmp_path: Path) -> str:
+    from procevents.events import Fork
+
+    proc = Proc(pid=77, ppid=1, start_ns=5, comm="x")
+    writer = record_synthetic(tmp_path, [(Fork(0, 1, 5, 1, 1, 77, 77), proc)])
+    writer.close()
+    return writer.path
+
+
+@pytest.mark.parametrize("pragma", _READING_PRAGMAS)
+def test_sql_may_run_every_reading_pragma(small_db: str, pragma: str) -> None:
+    with StoreReader(small_db) as reader:
+        _columns, rows = reader.sql(f"PRAGMA {pragma}")
+        list(rows)  # no StoreError
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO sessions (started_wall, clock_offset) VALUES (1, 1)",
+        "UPDATE procs SET comm = 'y'",
+        "DELETE FROM events",
+        "CREATE TABLE t (x)",
+        "DROP TABLE events",
+        "ALTER TABLE procs ADD COLUMN z",
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA user_version = 9",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA wal_checkpoint",
+        "CREATE TEMP VIEW v AS SELECT 1",
+    ],
+)
+def test_sql_refuses_every_write(small_db: str, statement: str) -> None:
+    before = digest(small_db)
+    with StoreReader(small_db) as reader, pytest.raises(StoreError, match="not authorized"):
+        reader.sql(statement)
+    assert digest(small_db) == before
+
+
+def test_sql_reads_with_functions_and_recursion(small_db: str) -> None:
+    with StoreReader(small_db) as reader:
+        _, rows = reader.sql(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
+            "SELECT upper(p.comm), (SELECT count(*) FROM n) FROM procs p"
+        )
+        assert list(rows) == [("X", 3)]

@@ -15,8 +15,12 @@ from pathlib import Path
 import pytest
 from helpers import (
     TIMEOUT,
+    digest,
+    lost_rows_db,
     run_cli,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from procevents.events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
 from procevents.store import StoreReader, StoreWriter
@@ -313,3 +317,59 @@ def test_default_database_path_for_a_user(nobody_python: str, tmp_path: Path) ->
         [sys.executable, "-c", code], capture_output=True, timeout=TIMEOUT, env={**env, "HOME": "/root"}
     )
     assert result.stdout.decode().strip() == "/var/lib/procevents/events.db"
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+# Text as procevents holds it: str with surrogate escapes for undecodable bytes.
+byte_strings = st.binary(max_size=40)
+fs_text = byte_strings.map(lambda b: b.decode("utf-8", "surrogateescape"))
+
+
+@given(fs_text)
+def test_text_round_trip(text: str) -> None:
+    stored = encode_text(text)
+    if isinstance(stored, str):
+        stored.encode("utf-8")  # what SQLite accepts as TEXT
+    assert decode_text(stored) == text
+
+
+@given(st.lists(byte_strings.filter(lambda b: b"\0" not in b).map(lambda b: b.decode("utf-8", "surrogateescape"))))
+def test_argv_round_trip(argv: list[str]) -> None:
+    assert decode_argv(encode_argv(argv)) == argv
+
+
+def test_argv_edges() -> None:
+    assert encode_argv(None) is None and decode_argv(None) is None
+    assert encode_argv([]) == b"" and decode_argv(b"") == []
+    assert encode_argv([""]) == b"\0" and decode_argv(b"\0") == [""]
+    assert encode_argv(["a", "b c"]) == b"a\0b c\0"
+
+
+@pytest.mark.parametrize("opener", ["reader", "writer"])
+def test_foreign_files_are_refused_untouched(tmp_path: Path, opener: str) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    newer = lost_rows_db(tmp_path / "newer.db")
+    conn = sqlite3.connect(newer)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    cases = {text: "not an SQLite file", other: "not a procevents one", newer: "newer procevents"}
+    for path, message in cases.items():
+        before = digest(path)
+        with pytest.raises(StoreError, match=message):
+            if opener == "reader":
+                StoreReader(str(path))
+            else:
+                StoreWriter(str(path))
+        assert digest(path) == before, path
+    with pytest.raises(StoreError, match="no database"):
+        StoreReader(str(tmp_path / "missing.db"))
+    with pytest.raises(StoreError, match="directory"):
+        StoreReader(str(tmp_path))
