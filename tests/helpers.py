@@ -54,6 +54,7 @@ from procevents.procfs import (
 from procevents.proctable import Proc
 from procevents.snapshot import ExecSnapshot
 from procevents.store import StoreSink, StoreWriter
+from procevents.store.schema import APPLICATION_ID
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
@@ -653,3 +654,114 @@ def record_synthetic(tmp_path: Path, events: list[tuple[Event, Proc]], retain_ns
         sink.emit(event, proc, {"comm": proc.comm, "duration": 1.0} if type(event) is Exit else {"comm": proc.comm})
     writer.commit()
     return writer
+
+
+# -- a file of schema 1, as procevents 0.1 wrote it ---------------------------------------------
+
+#: The schema procevents 0.1 wrote (schema 1), as it was: no cost columns.
+SCHEMA_1 = """
+CREATE TABLE sessions (
+    id INTEGER PRIMARY KEY,
+    started_wall INTEGER NOT NULL,   -- ns since the epoch
+    clock_offset INTEGER NOT NULL,   -- wall-clock ns minus CLOCK_MONOTONIC ns
+    boot_id TEXT,
+    hostname TEXT,
+    recorder_pid INTEGER,
+    version TEXT,
+    ended TEXT,                      -- clean, error; NULL: never closed (killed, power loss)
+    ended_wall INTEGER
+);
+CREATE TABLE procs (                 -- one row per process lifetime
+    id INTEGER PRIMARY KEY,
+    session INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    ppid INTEGER,
+    parent INTEGER,                  -- procs.id of the parent's lifetime
+    start_ns INTEGER,                -- CLOCK_MONOTONIC
+    start_wall INTEGER,              -- ns since the epoch
+    forked INTEGER NOT NULL,         -- 1: its fork was recorded; 0: running when first seen
+    end_ns INTEGER,
+    end_wall INTEGER,
+    comm TEXT,
+    exe TEXT,
+    argv BLOB,                       -- NUL-terminated arguments
+    cwd TEXT,
+    uid INTEGER,
+    user TEXT,
+    execs INTEGER NOT NULL,
+    exit_code INTEGER,               -- raw wait status
+    duration REAL                    -- seconds
+);
+CREATE INDEX procs_start ON procs(start_wall);
+CREATE INDEX procs_end ON procs(end_wall);
+CREATE INDEX procs_comm ON procs(comm);
+CREATE INDEX procs_user ON procs(user);
+CREATE INDEX procs_parent ON procs(parent);
+CREATE TABLE events (                -- one row per event, in arrival order
+    id INTEGER PRIMARY KEY,
+    proc INTEGER,                    -- procs.id
+    ts INTEGER NOT NULL,             -- timestamp_ns, CLOCK_MONOTONIC
+    wall INTEGER NOT NULL,           -- ns since the epoch
+    event TEXT NOT NULL,
+    cpu INTEGER,
+    seq INTEGER,
+    pid INTEGER,                     -- for fork: the child
+    tgid INTEGER,
+    a INTEGER,                       -- per type, see the events_named view
+    b INTEGER,
+    c INTEGER,
+    d INTEGER,
+    data BLOB,
+    comm TEXT,                       -- enrichment, as shown live
+    ppid INTEGER,
+    uid INTEGER,
+    argv BLOB,
+    exe TEXT,
+    cwd TEXT
+);
+CREATE INDEX events_wall ON events(wall);
+CREATE VIEW events_named AS SELECT
+    id, proc, ts, wall, event, cpu, seq, pid, tgid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN a END AS parent_pid,
+    CASE WHEN event IN ('fork', 'exit', 'coredump') THEN b END AS parent_tgid,
+    CASE WHEN event = 'exit' THEN c END AS exit_code,
+    CASE WHEN event = 'exit' THEN d END AS exit_signal,
+    CASE WHEN event = 'uid' THEN a END AS ruid,
+    CASE WHEN event = 'uid' THEN b END AS euid,
+    CASE WHEN event = 'gid' THEN a END AS rgid,
+    CASE WHEN event = 'gid' THEN b END AS egid,
+    CASE WHEN event = 'ptrace' THEN a END AS tracer_pid,
+    CASE WHEN event = 'ptrace' THEN b END AS tracer_tgid,
+    CASE WHEN event = 'comm' THEN data END AS new_comm,
+    CASE WHEN event = 'lost' THEN a END AS count,
+    CASE WHEN event = 'lost' THEN CAST(data AS TEXT) END AS reason,
+    CASE WHEN event = 'exec' THEN CAST(data AS TEXT) END AS missing,
+    CASE WHEN event = 'unknown' THEN a END AS what,
+    comm, ppid, uid, argv, exe, cwd
+FROM events;
+CREATE VIEW lifetimes AS SELECT
+    procs.*,
+    CASE WHEN exit_code & 127 = 0 THEN (exit_code >> 8) & 255 END AS status,
+    CASE WHEN exit_code & 127 != 0 THEN exit_code & 127 END AS signal,
+    CASE WHEN exit_code IS NOT NULL THEN exit_code & 127 != 0 AND exit_code & 128 != 0 END AS core_dumped,
+    exit_code != 0 AS failed,
+    strftime('%Y-%m-%dT%H:%M:%fZ', start_wall / 1e9, 'unixepoch') AS start_time,
+    strftime('%Y-%m-%dT%H:%M:%fZ', end_wall / 1e9, 'unixepoch') AS end_time
+FROM procs;
+"""
+
+
+def make_schema_1(path: Path) -> None:
+    """A schema-1 file at PATH: one session and one ended lifetime (pid 4242, comm 'old')."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        f"BEGIN; {SCHEMA_1}; PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version=1; COMMIT;"
+    )
+    conn.execute(
+        "INSERT INTO sessions (started_wall, clock_offset) VALUES (1, 0)"
+    )
+    conn.execute(
+        "INSERT INTO procs (id, session, pid, start_wall, end_wall, forked, execs, comm, exit_code, duration) "
+        "VALUES (1, 1, 4242, 1000, 2000, 1, 1, 'old', 0, 0.5)"
+    )
+    conn.close()

@@ -9,7 +9,6 @@ import pytest
 from helpers import (
     run_cli,
 )
-from helpers import run_cli as _run
 
 
 @pytest.mark.parametrize(
@@ -24,7 +23,7 @@ from helpers import run_cli as _run
     ],
 )
 def test_bad_arguments_one_line_exit_2(args: list[str]) -> None:
-    result = _run(*args)
+    result = run_cli(*args)
     err = result.stderr.decode(errors="replace")
     assert result.returncode == 2, err
     assert "Traceback" not in err
@@ -36,7 +35,7 @@ def test_bad_arguments_one_line_exit_2(args: list[str]) -> None:
 
 
 def test_pid_of_no_process_is_a_usage_error() -> None:
-    result = _run("-p", "999999999", "-D", "5")
+    result = run_cli("-p", "999999999", "-D", "5")
     assert result.returncode == 2
     assert result.stderr.decode().strip().splitlines() == ["procevents: error: no such process: 999999999"]
 
@@ -89,3 +88,9 @@ def test_parse_times_and_durations() -> None:
     for bad in ("yesterday-ish", "25:00", "2026", "@x"):
         with pytest.raises(ValueError):
             parse_time(bad, now)
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "1e400"])
+def test_min_cpu_refuses_what_is_not_a_cpu_time(tmp_path: Path, bad: str) -> None:
+    result = run_cli("query", "--db", str(tmp_path / "none.db"), "--min-cpu", bad)
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr

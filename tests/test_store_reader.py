@@ -9,6 +9,7 @@ tests meaningful.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -38,6 +39,7 @@ from procevents.events import (
 from procevents.proctable import Proc
 from procevents.store import LifetimeQuery, StoreError, StoreReader, StoreSink, StoreWriter
 from procevents.store.reader import RecordedProc
+from procevents.store.schema import COST_COLUMNS
 
 ROOT_NAME = "root"
 NOBODY = 65534  # the one non-root uid every Debian passwd has
@@ -734,3 +736,23 @@ def test_sql_reads_with_functions_and_recursion(small_db: str) -> None:
             "SELECT upper(p.comm), (SELECT count(*) FROM n) FROM procs p"
         )
         assert list(rows) == [("X", 3)]
+
+
+@pytest.mark.parametrize(
+    ("data", "want"),
+    [
+        (json.dumps(list(range(10))), dict(zip(COST_COLUMNS, range(10), strict=True))),
+        (json.dumps(list(range(10))).encode(), dict(zip(COST_COLUMNS, range(10), strict=True))),
+        (json.dumps([None] * 10), dict.fromkeys(COST_COLUMNS)),
+        (None, {}),
+        (7, {}),
+        (b"not json", {}),
+        (b'{"utime": 1}', {}),
+        (json.dumps(list(range(9))), {}),
+        (json.dumps(list(range(11))), {}),
+    ],
+)
+def test_an_exit_rows_costs_are_read_back_or_left_out(data: object, want: dict[str, object]) -> None:
+    from procevents.store.reader import _costs
+
+    assert _costs(data) == want

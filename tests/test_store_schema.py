@@ -5,6 +5,7 @@ refused, and every refusal's one line."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -17,17 +18,21 @@ from helpers import (
     TIMEOUT,
     digest,
     lost_rows_db,
+    make_schema_1,
     run_cli,
 )
 from hypothesis import given
 from hypothesis import strategies as st
 
+from procevents.costs import COST_KEYS
 from procevents.events import Comm, Coredump, Event, Exec, Exit, Fork, Gid, Lost, Ptrace, Sid, Uid, Unknown
 from procevents.store import StoreReader, StoreWriter
 from procevents.store.schema import (
     APPLICATION_ID,
+    COST_COLUMNS,
     EVENT_FROM_COLUMNS,
     EVENT_SPECIFIC,
+    SCHEMA,
     SCHEMA_VERSION,
     StoreError,
     check_file,
@@ -373,3 +378,92 @@ def test_foreign_files_are_refused_untouched(tmp_path: Path, opener: str) -> Non
         StoreReader(str(tmp_path / "missing.db"))
     with pytest.raises(StoreError, match="directory"):
         StoreReader(str(tmp_path))
+
+
+def test_the_store_keeps_every_figure_an_exit_carries() -> None:
+    assert COST_COLUMNS == COST_KEYS
+    for column in COST_COLUMNS:
+        assert re.search(rf"^\s+{column} (REAL|INTEGER)", SCHEMA, re.M), column
+
+
+def _layout(path: Path) -> dict[str, object]:
+    """Every table's columns (name, type), every index and view, as SQLite describes them."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"
+        ).fetchall()
+        tables = sorted(name for kind, name, _ in objects if kind == "table")
+        return {
+            "tables": {t: sorted((r[1], r[2]) for r in conn.execute(f"PRAGMA table_info({t})")) for t in tables},
+            "indexes": sorted((name, table) for kind, name, table in objects if kind == "index"),
+            "index_columns": {
+                name: [r[2] for r in conn.execute(f"PRAGMA index_info({name})")]
+                for kind, name, _ in objects if kind == "index"
+            },
+            "unique": sorted(
+                (t, r[1], r[2]) for t in tables
+                for r in conn.execute(f"PRAGMA index_list({t})") if r[1][:7] != "sqlite_"
+            ),
+            "views": {
+                v: [r[1] for r in conn.execute(f"PRAGMA table_info({v})")]
+                for kind, v, _ in objects if kind == "view"
+            },
+            "version": conn.execute("PRAGMA user_version").fetchone()[0],
+        }
+    finally:
+        conn.close()
+
+
+def test_a_migrated_file_is_laid_out_as_a_new_one(tmp_path: Path) -> None:
+    from procevents.store import StoreWriter
+
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    make_schema_1(old)
+    StoreWriter(str(old)).close()
+    StoreWriter(str(new)).close()
+    assert _layout(old) == _layout(new)
+    # and again: nothing left to do, nothing done twice
+    before = old.read_bytes()
+    conn = sqlite3.connect(old, isolation_level=None)
+    from procevents.store.schema import migrate
+
+    migrate(conn)
+    conn.close()
+    assert old.read_bytes() == before
+
+
+def test_migrating_gives_old_rows_their_sessions_host(tmp_path: Path) -> None:
+    from procevents.store import StoreWriter
+
+    db = tmp_path / "v1.db"
+    make_schema_1(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("UPDATE sessions SET hostname = 'oldhost'")
+    conn.execute("INSERT INTO events (proc, ts, wall, event) VALUES (1, 1, 1000, 'exec')")
+    conn.execute("INSERT INTO events (proc, ts, wall, event, a, data) VALUES (NULL, 2, 1001, 'lost', 3, 'seq-gap')")
+    conn.close()
+    StoreWriter(str(db)).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT host, rev, utime FROM procs WHERE id = 1").fetchone() == ("oldhost", 1, None)
+    assert conn.execute("SELECT event, host FROM events ORDER BY id").fetchall() == [
+        ("exec", "oldhost"), ("lost", "oldhost")  # one host ever: it is the lost events' too
+    ]
+    conn.close()
+
+
+def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    from procevents.store.schema import migrate
+
+    db = tmp_path / "v1.db"
+    make_schema_1(db)
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("CREATE TABLE procs_rev (x)")  # a table by the name of an index schema 3 makes
+    before = _layout(db)
+    with pytest.raises(sqlite3.OperationalError, match="procs_rev"):
+        migrate(conn)
+    assert conn.in_transaction  # left to the caller (the writer closes without committing)
+    conn.execute("ROLLBACK")
+    conn.close()
+    assert _layout(db) == before  # all of it or nothing: no column added, still version 1
+    assert before["version"] == 1
