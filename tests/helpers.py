@@ -152,11 +152,11 @@ class Lines:
 class Cli:
     """One procevents process, its stdout and stderr read in threads."""
 
-    def __init__(self, args: Sequence[str], cwd: Path | None = None) -> None:
+    def __init__(self, args: Sequence[str], cwd: Path | None = None, environ: dict[str, str] | None = None) -> None:
         self.args = list(args)
         self.proc = subprocess.Popen(
             [*cli_argv(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env(), preexec_fn=_default_signals, start_new_session=True, cwd=cwd,
+            env=env() if environ is None else environ, preexec_fn=_default_signals, start_new_session=True, cwd=cwd,
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.out = Lines(self.proc.stdout)
@@ -765,3 +765,58 @@ def make_schema_1(path: Path) -> None:
         "VALUES (1, 1, 4242, 1000, 2000, 1, 1, 'old', 0, 0.5)"
     )
     conn.close()
+
+
+# -- a real nats-server (the fleet tests) ------------------------------------------------------
+
+NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
+
+
+class NatsServer:
+    """A nats-server with JetStream on 127.0.0.1, its store in a directory
+    that outlives a restart."""
+
+    def __init__(self, store: Path) -> None:
+        assert NATS_SERVER is not None
+        self.store = store
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # ready once it answers on its port
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
+                    if conn.recv(4).startswith(b"INFO"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError("nats-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(TIMEOUT)
+        self.proc = None
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    server = NatsServer(tmp_path / "jetstream")
+    yield server
+    server.stop()

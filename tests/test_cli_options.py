@@ -94,3 +94,15 @@ def test_parse_times_and_durations() -> None:
 def test_min_cpu_refuses_what_is_not_a_cpu_time(tmp_path: Path, bad: str) -> None:
     result = run_cli("query", "--db", str(tmp_path / "none.db"), "--min-cpu", bad)
     assert result.returncode == 2 and result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+
+
+def test_bad_nats_options_are_one_line(tmp_path: Path) -> None:
+    for args in (
+        ["collect", "--db", str(tmp_path / "c.db")],
+        ["record", "--nats", "nats://127.0.0.1:1", "--nats-stream", "a.b"],
+        ["record", "--nats", "nats://127.0.0.1:1", "--nats-creds", str(tmp_path / "missing.creds")],
+        ["collect", "--nats", "nats://127.0.0.1:1", "--nats-cert", "x"],
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2 and result.stderr.count(b"\n") == 1, (args, result.stderr)
+        assert b"Traceback" not in result.stderr

@@ -11,12 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,74 +18,22 @@ from typing import Any
 
 import pytest
 from helpers import (
-    TIMEOUT,
     Cli,
     Gated,
+    NatsServer,
     cli_processes,
     db_rows,
     env,
+    nats,
     run_cli,
     skip_unless_connector,
     wait_until,
 )
 
-from procevents.fleet.collector import CentralStore
-from procevents.fleet.messages import decode
-from procevents.fleet.outbox import Outbox
+__all__ = ["nats"]  # the fixture, imported to be used here
 
-NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin:/usr/local/sbin")
 #: Shipping and collecting may take their time on a loaded machine; a bound, not a pace.
 SHIP_TIMEOUT = 60.0
-
-
-class NatsServer:
-    """A nats-server with JetStream on 127.0.0.1, its store in a directory
-    that outlives a restart."""
-
-    def __init__(self, store: Path) -> None:
-        assert NATS_SERVER is not None
-        self.store = store
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # ready once it answers on its port
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as conn:
-                    if conn.recv(4).startswith(b"INFO"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError("nats-server did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(TIMEOUT)
-        self.proc = None
-
-
-@pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    if NATS_SERVER is None:
-        pytest.skip("nats-server is not installed (scripts/test installs it)")
-    server = NatsServer(tmp_path / "jetstream")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -198,7 +140,7 @@ def test_nats_down_while_recording_then_back(cli: Callable[..., Cli], nats: Nats
     secret = "s3cret-" + uuid.uuid4().hex[:6]
     url = nats.url.replace("nats://", f"nats://procevents:{secret}@")
     proc_env = env() | {"PROCEVENTS_NATS_URL": url}
-    rec = _EnvCli(["record", "--db", str(local), "--host", "h1", "-p", str(os.getpid())], proc_env)
+    rec = Cli(["record", "--db", str(local), "--host", "h1", "-p", str(os.getpid())], environ=proc_env)
     try:
         rec.wait_listening()
         rec.err.wait_for(lambda line: b"nats: shipping to" in line)
@@ -223,22 +165,6 @@ def test_nats_down_while_recording_then_back(cli: Callable[..., Cli], nats: Nats
         assert secret.encode() not in rec.err.data and b"Traceback" not in rec.err.data, rec.err.text
     finally:
         rec.cleanup()
-
-
-class _EnvCli(Cli):
-    """A Cli with its own environment."""
-
-    def __init__(self, args: list[str], environ: dict[str, str]) -> None:
-        from helpers import Lines, _default_signals, cli_argv
-
-        self.args = args
-        self.proc = subprocess.Popen(
-            [*cli_argv(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=environ, preexec_fn=_default_signals, start_new_session=True,
-        )
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.out = Lines(self.proc.stdout)
-        self.err = Lines(self.proc.stderr)
 
 
 def _shipper_of(pid: int) -> int:
@@ -314,47 +240,3 @@ def _consumer_done(nats: NatsServer, durable: str) -> bool:
 
     return asyncio.run(ask())
 
-
-def test_the_outbox_and_the_central_store_without_a_server(tmp_path: Path) -> None:
-    """The codec and the writer's checks, rows written twice and out of order."""
-    from procevents.store import StoreWriter
-    from procevents.store.schema import EVENT_COLUMNS
-
-    db = tmp_path / "local.db"
-    writer = StoreWriter(str(db), host="solo")
-    for i in range(3):
-        writer.add_event((None, i, i, "lost", -1, i, 0, 0, 1, None, None, None, b"r\xff",
-                          None, None, None, b"a\x00\xfe\x00", None, None, "solo", None))
-    writer.close()
-    outbox = Outbox(str(db), "S", "procevents", "solo")
-    found = outbox.read()
-    events = [m for m in found.messages if m.kind == "events"]
-    assert [m.subject for m in events] == ["procevents.solo.events"] and found.cursor.events == 3
-    batch = decode(events[0].payload)
-    assert batch.columns == ["id", *EVENT_COLUMNS] and batch.rows[0][13] == b"r\xff"  # bytes survive
-    central = CentralStore(str(tmp_path / "central.db"))
-    sessions = [decode(m.payload) for m in found.messages if m.kind == "sessions"]
-    central.write([batch])  # events before their session: a placeholder, filled in later
-    central.write([batch, *sessions])
-    assert (central.events, central.duplicates) == (3, 3)
-    central.close()
-    rows = db_rows(tmp_path / "central.db", "SELECT remote_id, data, argv, host FROM events ORDER BY remote_id")
-    assert rows == [(i, b"r\xff", b"a\x00\xfe\x00", "solo") for i in (1, 2, 3)]
-    assert db_rows(tmp_path / "central.db", "SELECT hostname FROM sessions WHERE source IS NOT NULL") == [("solo",)]
-    outbox.advance(found.cursor)
-    assert outbox.read().events == 0 and outbox.waiting() == 0
-    outbox.close()
-    assert sqlite3.connect(db).execute("SELECT events FROM outbox WHERE stream = 'S'").fetchone() == (3,)
-
-
-def test_bad_nats_options_are_one_line(tmp_path: Path) -> None:
-    for args in (
-        ["collect", "--db", str(tmp_path / "c.db")],
-        ["record", "--nats", "nats://127.0.0.1:1", "--nats-stream", "a.b"],
-        ["record", "--nats", "nats://127.0.0.1:1", "--nats-creds", str(tmp_path / "missing.creds")],
-        ["collect", "--nats", "nats://127.0.0.1:1", "--nats-cert", "x"],
-    ):
-        result = subprocess.run([*__import__("helpers").cli_argv(), *args], capture_output=True, env=env(),
-                                timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False)
-        assert result.returncode == 2 and result.stderr.count(b"\n") == 1, (args, result.stderr)
-        assert b"Traceback" not in result.stderr
