@@ -205,3 +205,43 @@ def test_json_keeps_every_odd_text_exactly(dumps: Any) -> None:
         assert line[key] == raw.decode("utf-8", "replace"), key
         assert base64.b64decode(line[f"{key}_b64"]) == raw, key
     assert line["cmdline"] == ["a\ufffd", "b"]
+
+
+def test_on_batch_runs_after_each_batch_then_stop_is_asked() -> None:
+    """A view's redraw is not a stop condition: on_batch runs after every
+    batch (and tick), and stop() is asked right after it."""
+    from procevents.pipeline import Pipeline
+
+    skip_unless_connector()
+    seen: set[int] = set()
+    calls: list[tuple[str, int]] = []
+
+    class Exits:
+        def emit(self, event: Any, proc: Any, info: Any) -> bool:
+            seen.add(event.tgid)
+            return True
+
+    with procevents.listen(events={"exit"}) as conn:
+        pid, go, pids_fd = _forker(3)
+        born: set[int] = set()
+        try:
+            os.write(go, b"x")  # subscribed already: the exits will come
+            born = {int(p) for p in os.read(pids_fd, 4096).split()}
+
+            def stop() -> bool:
+                calls.append(("stop", len(seen)))
+                return born <= seen
+
+            pipeline = Pipeline(conn, Exits())
+            pipeline.run(duration=30, stop=stop, tick=0.1, on_batch=lambda: calls.append(("batch", len(seen))))
+        finally:
+            os.close(go)
+            os.close(pids_fd)
+            os.waitpid(pid, 0)
+    assert len(born) == 3 and born <= seen
+    assert calls[0] == ("stop", 0)  # asked once before the first read
+    rest = calls[1:]
+    assert rest and len(rest) % 2 == 0
+    for (first, count), (then, asked) in zip(rest[::2], rest[1::2], strict=True):
+        assert (first, then) == ("batch", "stop") and count == asked
+    assert any(count > 0 for kind, count in rest if kind == "batch")

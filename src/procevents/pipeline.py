@@ -288,12 +288,17 @@ class Pipeline:
             enricher.maybe_resync()
 
     def run(
-        self, duration: float | None = None, stop: Callable[[], bool] | None = None, tick: float | None = None
+        self,
+        duration: float | None = None,
+        stop: Callable[[], bool] | None = None,
+        tick: float | None = None,
+        on_batch: Callable[[], None] | None = None,
     ) -> None:
         """Process batches until ``count`` events, ``duration`` seconds, or
         ``stop()`` (asked once before the first read, after every batch, and
         at least every ``tick`` seconds when given; with no tick, an idle
-        loop never wakes)."""
+        loop never wakes).  ``on_batch()`` runs at the same moments, before
+        ``stop()``: work to do as events are processed (a view's redraw)."""
         output = self.output
         connector = self.connector
         linger = self.linger
@@ -318,6 +323,8 @@ class Pipeline:
                 self.process(batch)
             if output is not None:
                 output.batch_done()
+            if on_batch is not None:
+                on_batch()
             if stop is not None and stop():
                 break
 

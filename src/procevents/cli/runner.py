@@ -126,6 +126,7 @@ def run_pipeline(
     duration: float | None,
     quiet: bool,
     stop: Callable[[], bool] | None = None,
+    on_batch: Callable[[], None] | None = None,
     observers: Sequence[Callable[..., None]] = (),
     after: Callable[[], None] | None = None,
     own_signals: bool = True,
@@ -145,8 +146,8 @@ def run_pipeline(
     While events keep coming, reads are spaced out up to ``linger`` seconds
     (default: as suits ``output``), unless /proc is read after the event
     (async capture), where every moment counts.  ``stop`` is asked after
-    every batch and every ``tick`` seconds; with no tick an idle loop sleeps
-    until an event or a signal.  ``shown`` and ``selection`` are for the
+    every batch and every ``tick`` seconds, after ``on_batch()``; with no
+    tick an idle loop sleeps until an event or a signal.  ``shown`` and ``selection`` are for the
     notice (see describe_subscription); ``summary`` counts for the last line.
     """
     from ..connector import ConnectorError, Terminated
@@ -189,7 +190,7 @@ def run_pipeline(
                     stderr(cost_notice)
                 stderr(describe_subscription(conn, shown, selection))
             try:
-                pipeline.run(duration=duration, stop=stop, tick=tick)
+                pipeline.run(duration=duration, stop=stop, tick=tick, on_batch=on_batch)
             except (KeyboardInterrupt, Terminated):
                 pass
             # What the kernel queued before we stopped is still shown: an

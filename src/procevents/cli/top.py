@@ -174,17 +174,20 @@ def run(args: argparse.Namespace) -> int:
         with Live(first, console=Console(), auto_refresh=False) as live:
             next_at = time.monotonic() + interval
 
-            def refresh() -> bool:
+            def redraw() -> None:
                 nonlocal next_at
                 now = time.monotonic()
                 if now >= next_at:
                     live.update(render(model.frame(now, rows, window=window), keys=keys.active), refresh=True)
                     next_at = now + interval
+
+            def stop() -> bool:
                 return keys.quit() or (end is not None and end())
 
             status = run_pipeline(
                 conn, _NullSink(), output, enricher=enricher, filters=filters, count=None,
-                duration=args.duration, quiet=args.quiet, stop=refresh, observers=[model], tick=min(0.2, interval),
+                duration=args.duration, quiet=args.quiet, stop=stop, on_batch=redraw, observers=[model],
+                tick=min(0.2, interval),
                 selection=following(roots, args.keep_running), summary=summary,
             )
             # The last frame stays (and is all a pipe or file gets).
