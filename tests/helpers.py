@@ -64,6 +64,7 @@ LISTENING = b"procevents: listening"
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="needs root (realtime readers, other users' processes)")
 SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
+TRUE = "/bin/true"
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
@@ -820,3 +821,33 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "jetstream")
     yield server
     server.stop()
+
+
+# -- children for the connector's own tests ------------------------------------------------------
+
+
+def forker(count: int) -> tuple[int, int, int]:
+    """A child that, once released (a byte on the first fd), forks ``count``
+    children that exit at once, and writes their pids to the second fd."""
+    go_r, go_w = os.pipe()
+    pids_r, pids_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(go_w)
+            os.close(pids_r)
+            os.read(go_r, 1)
+            born = []
+            for _ in range(count):
+                child = os.fork()
+                if child == 0:
+                    os._exit(0)
+                born.append(child)
+            for child in born:
+                os.waitpid(child, 0)
+            os.write(pids_w, " ".join(map(str, born)).encode())
+        finally:
+            os._exit(0)
+    os.close(go_r)
+    os.close(pids_w)
+    return pid, go_w, pids_r

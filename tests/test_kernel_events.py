@@ -38,8 +38,8 @@ from conftest import (
     kernel_version,
     run_in_thread,
 )
+from helpers import TRUE
 
-import procevents
 from procevents import wire
 from procevents.events import (
     EVENT_BITS,
@@ -50,7 +50,6 @@ from procevents.events import (
     Exit,
     Fork,
     Gid,
-    Lost,
     Ptrace,
     Sid,
     Uid,
@@ -63,7 +62,6 @@ SIGCHLD = int(signal.SIGCHLD)
 PTRACE_ATTACH = 16
 PTRACE_DETACH = 17
 PR_SET_NAME = 15
-TRUE = "/bin/true"
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
@@ -515,99 +513,6 @@ def test_raw_socket_exit_filter() -> None:
         assert_process_exit(leader_exit(seen, pid), pid, me, 0)
 
 
-@pytest.mark.skipif(not kernel_supports_filter(), reason="event filters need kernel 6.6+")
-def test_listen_exec_filter_is_done_in_the_kernel() -> None:
-    conn = procevents.listen(events={"exec"})
-    try:
-        assert conn.kernel_filtered is True
-        requests = [wire.decode_request(r) for r in conn.sent]
-        assert [(op, mask) for op, mask, _seq, _ack in requests] == [
-            (wire.PROC_CN_MCAST_LISTEN, None),
-            (wire.PROC_CN_MCAST_LISTEN, EVENT_BITS["exec"]),
-        ]
-
-        # Read the library's own socket raw (through a dup of its fd) to see
-        # what the kernel queued: listen() drained everything sent before the
-        # filter took effect, so from here on only EXEC may arrive.
-        raw = socket.socket(fileno=os.dup(conn.fileno()))
-        try:
-            proc = subprocess.Popen([TRUE])
-            assert proc.wait() == 0
-            got: list[Event] = []
-            deadline = time.monotonic() + DEADLINE
-            while not any(isinstance(ev, Exec) and ev.pid == proc.pid for ev in got):
-                remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no Exec for {proc.pid} within {DEADLINE} s: {got[-5:]!r}"
-                if select.select([raw], [], [], remaining)[0]:
-                    try:
-                        got.append(wire.decode(raw.recv(16384)))
-                    except BlockingIOError:  # the socket is non-blocking; select raced
-                        continue
-        finally:
-            raw.close()
-        assert {type(ev) for ev in got} == {Exec}, sorted({ev.name for ev in got})
-
-        # And through the API: only Exec (Lost would be the one other possibility).
-        proc = subprocess.Popen([TRUE])
-        assert proc.wait() == 0
-        events: list[Event] = []
-        deadline = time.monotonic() + DEADLINE
-        while not any(isinstance(ev, Exec) and ev.pid == proc.pid for ev in events):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no Exec for {proc.pid} within {DEADLINE} s: {events[-5:]!r}"
-            events.extend(conn.read_batch(remaining))
-        assert {type(ev) for ev in events} <= {Exec, Lost}, sorted({ev.name for ev in events})
-        mine = [ev for ev in events if ev.tgid == proc.pid]
-        assert len(mine) == 1
-        assert isinstance(mine[0], Exec)
-        assert (mine[0].process_pid, mine[0].process_tgid) == (proc.pid, proc.pid)
-    finally:
-        conn.close()
-        conn.close()
-    ops = [wire.decode_request(r)[0] for r in conn.sent]
-    assert ops.count(wire.PROC_CN_MCAST_IGNORE) == 1
-    assert ops[-1] == wire.PROC_CN_MCAST_IGNORE
-    assert conn.closed
-
-
-@pytest.mark.skipif(not kernel_supports_filter(), reason="event filters need kernel 6.6+")
-def test_a_kernel_filtered_stream_reports_no_false_loss() -> None:
-    """Bug caught: per-CPU seq-gap tracking left on under a kernel filter (the
-    forks and exits the kernel filtered out leave gaps that are not losses)."""
-    with procevents.listen(events={"exec"}) as conn:
-        assert conn.kernel_filtered
-        pids = set()
-        for _ in range(20):
-            proc = subprocess.Popen([TRUE])
-            assert proc.wait() == 0
-            pids.add(proc.pid)
-        events: list[Event] = []
-        deadline = time.monotonic() + DEADLINE
-        while not pids <= {ev.pid for ev in events if isinstance(ev, Exec)}:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"not every Exec within {DEADLINE} s"
-            events.extend(conn.read_batch(remaining))
-        assert not [ev for ev in events if isinstance(ev, Lost)] and conn.lost == 0
-
-
-def test_listen_exec_without_kernel_filter_filters_in_userspace() -> None:
-    with procevents.listen(events="exec", kernel_filter=False) as conn:
-        assert conn.kernel_filtered is False
-        assert [wire.decode_request(r)[:2] for r in conn.sent] == [(wire.PROC_CN_MCAST_LISTEN, None)]
-        proc = subprocess.Popen([TRUE])
-        assert proc.wait() == 0
-        events: list[Event] = []
-        deadline = time.monotonic() + DEADLINE
-        while not any(isinstance(ev, Exec) and ev.pid == proc.pid for ev in events):
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no Exec for {proc.pid} within {DEADLINE} s: {events[-5:]!r}"
-            events.extend(conn.read_batch(remaining))
-    # The kernel sent everything (the FORK and EXIT of our child included);
-    # only EXEC may come out.
-    assert {type(ev) for ev in events} <= {Exec, Lost}, sorted({ev.name for ev in events})
-    assert [ev.name for ev in events if ev.tgid == proc.pid] == ["exec"]
-
-
 # 12. unprivileged subscriber ---------------------------------------------------------------
 
 UNPRIVILEGED_SCRIPT = r"""
@@ -737,3 +642,4 @@ def test_forked_child_exiting_normally_keeps_parent_subscribed() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == ["fork", "exec", "exit"]
+

@@ -138,3 +138,22 @@ def test_the_sink_keeps_a_lifetime_until_its_last_events_then_forgets_it(tmp_pat
         conn.close()
     assert rows == [(700, 1_000, 3_000), (700, 9_000, None), (800, 1_500, 3_500)]
     assert sorted(count for _life, count in per_life) == [1, 1, 5]
+
+
+def test_an_idle_recorder_needs_no_wakeup(tmp_path: Path) -> None:
+    writer = StoreWriter(str(tmp_path / "a.db"))
+    try:
+        assert writer.flush_due_in is None  # nothing waiting: sleep until an event
+        writer.touch(writer.new_life(4242, 1, 0, True))
+        assert writer.flush_due_in == 0.0  # a changed lifetime: commit now
+        writer.flush()
+        assert writer.flush_due_in is None
+    finally:
+        writer.close()
+    pruning = StoreWriter(str(tmp_path / "b.db"), retain_ns=3600 * 10**9)
+    try:
+        pruning.prune()  # the first prune is due at once; the next in PRUNE_INTERVAL
+        due = pruning.flush_due_in
+        assert due is not None and 0 < due <= 60.0
+    finally:
+        pruning.close()
