@@ -8,6 +8,8 @@ gets TIMEOUT seconds.
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -19,11 +21,11 @@ from helpers import (
     TIMEOUT,
     Cli,
     cli_processes,
+    exit_of,
+    run_child,
+    run_cli,
+    summary,
 )
-from helpers import exit_of as _exit_of
-from helpers import run_child as _run_child
-from helpers import run_cli as _run
-from helpers import summary as _summary
 
 import procevents
 
@@ -46,7 +48,7 @@ def _feed_until_exit(c: Cli) -> int:
     """Make events until procevents ends by itself; its exit status."""
     deadline = time.monotonic() + TIMEOUT
     while c.proc.poll() is None and time.monotonic() < deadline:
-        _run_child(["true"])
+        run_child(["true"])
         time.sleep(0.02)
     return c.wait()
 
@@ -56,7 +58,7 @@ def test_count_stops_after_n_events(cli: Callable[..., Cli]) -> None:
     assert _feed_until_exit(c) == 0, c.err.text
     events = c.json()
     assert len([e for e in events if e["event"] != "lost"]) == 3, events
-    m = _summary(c.err.text)
+    m = summary(c.err.text)
     assert int(m[1]) == 3
     assert int(m[3]) == sum(e["count"] for e in events if e["event"] == "lost")
 
@@ -85,12 +87,12 @@ def test_quiet_has_no_notice_or_summary(cli: Callable[..., Cli]) -> None:
 def test_signal_ends_cleanly_with_summary(cli: Callable[..., Cli], sig: signal.Signals) -> None:
     c = cli("--json")
     c.wait_listening()
-    pid = _run_child(["sh", "-c", "exit 3"])
-    c.wait_json(_exit_of(pid))
+    pid = run_child(["sh", "-c", "exit 3"])
+    c.wait_json(exit_of(pid))
     assert c.stop(sig) == 0, c.err.text
     err = c.err.text
     assert "Traceback" not in err
-    m = _summary(err)
+    m = summary(err)
     events = c.json()
     shown = len([e for e in events if e["event"] != "lost"])
     # The signal may land between counting an event and writing it.
@@ -110,8 +112,21 @@ def test_signal_ends_cleanly_with_summary(cli: Callable[..., Cli], sig: signal.S
     ids=["text", "json", "trace"],
 )
 def test_an_unwritable_output_is_one_line(args: list[str]) -> None:
-    result = _run(*args)
+    result = run_cli(*args)
     err = result.stderr.decode()
     assert result.returncode == 1, err
     assert err.count("error: writing output: No space left on device") == 1, err
     assert "Traceback" not in err
+
+
+def test_without_stats_sigusr1_prints_the_summary_and_goes_on(cli: Callable[..., Cli]) -> None:
+    """SIGUSR1 means "statistics" everywhere: without -S, the summary so far;
+    it never ends procevents (its default action would leave the kernel
+    subscription behind)."""
+    c = cli("-o", "/dev/null")
+    c.wait_listening()
+    os.kill(c.pid, signal.SIGUSR1)
+    c.err.wait_for(lambda line: b"events received" in line)
+    assert c.proc.poll() is None, "SIGUSR1 ended procevents"
+    assert c.stop(signal.SIGTERM) == 0
+    assert len(re.findall(r"procevents: \d+ events received", c.err.text)) == 2  # SIGUSR1, then the exit
