@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -851,3 +852,202 @@ def forker(count: int) -> tuple[int, int, int]:
     os.close(go_r)
     os.close(pids_w)
     return pid, go_w, pids_r
+
+
+# -- procevents as a subprocess writing files (the enrichment and capture tests) ---------------------
+
+#: For anything a watcher shows to show up; normally milliseconds.
+WATCH_TIMEOUT = 60.0
+
+
+def nonce() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def proc_state(pid: int) -> str:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return "?"
+    return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+class Watcher:
+    """A running ``procevents`` whose stdout goes to a file, read as it grows."""
+
+    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
+        self.args = args
+        self.out_path = workdir / f"{name}.out"
+        self.err_path = workdir / f"{name}.err"
+        self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._err = open(self.err_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*CLI, *args], stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL
+        )
+        self.pid = self.proc.pid
+        self.lines: list[bytes] = []
+        self._offset = 0
+        self._partial = b""
+        self.returncode: int | None = None
+
+    # reading
+
+    def stderr(self) -> str:
+        return self.err_path.read_bytes().decode("utf-8", "replace")
+
+    def wait_listening(self, timeout: float = WATCH_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while b"listening" not in self.err_path.read_bytes():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"procevents {self.args} exited {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"procevents {self.args} never said 'listening': {self.stderr()}")
+            time.sleep(0.02)
+
+    def poll(self) -> list[bytes]:
+        """Read lines written since the last call."""
+        with open(self.out_path, "rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        self._offset += len(data)
+        data = self._partial + data
+        *complete, self._partial = data.split(b"\n")
+        self.lines.extend(complete)
+        self._on_lines(complete)
+        return complete
+
+    def _on_lines(self, lines: list[bytes]) -> None:
+        pass
+
+    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = WATCH_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.poll()
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                self.poll()
+                if predicate():
+                    return
+                raise AssertionError(f"procevents exited ({self.proc.returncode}) before {what}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} within {timeout:g} s ({len(self.lines)} lines): {self.stderr()}")
+            time.sleep(0.05)
+
+    # controlling
+
+    def pause(self) -> None:
+        """SIGSTOP procevents and wait until it really is stopped."""
+        os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while proc_state(self.pid) not in ("T", "t"):
+            assert time.monotonic() < deadline, f"procevents did not stop (state {proc_state(self.pid)})"
+            time.sleep(0.001)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = WATCH_TIMEOUT) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.returncode = self.proc.returncode
+        self._out.close()
+        self._err.close()
+        self.poll()
+        return self.returncode
+
+
+class JsonWatcher(Watcher):
+    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
+        self.events: list[dict[str, Any]] = []
+        super().__init__(["--json", *args], workdir, name)
+
+    def _on_lines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            if line:
+                self.events.append(json.loads(line))
+
+    def of(self, pid: int, kind: str | None = None) -> list[dict[str, Any]]:
+        return [ev for ev in self.events if ev["tgid"] == pid and (kind is None or ev["event"] == kind)]
+
+    def has_exit(self, pid: int, parent: int | None = None) -> bool:
+        """Whether the exit of the last process ``pid`` forked by ``parent`` was seen
+        (any process ``pid`` when ``parent`` is None and procevents saw no fork of it)."""
+        lives = lifetimes(self.events, pid, parent)
+        if lives:
+            last = lives[-1][-1]
+            return last["event"] == "exit" and last["pid"] == pid
+        return parent is None and any(ev["event"] == "exit" and ev["pid"] == pid for ev in self.of(pid))
+
+    def wait_exit(self, pid: int, parent: int | None = -1, timeout: float = WATCH_TIMEOUT) -> None:
+        """Wait for the exit of ``pid``; by default of the one this test process forked."""
+        parent = os.getpid() if parent == -1 else parent
+        self.wait_for(lambda: self.has_exit(pid, parent), f"exit event of pid {pid}", timeout)
+
+
+@pytest.fixture
+def watch(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
+    """Start procevents (text, or JSON with as_json=True) and wait for 'listening'."""
+    started: list[Watcher] = []
+
+    def start(*args: str, as_json: bool = False, listening: bool = True) -> Any:
+        name = f"procevents-{len(started)}"
+        w: Watcher = JsonWatcher(list(args), tmp_path, name) if as_json else Watcher(list(args), tmp_path, name)
+        started.append(w)
+        if listening:
+            w.wait_listening()
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Popen objects appended here are killed and reaped after the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+def lifetimes(events: list[dict[str, Any]], pid: int, parent: int | None = None) -> list[list[dict[str, Any]]]:
+    """The events of each process that had ``pid``, from its fork (by ``parent``) to its exit."""
+    lives: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] | None = None
+    for ev in events:
+        kind = ev["event"]
+        if kind == "lost":
+            continue
+        if kind == "fork" and ev["child_pid"] == pid and ev["child_tgid"] == pid:
+            if parent is None or ev["parent_tgid"] == parent:
+                current = [ev]
+                lives.append(current)
+            else:
+                current = None
+            continue
+        if current is not None and ev["tgid"] == pid:
+            current.append(ev)
+            if kind == "exit" and ev["pid"] == pid:
+                current = None
+    return lives
+
+
+def one(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [ev for ev in events if ev["event"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {found}"
+    return found[0]

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import burst_tools, needs_root
-from test_enrich_kernel import CLI, TIMEOUT, JsonWatcher, nonce, one, proc_state, reaper, watch
+from conftest import CLI
+from helpers import WATCH_TIMEOUT, JsonWatcher, burst_tools, needs_root, nonce, one, proc_state, reaper, watch
 from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, _guardians, _readers, parse_trace
 
 from procevents import capture
@@ -135,7 +135,7 @@ def test_trace_shows_the_argv_of_every_process(attempt: int) -> None:
     try:
         done = subprocess.run(
             [*CLI, "trace", "--json", "--", "sh", "-c", 'ls / >/dev/null; sh -c "exit 3"; exit 5'],
-            capture_output=True, text=True, timeout=TIMEOUT,
+            capture_output=True, text=True, timeout=WATCH_TIMEOUT,
         )
     finally:
         busy.kill()
@@ -155,7 +155,7 @@ def test_trace_names_its_command_even_in_async_mode() -> None:
     """The root's argv is the one trace started it with."""
     done = subprocess.run(
         [*CLI, "trace", "--capture", "async", "--json", "--", "/bin/true", "root-argv"],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        capture_output=True, text=True, timeout=WATCH_TIMEOUT,
     )
     assert done.returncode == 0, done.stderr
     execs = [ev for ev in map(json.loads, done.stdout.splitlines()) if ev["event"] == "exec"]
@@ -187,7 +187,7 @@ def _run_threaded(w: JsonWatcher, reaper: list[Any]) -> tuple[int, int]:
     _main_tid, tid = map(int, p.stdout.readline().split())
     os.write(thread_w, b"x")  # the child joins the thread before it reads main_r
     os.write(main_w, b"x")
-    assert p.wait(TIMEOUT) == 0
+    assert p.wait(WATCH_TIMEOUT) == 0
     for fd in (thread_r, thread_w, main_r, main_w):
         os.close(fd)
     w.wait_exit(p.pid)
@@ -243,7 +243,7 @@ def test_env_is_bounded(watch: Callable[..., Any], reaper: list[Any]) -> None:
 
 @needs_root
 def test_env_needs_enrichment() -> None:
-    done = subprocess.run([*CLI, "--no-enrich", "--env"], capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run([*CLI, "--no-enrich", "--env"], capture_output=True, text=True, timeout=WATCH_TIMEOUT)
     assert done.returncode == 2 and "need enrichment" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -259,7 +259,7 @@ def test_without_cap_sys_nice_readers_run_at_normal_priority(tmp_path: Path, rea
     with open(err, "wb") as err_file:
         p = subprocess.Popen([*drop, *CLI, "--json", "-e", "exec", "-o", str(out)], stderr=err_file)
     reaper.append(p)
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WATCH_TIMEOUT
     while b"listening" not in err.read_bytes():
         assert p.poll() is None and time.monotonic() < deadline, err.read_text()
         time.sleep(0.02)
@@ -268,12 +268,12 @@ def test_without_cap_sys_nice_readers_run_at_normal_priority(tmp_path: Path, rea
     sleeper = subprocess.Popen(["sleep", "0.3"])
     reaper.append(sleeper)
     sleeper.wait()
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WATCH_TIMEOUT
     while not any(json.loads(line)["pid"] == sleeper.pid for line in out.read_text().splitlines()):
         assert time.monotonic() < deadline
         time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
-    assert p.wait(TIMEOUT) == 0
+    assert p.wait(WATCH_TIMEOUT) == 0
     ev = next(json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["pid"] == sleeper.pid)
     assert ev["cmdline"] == sleeper.args and ev["comm"] == "sleep"
 
@@ -289,7 +289,7 @@ def test_as_nobody(tmp_path: Path) -> None:
         pytest.skip("no user 65534")
     done = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *CLI, "-D", "0.5"],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        capture_output=True, text=True, timeout=WATCH_TIMEOUT,
     )
     if "permission denied" in done.stderr:
         pytest.skip("this kernel needs CAP_NET_ADMIN to subscribe")
@@ -299,7 +299,9 @@ def test_as_nobody(tmp_path: Path) -> None:
 
 @needs_root
 def test_async_mode_has_no_readers(tmp_path: Path) -> None:
-    done = subprocess.run([*CLI, "--capture", "async", "-D", "0.3"], capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run(
+        [*CLI, "--capture", "async", "-D", "0.3"], capture_output=True, text=True, timeout=WATCH_TIMEOUT
+    )
     assert done.returncode == 0, done.stderr
     assert "argv capture: async" in done.stderr
 
@@ -346,6 +348,6 @@ def test_no_reader_outlives_a_clean_exit() -> None:
         assert line, "procevents ended before listening"
     readers = _children(p.pid)
     assert len(_readers(p.pid)) == len(online_cpus()) and len(_guardians(p.pid)) == 1
-    assert p.wait(TIMEOUT) == 0
+    assert p.wait(WATCH_TIMEOUT) == 0
     p.stderr.close()
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]

@@ -19,20 +19,18 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI
+from conftest import CLI, NOBODY
+from helpers import WATCH_TIMEOUT, JsonWatcher, Watcher, lifetimes, nonce, one, reaper, watch
 
 from procevents.procfs import GONE, ProcessHandle, ProcFS
 from procevents.snapshot import read_exec_snapshots
 
-NOBODY = 65534
 NS_LAST_PID = "/proc/sys/kernel/ns_last_pid"
-TIMEOUT = 60.0  # for anything to show up; normally milliseconds
 MAX_BATCH_EVENTS = 4096  # procevents.connector.MAX_BATCH, restated to size the backlog test
 
 
@@ -45,201 +43,10 @@ def _why_not() -> str | None:
 
 
 pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
-
-
-
-
-def nonce() -> str:
-    return uuid.uuid4().hex[:10]
-
-
-def proc_state(pid: int) -> str:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return "?"
-    return data[data.rindex(b")") + 2 :].split()[0].decode()
-
-
-# -- procevents as a subprocess --------------------------------------------------------
-
-
-class Watcher:
-    """A running ``procevents`` whose stdout goes to a file, read as it grows."""
-
-    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
-        self.args = args
-        self.out_path = workdir / f"{name}.out"
-        self.err_path = workdir / f"{name}.err"
-        self._out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._err = open(self.err_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [*CLI, *args], stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL
-        )
-        self.pid = self.proc.pid
-        self.lines: list[bytes] = []
-        self._offset = 0
-        self._partial = b""
-        self.returncode: int | None = None
-
-    # reading
-
-    def stderr(self) -> str:
-        return self.err_path.read_bytes().decode("utf-8", "replace")
-
-    def wait_listening(self, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while b"listening" not in self.err_path.read_bytes():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"procevents {self.args} exited {self.proc.returncode}: {self.stderr()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"procevents {self.args} never said 'listening': {self.stderr()}")
-            time.sleep(0.02)
-
-    def poll(self) -> list[bytes]:
-        """Read lines written since the last call."""
-        with open(self.out_path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        self._offset += len(data)
-        data = self._partial + data
-        *complete, self._partial = data.split(b"\n")
-        self.lines.extend(complete)
-        self._on_lines(complete)
-        return complete
-
-    def _on_lines(self, lines: list[bytes]) -> None:
-        pass
-
-    def wait_for(self, predicate: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.poll()
-            if predicate():
-                return
-            if self.proc.poll() is not None:
-                self.poll()
-                if predicate():
-                    return
-                raise AssertionError(f"procevents exited ({self.proc.returncode}) before {what}: {self.stderr()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout:g} s ({len(self.lines)} lines): {self.stderr()}")
-            time.sleep(0.05)
-
-    # controlling
-
-    def pause(self) -> None:
-        """SIGSTOP procevents and wait until it really is stopped."""
-        os.kill(self.pid, signal.SIGSTOP)
-        deadline = time.monotonic() + TIMEOUT
-        while proc_state(self.pid) not in ("T", "t"):
-            assert time.monotonic() < deadline, f"procevents did not stop (state {proc_state(self.pid)})"
-            time.sleep(0.001)
-
-    def resume(self) -> None:
-        os.kill(self.pid, signal.SIGCONT)
-
-    def stop(self, timeout: float = TIMEOUT) -> int:
-        if self.returncode is not None:
-            return self.returncode
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGCONT)
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.returncode = self.proc.returncode
-        self._out.close()
-        self._err.close()
-        self.poll()
-        return self.returncode
-
-
-class JsonWatcher(Watcher):
-    def __init__(self, args: list[str], workdir: Path, name: str) -> None:
-        self.events: list[dict[str, Any]] = []
-        super().__init__(["--json", *args], workdir, name)
-
-    def _on_lines(self, lines: list[bytes]) -> None:
-        for line in lines:
-            if line:
-                self.events.append(json.loads(line))
-
-    def of(self, pid: int, kind: str | None = None) -> list[dict[str, Any]]:
-        return [ev for ev in self.events if ev["tgid"] == pid and (kind is None or ev["event"] == kind)]
-
-    def has_exit(self, pid: int, parent: int | None = None) -> bool:
-        """Whether the exit of the last process ``pid`` forked by ``parent`` was seen
-        (any process ``pid`` when ``parent`` is None and procevents saw no fork of it)."""
-        lives = lifetimes(self.events, pid, parent)
-        if lives:
-            last = lives[-1][-1]
-            return last["event"] == "exit" and last["pid"] == pid
-        return parent is None and any(ev["event"] == "exit" and ev["pid"] == pid for ev in self.of(pid))
-
-    def wait_exit(self, pid: int, parent: int | None = -1, timeout: float = TIMEOUT) -> None:
-        """Wait for the exit of ``pid``; by default of the one this test process forked."""
-        parent = os.getpid() if parent == -1 else parent
-        self.wait_for(lambda: self.has_exit(pid, parent), f"exit event of pid {pid}", timeout)
-
-
-@pytest.fixture
-def watch(tmp_path: Path) -> Iterator[Callable[..., Watcher]]:
-    """Start procevents (text, or JSON with as_json=True) and wait for 'listening'."""
-    started: list[Watcher] = []
-
-    def start(*args: str, as_json: bool = False, listening: bool = True) -> Any:
-        name = f"procevents-{len(started)}"
-        w: Watcher = JsonWatcher(list(args), tmp_path, name) if as_json else Watcher(list(args), tmp_path, name)
-        started.append(w)
-        if listening:
-            w.wait_listening()
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
-
-
-@pytest.fixture
-def reaper() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Popen objects appended here are killed and reaped after the test."""
-    procs: list[subprocess.Popen[bytes]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
+__all__ = ["reaper", "watch"]  # fixtures, imported to be used here
 
 
 # -- selecting events from the full stream ------------------------------------------------
-
-
-def lifetimes(events: list[dict[str, Any]], pid: int, parent: int | None = None) -> list[list[dict[str, Any]]]:
-    """The events of each process that had ``pid``, from its fork (by ``parent``) to its exit."""
-    lives: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] | None = None
-    for ev in events:
-        kind = ev["event"]
-        if kind == "lost":
-            continue
-        if kind == "fork" and ev["child_pid"] == pid and ev["child_tgid"] == pid:
-            if parent is None or ev["parent_tgid"] == parent:
-                current = [ev]
-                lives.append(current)
-            else:
-                current = None
-            continue
-        if current is not None and ev["tgid"] == pid:
-            current.append(ev)
-            if kind == "exit" and ev["pid"] == pid:
-                current = None
-    return lives
 
 
 def the_life(events: list[dict[str, Any]], pid: int, parent: int | None = None) -> list[dict[str, Any]]:
@@ -274,12 +81,6 @@ def tree_events(events: list[dict[str, Any]], root: int, parent: int) -> list[di
             if kind == "exit" and ev["pid"] == ev["tgid"]:
                 alive.discard(ev["tgid"])
     return out
-
-
-def one(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [ev for ev in events if ev["event"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {found}"
-    return found[0]
 
 
 def json_argv(raw: list[bytes]) -> list[str]:
@@ -355,7 +156,7 @@ def test_odd_argv_round_trips_in_json(watch: Callable[..., Any], reaper: list[An
     argv = odd_argv(nonce())
     p = subprocess.Popen(argv)
     reaper.append(p)
-    assert p.wait(TIMEOUT) == 0
+    assert p.wait(WATCH_TIMEOUT) == 0
     w.wait_exit(p.pid)
     life = the_life(w.events, p.pid, os.getpid())
     exec_ev = one(life, "exec")
@@ -378,7 +179,7 @@ def test_json_lines_are_valid_utf8(watch: Callable[..., Any], reaper: list[Any])
     w: JsonWatcher = watch(as_json=True)
     p = subprocess.Popen(odd_argv(nonce()))
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
     w.wait_exit(p.pid)
     w.stop()
     for line in w.lines:
@@ -395,7 +196,7 @@ def test_odd_argv_is_escaped_in_text(watch: Callable[..., Any], reaper: list[Any
     argv = odd_argv(nonce())
     p = subprocess.Popen(argv)
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
 
     def line_of(kind: str) -> list[bytes]:
         return [ln for ln in w.lines if ln.split()[1:3] == [kind.encode(), str(p.pid).encode()]]
@@ -431,7 +232,7 @@ def test_exec_of_a_process_gone_before_the_read(watch: Callable[..., Any], reape
     try:
         p = subprocess.Popen(argv, executable="/bin/true")
         reaper.append(p)
-        assert p.wait(TIMEOUT) == 0  # exited and reaped: /proc/PID is gone
+        assert p.wait(WATCH_TIMEOUT) == 0  # exited and reaped: /proc/PID is gone
     finally:
         w.resume()
     w.wait_exit(p.pid)
@@ -463,7 +264,7 @@ def test_sync_capture_reads_the_argv_while_the_main_process_is_stopped(
     try:
         p = subprocess.Popen(argv, executable="/bin/true", cwd="/tmp")
         reaper.append(p)
-        assert p.wait(TIMEOUT) == 0
+        assert p.wait(WATCH_TIMEOUT) == 0
     finally:
         w.resume()
     w.wait_exit(p.pid)
@@ -490,7 +291,7 @@ def _pid_reuse(w: JsonWatcher, reaper: list[Any], backlog_pairs: int = 0) -> tup
         try:
             a = subprocess.Popen(a_argv, executable="/bin/sleep")
             reaper.append(a)
-            a.wait(TIMEOUT)
+            a.wait(WATCH_TIMEOUT)
             pid = a.pid
             if backlog_pairs:
                 uid_event_burst(backlog_pairs)
@@ -518,7 +319,7 @@ def _pid_reuse(w: JsonWatcher, reaper: list[Any], backlog_pairs: int = 0) -> tup
         return len(lives) >= 2 and lives[-1][-1]["event"] == "exit" and lives[-1][-1]["pid"] == pid
 
     w.wait_for(b_exited, f"fork, exec and exit of B (pid {pid}, reused)")
-    b.wait(TIMEOUT)
+    b.wait(WATCH_TIMEOUT)
     return pid, [a.encode() for a in a_argv], [a.encode() for a in b_argv]
 
 
@@ -568,7 +369,7 @@ def test_handle_pins_the_process_across_pid_reuse(reaper: list[Any]) -> None:
         with handle:
             # Popen returns when exec closes its CLOEXEC pipe, a moment before
             # the kernel sets up the new argv (cmdline reads empty meanwhile)
-            deadline = time.monotonic() + TIMEOUT
+            deadline = time.monotonic() + WATCH_TIMEOUT
             while handle.cmdline() != ["pin-A", "5"]:
                 assert time.monotonic() < deadline, handle.cmdline()
                 time.sleep(0.001)
@@ -595,7 +396,7 @@ def test_exec_snapshots_of_real_processes(reaper: list[Any]) -> None:
     reaper.append(p)
     gone = subprocess.Popen(["/bin/true"])
     gone.wait()
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WATCH_TIMEOUT
     procfs = ProcFS()
     while True:  # wait until the shell has exec'd
         snaps = read_exec_snapshots(procfs, [p.pid, gone.pid])
@@ -623,7 +424,7 @@ def test_sleep_lifetime(watch: Callable[..., Any], reaper: list[Any]) -> None:
     w: JsonWatcher = watch(as_json=True)
     p = subprocess.Popen(["/bin/sleep", "0.3"])
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
     w.wait_exit(p.pid)
     exit_ev = one(the_life(w.events, p.pid, os.getpid()), "exit")
     assert 0.25 <= exit_ev["duration"] <= 1.5, exit_ev
@@ -638,7 +439,7 @@ def test_lifetime_of_a_process_running_before_procevents(watch: Callable[..., An
     reaper.append(p)
     time.sleep(0.3)
     w: JsonWatcher = watch(as_json=True)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
     w.wait_exit(p.pid, parent=None)
     (exit_ev,) = [ev for ev in w.of(p.pid, "exit") if ev["pid"] == p.pid]
     # start time from /proc/PID/stat (clock ticks), not when procevents started
@@ -651,7 +452,7 @@ def test_lifetime_of_a_process_running_before_procevents(watch: Callable[..., An
 # =============================================================================================
 
 
-def trace(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+def trace(*args: str, timeout: float = WATCH_TIMEOUT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, "trace", *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
 
@@ -703,7 +504,7 @@ def test_trace_passes_the_exit_status_through(script: str, status: int) -> None:
 def test_trace_json_is_only_the_traced_tree() -> None:
     p = subprocess.Popen([*CLI, "trace", "--json", "--", "sh", "-c", "sh -c true; ls / >/dev/null"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    out, err = p.communicate(timeout=TIMEOUT)
+    out, err = p.communicate(timeout=WATCH_TIMEOUT)
     assert p.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert events, err
@@ -738,7 +539,7 @@ def test_trace_missing_command() -> None:
 def test_trace_lifetime() -> None:
     p = subprocess.Popen([*CLI, "trace", "--json", "--", "sleep", "0.3"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    out, err = p.communicate(timeout=TIMEOUT)
+    out, err = p.communicate(timeout=WATCH_TIMEOUT)
     assert p.returncode == 0, err
     (exit_ev,) = [ev for ev in map(json.loads, out.splitlines()) if ev["event"] == "exit"]
     assert 0.25 <= exit_ev["duration"] <= 1.5, exit_ev
@@ -761,8 +562,8 @@ def test_user_filter(watch: Callable[..., Any], reaper: list[Any]) -> None:
     else:
         p = subprocess.Popen(["sleep", "0.2"], user=NOBODY, group=NOBODY, extra_groups=[])
     reaper.append(p)
-    p.wait(TIMEOUT)
-    root_one.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
+    root_one.wait(WATCH_TIMEOUT)
     w.wait_exit(p.pid, parent=None)  # the fork, as root, is not shown
     mine = w.of(p.pid)
     exec_ev = [ev for ev in mine if ev["event"] == "exec" and ev["cmdline"] == ["sleep", "0.2"]]
@@ -783,7 +584,7 @@ def test_command_filter(watch: Callable[..., Any], reaper: list[Any]) -> None:
     w: JsonWatcher = watch("-c", "^sleep$", as_json=True)
     p = subprocess.Popen(["sh", "-c", f"sleep 0.2; : {nonce()}"])
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
 
     def mine() -> list[dict[str, Any]]:
         return [ev for ev in w.events if ev.get("ppid") == p.pid or ev.get("parent_tgid") == p.pid]
@@ -811,7 +612,7 @@ def test_pid_filter_on_an_already_running_tree(watch: Callable[..., Any], reaper
     root = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE)
     reaper.append(root)
     children = Path(f"/proc/{root.pid}/task/{root.pid}/children")
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WATCH_TIMEOUT
     while not children.read_text().split():
         assert time.monotonic() < deadline, "the child shell never started"
         time.sleep(0.01)
@@ -820,7 +621,7 @@ def test_pid_filter_on_an_already_running_tree(watch: Callable[..., Any], reaper
     assert root.stdin is not None
     root.stdin.write(b"go\n")
     root.stdin.close()
-    assert root.wait(TIMEOUT) == 0
+    assert root.wait(WATCH_TIMEOUT) == 0
     w.wait_exit(root.pid, parent=None)
     w.stop()
     tgids = {root.pid, child}
@@ -847,7 +648,7 @@ def test_no_enrich_json_has_no_enrichment(watch: Callable[..., Any], reaper: lis
     w: JsonWatcher = watch("--no-enrich", as_json=True)
     p = subprocess.Popen([f"plain-{nonce()}", "0.1"], executable="/bin/sleep")
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
     w.wait_exit(p.pid)
     w.stop()
     life = the_life(w.events, p.pid, os.getpid())
@@ -863,7 +664,7 @@ def test_no_enrich_json_has_no_enrichment(watch: Callable[..., Any], reaper: lis
 def test_no_enrich_refuses_options_that_need_it(option: str) -> None:
     extra = {"-u": ["root"], "-c": ["x"], "--tree": []}[option]
     done = subprocess.run([*CLI, "--no-enrich", option, *extra, "-D", "1"], capture_output=True, text=True,
-                          timeout=TIMEOUT)
+                          timeout=WATCH_TIMEOUT)
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1, done.stderr
 
@@ -873,7 +674,7 @@ def test_tree_output_indents_execs(watch: Callable[..., Any], reaper: list[Any])
     inner_tag, outer_tag = nonce(), nonce()
     p = subprocess.Popen(["sh", "-c", f'sh -c "sleep 0.2; : {inner_tag}"; : {outer_tag}'])
     reaper.append(p)
-    p.wait(TIMEOUT)
+    p.wait(WATCH_TIMEOUT)
 
     def parsed() -> list[tuple[int, int, str]]:
         out = []
@@ -898,3 +699,4 @@ def test_tree_output_indents_execs(watch: Callable[..., Any], reaper: list[Any])
     (inner_exit,) = [ln for ln in lines if ln[1] == inner[1] and ln[2].startswith("exit ")]
     assert inner_exit[0] == inner[0]
     assert inner_exit[2].startswith("exit status 0 after ")
+

@@ -9,8 +9,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import needs_root
-from test_enrich_kernel import TIMEOUT, nonce
+from helpers import WATCH_TIMEOUT, needs_root, nonce
 
 import procevents
 from procevents.capture import online_cpus
@@ -22,7 +21,7 @@ def test_watch_api_gives_the_json_fields() -> None:
         p = subprocess.Popen(["/bin/sh", "-c", "exit 3", nonce()], env={"K": "v"})
         p.wait()
         got: dict[str, procevents.Record] = {}
-        deadline = time.monotonic() + TIMEOUT
+        deadline = time.monotonic() + WATCH_TIMEOUT
         while len(got) < 2:
             assert time.monotonic() < deadline
             for record in records.read_batch(0.2):
@@ -68,7 +67,7 @@ def test_a_dropped_watch_stops_its_readers() -> None:
     import gc
 
     gc.collect()
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + WATCH_TIMEOUT
     for pid in readers:
         while True:
             done, _ = os.waitpid(pid, os.WNOHANG)
