@@ -7,6 +7,7 @@ committed row, an exit), with a generous deadline only as a failure bound.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -24,6 +26,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
@@ -33,6 +36,7 @@ from conftest import CLI, session_tmp
 
 import procevents
 from procevents import wire
+from procevents.capture import online_cpus
 from procevents.events import (
     Ack,
     Comm,
@@ -48,6 +52,7 @@ from procevents.events import (
     Uid,
     Unknown,
 )
+from procevents.guardian import NAME as GUARDIAN
 from procevents.procfs import (
     CLOCK_TICKS,
     ProcFS,
@@ -83,6 +88,8 @@ def env() -> dict[str, str]:
     out = dict(os.environ)
     out["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), out.get("PYTHONPATH", "")) if p)
     out["COLUMNS"] = "200"
+    # A warning on stderr would be a line no test expects.
+    out.pop("PYTHONWARNINGS", None)
     return out
 
 
@@ -91,6 +98,8 @@ def cli_argv() -> list[str]:
 
 
 def _default_signals() -> None:
+    # A test runner started from a non-interactive shell in the background
+    # inherits SIGINT ignored; a Python child would then never see Ctrl-C.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
 
@@ -104,11 +113,13 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = TIMEOU
 
 
 class Lines:
-    """A pipe's lines, collected in a thread."""
+    """A pipe's lines, collected in a thread; with ``close_after``, the pipe
+    is closed after that many lines (the reader of a pipe going away)."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], close_after: int | None = None) -> None:
         self.lines: list[bytes] = []
         self.eof = False
+        self.close_after = close_after
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self._thread.start()
@@ -119,7 +130,11 @@ class Lines:
                 with self._cond:
                     self.lines.append(line)
                     self._cond.notify_all()
+                if self.close_after is not None and len(self.lines) >= self.close_after:
+                    break
         finally:
+            if self.close_after is not None:
+                stream.close()
             with self._cond:
                 self.eof = True
                 self._cond.notify_all()
@@ -1051,3 +1066,349 @@ def one(events: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     found = [ev for ev in events if ev["event"] == kind]
     assert len(found) == 1, f"expected one {kind}, got {found}"
     return found[0]
+
+
+# -- a command under strace: the proc connector requests it sent (the IGNORE tests) --------------
+
+STRACE = shutil.which("strace")
+LISTEN = wire.PROC_CN_MCAST_LISTEN
+IGNORE = wire.PROC_CN_MCAST_IGNORE
+#: Capture readers the CLI starts by default (one per online CPU).
+CPUS = len(online_cpus())
+
+
+@dataclass(frozen=True)
+class Request:
+    """One proc connector request as the traced process sent it."""
+
+    pid: int
+    fd: int
+    op: int
+    mask: int | None
+    seq: int
+    ack: int
+    length: int
+    result: int | None
+
+
+@dataclass(frozen=True)
+class Marker:
+    pid: int
+
+
+_LINE = re.compile(r"^(?P<pid>\d+)\s+(?P<call>sendto|sendmsg|kill)\((?P<args>.*)\)\s+=\s+(?P<ret>-?\d+|\?)")
+_NLMSG = re.compile(
+    r"\{nlmsg_len=(?P<len>\d+), nlmsg_type=(?P<type>[^,]+), nlmsg_flags=(?P<flags>[^,]+), "
+    r"nlmsg_seq=(?P<seq>\d+), nlmsg_pid=(?P<pid>\d+)\}, \"(?P<data>(?:\\x[0-9a-f]{2})*)\""
+)
+_STRING = re.compile(r"\"(?P<data>(?:\\x[0-9a-f]{2})*)\"")
+_NLMSG_TYPES = {"NLMSG_NOOP": 1, "NLMSG_ERROR": 2, "NLMSG_DONE": 3, "NLMSG_OVERRUN": 4}
+_NLM_FLAGS = {"NLM_F_REQUEST": 1, "NLM_F_MULTI": 2, "NLM_F_ACK": 4, "NLM_F_ECHO": 8, "NLM_F_DUMP_INTR": 16}
+
+
+def _xlat(text: str, table: dict[str, int]) -> int:
+    """``NLMSG_DONE``, ``0x3``, ``0x3 /* NLMSG_DONE */``, ``NLM_F_REQUEST|NLM_F_ACK``."""
+    text = text.split("/*", 1)[0].strip()
+    value = 0
+    for token in text.split("|"):
+        token = token.strip()
+        value |= table[token] if token in table else int(token, 0)
+    return value
+
+
+def _unhex(escaped: str) -> bytes:
+    return bytes.fromhex(escaped.replace("\\x", ""))
+
+
+def _payloads(args: str) -> list[bytes]:
+    """The datagrams a sendto/sendmsg line shows (strace -xx)."""
+    found = []
+    matched = False
+    for m in _NLMSG.finditer(args):
+        matched = True
+        kind = m["type"].split("/*", 1)[0].strip()
+        if kind not in _NLMSG_TYPES and not kind.startswith("0x"):
+            continue  # a generic netlink family's (nlctrl, TASKSTATS: the exit costs socket), not the connector's
+        header = struct.pack(
+            "<IHHII",
+            int(m["len"]),
+            _xlat(m["type"], _NLMSG_TYPES),
+            _xlat(m["flags"], _NLM_FLAGS),
+            int(m["seq"]),
+            int(m["pid"]),
+        )
+        found.append(header + _unhex(m["data"]))
+    if not matched:
+        # strace did not decode the netlink header: the buffer is one string.
+        plain = _STRING.search(args)
+        if plain:
+            found.append(_unhex(plain["data"]))
+    return found
+
+
+def _merge_unfinished(lines: Sequence[str]) -> list[str]:
+    pending: dict[str, str] = {}
+    merged = []
+    for line in lines:
+        pid = line.split(None, 1)[0] if line.strip() else ""
+        if line.endswith("<unfinished ...>"):
+            pending[pid] = line[: -len("<unfinished ...>")].rstrip()
+            continue
+        resumed = re.search(r"<\.\.\. \w+ resumed>", line)
+        if resumed and pid in pending:
+            line = pending.pop(pid) + line[resumed.end() :]
+        merged.append(line)
+    return merged
+
+
+def parse_trace(path: Path) -> list[Request | Marker]:
+    """Proc connector requests and ``kill(pid, 0)`` markers, in order."""
+    items: list[Request | Marker] = []
+    for line in _merge_unfinished(path.read_text(errors="replace").splitlines()):
+        m = _LINE.match(line)
+        if not m:
+            continue
+        pid = int(m["pid"])
+        args = m["args"]
+        if m["call"] == "kill":
+            if re.fullmatch(r"\d+, 0", args.strip()):
+                items.append(Marker(pid))
+            continue
+        ret = None if m["ret"] == "?" else int(m["ret"])
+        fd_match = re.match(r"(\d+)", args)
+        fd = int(fd_match[1]) if fd_match else -1
+        for data in _payloads(args):
+            try:
+                op, mask, seq, ack = wire.decode_request(data)
+            except wire.DecodeError:
+                continue  # not a proc connector request
+            items.append(Request(pid, fd, op, mask, seq, ack, len(data), ret))
+    return items
+
+
+def describe_requests(items: Sequence[Request | Marker]) -> str:
+    out = []
+    for item in items:
+        if isinstance(item, Marker):
+            out.append(f"  [pid {item.pid}] marker")
+        else:
+            name = {LISTEN: "LISTEN", IGNORE: "IGNORE"}.get(item.op, f"op {item.op}")
+            mask = "" if item.mask is None else f" mask 0x{item.mask:08x}"
+            out.append(f"  [pid {item.pid} fd {item.fd}] {name}{mask} -> {item.result}")
+    return "\n".join(out) or "  (nothing)"
+
+
+def assert_ignored_once(
+    items: Sequence[Request | Marker],
+    *,
+    mask: int | None = None,
+    ignore_before_marker: bool | None = None,
+    readers: int = 0,
+) -> None:
+    """The request sequence rule, for every socket that subscribed.
+
+    ``mask``: the filter LISTEN expected on the main socket (None: none).
+    ``readers``: how many capture readers (their own sockets, in forked
+    processes) must have subscribed beside the main socket.
+    ``ignore_before_marker``: True if the main socket's IGNORE must precede
+    the script's marker (sent by close/with/GC), False if it must follow it
+    (atexit).
+    """
+    requests = [item for item in items if isinstance(item, Request)]
+    seen = "requests sent:\n" + describe_requests(items)
+    assert requests, seen
+    sockets: dict[tuple[int, int], list[Request]] = {}
+    for r in requests:
+        sockets.setdefault((r.pid, r.fd), []).append(r)
+    assert len(sockets) == 1 + readers, f"expected {1 + readers} subscribed sockets, got {len(sockets)}\n{seen}"
+    with_mask = [sent for sent in sockets.values() if any(r.mask is not None for r in sent)]
+    assert len(with_mask) == (mask is not None), f"expected a filter on the main socket only\n{seen}"
+    for sent in sockets.values():
+        first = sent[0]
+        assert (first.op, first.mask) == (LISTEN, None), f"first request is not LISTEN (all events)\n{seen}"
+        assert [r for r in sent if r.op == LISTEN and r.mask is None] == [first], seen
+        masked = [r for r in sent if r.op == LISTEN and r.mask is not None]
+        if masked:
+            assert [r.mask for r in masked] == [mask], seen
+            assert sent.index(masked[0]) == 1, seen
+        ignores = [r for r in sent if r.op == IGNORE]
+        assert len(ignores) == 1, f"expected exactly one IGNORE, got {len(ignores)}\n{seen}"
+        assert sent[-1] is ignores[0], f"IGNORE is not the last request\n{seen}"
+        assert len(sent) == 2 + len(masked), seen
+    assert all(r.result == r.length for r in requests), f"a request failed or was short\n{seen}"
+    if ignore_before_marker is not None:
+        markers = [i for i, item in enumerate(items) if isinstance(item, Marker)]
+        assert len(markers) == 1, seen
+        # The main socket is the one of the process that wrote the marker.
+        marker = items[markers[0]]
+        mains = [sent for (pid, _fd), sent in sockets.items() if pid == marker.pid]
+        assert len(mains) == 1, seen
+        where = items.index(mains[0][-1])
+        if ignore_before_marker:
+            assert where < markers[0], f"IGNORE was sent only after the marker\n{seen}"
+        else:
+            assert where > markers[0], f"IGNORE was sent before the marker\n{seen}"
+
+
+class Traced:
+    """A command running under strace; stderr always read, stdout on request."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        tmp_path: Path,
+        *,
+        stdout: int = subprocess.PIPE,
+        close_stdout_after: int | None = None,
+    ) -> None:
+        assert STRACE is not None
+        self.trace = tmp_path / "strace.txt"
+        cmd = [
+            STRACE, "-f", "-qq", "-e", "trace=sendto,sendmsg,kill", "-e", "signal=none",
+            "-xx", "-s", "256", "-o", str(self.trace), *argv,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env(),
+            preexec_fn=_default_signals,
+            start_new_session=True,
+        )
+        assert self.proc.stderr is not None
+        self.err = Lines(self.proc.stderr)
+        self.out = (
+            Lines(self.proc.stdout, close_after=close_stdout_after) if self.proc.stdout is not None else None
+        )
+        self.argv = list(argv)
+        self._tracee: int | None = None
+
+    def tracee(self) -> int:
+        """The pid of the traced command: strace's child running our argv.
+
+        Not simply strace's first child: strace forks short-lived probes of
+        its own at startup (their cmdline is strace's, which ends with our
+        argv).  A ``#!`` script runs as [interpreter, *argv].
+        """
+        if self._tracee is None:
+            deadline = time.monotonic() + TIMEOUT
+            while self._tracee is None:
+                for pid in child_pids(self.proc.pid):
+                    cmdline = _cmdline(pid)
+                    if cmdline in (self.argv, cmdline[:1] + self.argv):
+                        self._tracee = pid
+                        break
+                else:
+                    if time.monotonic() > deadline or self.proc.poll() is not None:
+                        raise AssertionError(f"strace is not running {self.argv}")
+                    time.sleep(0.01)
+        return self._tracee
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.tracee(), sig)
+
+    def wait(self, timeout: float = TIMEOUT) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the traced process did not end within {timeout} s; stderr:\n{self.err.text}"
+            ) from None
+        self.err.join()
+        if self.out is not None:
+            self.out.join()
+        return rc
+
+    def requests(self) -> list[Request | Marker]:
+        return parse_trace(self.trace)
+
+    def cleanup(self) -> None:
+        """Never leave a subscriber behind: SIGTERM the tracee so it can send
+        IGNORE; SIGKILL only as a last resort."""
+        if self.proc.poll() is not None:
+            return
+        tracee = None
+        with contextlib.suppress(AssertionError):
+            tracee = self.tracee()
+        for sig in (signal.SIGTERM, signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(OSError):
+                # Without a known tracee, SIGTERM strace: it passes that
+                # signal on to the command it started, then detaches.
+                os.kill(tracee if tracee is not None else self.proc.pid, sig)
+            try:
+                self.proc.wait(TIMEOUT / 2)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        self.proc.kill()
+        self.proc.wait(TIMEOUT)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [os.fsdecode(arg) for arg in f.read().split(b"\0")[:-1]]
+    except OSError:
+        return []
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+def guardians_of(pid: int, expected: int = 1) -> list[int]:
+    """``pid``'s guardian children, once ``expected`` of them have named
+    themselves (a forked guardian renames itself right after the fork)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        found = [child for child in child_pids(pid) if comm_of(child) == GUARDIAN]
+        if len(found) >= expected or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def readers_of(pid: int) -> list[int]:
+    """The capture readers among ``pid``'s children (not its guardian)."""
+    guardians = set(guardians_of(pid))
+    return [child for child in child_pids(pid) if child not in guardians]
+
+
+Start = Callable[..., "Traced"]
+
+
+@pytest.fixture
+def traced(tmp_path: Path) -> Iterator[Start]:
+    started: list[Traced] = []
+
+    def start(argv: Sequence[str], *, stdout: int = subprocess.PIPE, close_stdout_after: int | None = None) -> Traced:
+        t = Traced(argv, tmp_path, stdout=stdout, close_stdout_after=close_stdout_after)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        t.cleanup()
+
+
+def comm_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

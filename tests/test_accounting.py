@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY, Children
-from helpers import Cli, socket_fds
-from helpers import Lines as LineReader
+from helpers import Cli, Lines, socket_fds
 
 from procevents import taskstats
 from procevents.accounting import CostsUnavailable, ExitCosts
@@ -208,7 +207,7 @@ def test_without_the_privilege_one_notice_and_events_without_figures(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
     )
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = LineReader(proc.stdout), LineReader(proc.stderr)
+    out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:
         err.wait_for(lambda line: line.startswith(b"procevents: listening"), TIMEOUT)
         child = children.fork(lambda: 5)

@@ -22,8 +22,25 @@ from typing import Any
 
 import pytest
 from conftest import CLI
-from helpers import WATCH_TIMEOUT, JsonWatcher, burst_tools, needs_root, nonce, one, proc_state, reaper, watch
-from test_unsubscribe import IGNORE, LISTEN, STRACE, Traced, _children, _guardians, _readers, parse_trace
+from helpers import (
+    IGNORE,
+    LISTEN,
+    STRACE,
+    WATCH_TIMEOUT,
+    JsonWatcher,
+    Traced,
+    burst_tools,
+    child_pids,
+    guardians_of,
+    needs_root,
+    nonce,
+    one,
+    parse_trace,
+    proc_state,
+    readers_of,
+    reaper,
+    watch,
+)
 
 from procevents import capture
 from procevents.capture import online_cpus
@@ -319,8 +336,8 @@ def test_readers_unsubscribe_and_end_when_the_main_process_is_killed(tmp_path: P
     try:
         t.err.wait_for(lambda line: line.startswith(b"procevents: listening"))
         main = t.tracee()
-        readers = _readers(main)
-        guardians = _guardians(main)
+        readers = readers_of(main)
+        guardians = guardians_of(main)
         assert len(readers) == len(online_cpus()), readers
         assert len(guardians) == 1, guardians
         os.kill(main, signal.SIGKILL)
@@ -346,8 +363,8 @@ def test_no_reader_outlives_a_clean_exit() -> None:
     while "listening" not in line:
         line = p.stderr.readline()
         assert line, "procevents ended before listening"
-    readers = _children(p.pid)
-    assert len(_readers(p.pid)) == len(online_cpus()) and len(_guardians(p.pid)) == 1
+    readers = child_pids(p.pid)
+    assert len(readers_of(p.pid)) == len(online_cpus()) and len(guardians_of(p.pid)) == 1
     assert p.wait(WATCH_TIMEOUT) == 0
     p.stderr.close()
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]

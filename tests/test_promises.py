@@ -28,40 +28,39 @@ from typing import Any
 import pytest
 from conftest import CLI, SRC_DIR
 from helpers import (
+    CPUS,
+    IGNORE,
+    LISTEN,
+    SH,
+    STRACE,
     TIMEOUT,
     Cli,
     Gated,
+    Request,
+    Start,
+    assert_ignored_once,
     cli_processes,
     committed_events,
     json_lines,
     links_to,
     metrics_url,
     netlink_connector_fds,
+    parse_trace,
     run_cli,
     sample,
     scrape,
     skip_unless_connector,
+    traced,
     wait_until,
-)
-from test_unsubscribe import (
-    CPUS,
-    IGNORE,
-    LISTEN,
-    STRACE,
-    Request,
-    Start,
-    assert_ignored_once,
-    parse_trace,
-    traced,  # noqa: F401 - the fixture
 )
 
 from procevents import wire
 from procevents.connector import DEFAULT_RCVBUF
 from procevents.events import Exec
 
-SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
 TEXT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3} (\w+) +(\d*) +(\d*) ")
 needs_strace = pytest.mark.skipif(STRACE is None, reason="needs strace")
+__all__ = ["traced"]  # the fixture, imported to be used here
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -103,15 +102,15 @@ def _lines_of(pid: int, data: bytes) -> list[str]:
 
 @needs_strace
 @pytest.mark.parametrize("how", ["SIGTERM", "duration"])
-def test_top_says_ignore_on_the_way_out(traced: Start, how: str) -> None:  # noqa: F811
+def test_top_says_ignore_on_the_way_out(traced: Start, how: str) -> None:
     pytest.importorskip("rich")
     args = ["top", "--interval", "0.2"] + (["-D", "0.5"] if how == "duration" else [])
     t = traced([*CLI, *args], stdout=subprocess.DEVNULL)
     t.err.wait_for(lambda line: line.startswith(b"procevents: listening"))
     if how == "SIGTERM":
         t.signal(signal.SIGTERM)
-    assert t.wait() == 0, t.err.text()
-    assert "Traceback" not in t.err.text()
+    assert t.wait() == 0, t.err.text
+    assert "Traceback" not in t.err.text
     assert_ignored_once(t.requests(), readers=CPUS)
 
 
