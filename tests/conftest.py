@@ -74,7 +74,7 @@ def pytest_unconfigure() -> None:
 #: Generous upper bound for events to arrive; normally they take microseconds.
 DEADLINE = 5.0
 
-NOBODY = 65534
+NOBODY = 65534  # the one non-root uid every Debian passwd has
 
 
 def kernel_version(release: str | None = None) -> tuple[int, int]:

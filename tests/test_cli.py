@@ -7,14 +7,13 @@ import sys
 import tomllib
 
 import pytest
-from helpers import SRC
-from helpers import run_cli as _run
+from helpers import SRC, run_cli
 
 import procevents
 
 
 def test_help_mentions_examples() -> None:
-    result = _run("--help")
+    result = run_cli("--help")
     assert result.returncode == 0
     out = result.stdout.decode()
     assert out.startswith("usage: procevents")
@@ -35,8 +34,8 @@ def _console_script() -> list[str]:
 @pytest.mark.parametrize("how", ["script", "python -m"])
 def test_version(how: str) -> None:
     argv0 = _console_script() if how == "script" else [sys.executable, "-m", "procevents"]
-    result = _run("--version", argv0=argv0)
+    result = run_cli("--version", argv0=argv0)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == f"procevents {procevents.__version__}"
-    assert _run("--help", argv0=argv0).stdout.decode().startswith("usage: procevents ")
+    assert run_cli("--help", argv0=argv0).stdout.decode().startswith("usage: procevents ")
 

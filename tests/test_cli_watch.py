@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import calendar
 import os
-import re
 import subprocess
 import sys
 import time
@@ -21,19 +20,17 @@ from typing import Any
 import pytest
 from helpers import (
     COMMON_KEYS,
+    ISO,
     TIMEOUT,
     Cli,
     cli_processes,
+    exit_of,
+    run_child,
+    spawn,
+    summary,
 )
-from helpers import exit_of as _exit_of
-from helpers import run_child as _run_child
-from helpers import spawn as _spawn
-from helpers import summary as _summary
 
 import procevents
-
-ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-
 
 EVIL = b"\x1b[2Jevil\n"
 
@@ -71,18 +68,18 @@ def _involves(event: dict[str, Any], pids: set[int]) -> bool:
 def test_json_fork_exec_exit_of_a_shell(cli: Callable[..., Cli]) -> None:
     c = cli("--json", "-D", "3")
     c.wait_listening()
-    sh = _spawn(["sh", "-c", "exit 3"])
+    sh = spawn(["sh", "-c", "exit 3"])
     assert sh.wait(TIMEOUT) == 3
     assert c.wait() == 0, c.err.text
     events = c.json()
     for event in events:
         for key in COMMON_KEYS:
             assert key in event, event
-        assert ISO_UTC.match(event["time"]), event["time"]
+        assert ISO.match(event["time"]), event["time"]
     mine = [e for e in events if _involves(e, {sh.pid})]
     forks = [e for e in mine if e["event"] == "fork" and e["child_tgid"] == sh.pid]
     execs = [e for e in mine if e["event"] == "exec" and e["tgid"] == sh.pid]
-    exits = [e for e in mine if _exit_of(sh.pid)(e)]
+    exits = [e for e in mine if exit_of(sh.pid)(e)]
     assert len(forks) == 1, mine
     assert forks[0]["child_pid"] == sh.pid
     assert forks[0]["parent_tgid"] == os.getpid()
@@ -100,7 +97,7 @@ def test_json_fork_exec_exit_of_a_shell(cli: Callable[..., Cli]) -> None:
     stamp = calendar.timegm(time.strptime(exit_event["time"][:19], "%Y-%m-%dT%H:%M:%S"))
     assert abs(stamp - time.time()) < 300
     assert exit_event["timestamp_ns"] <= time.monotonic_ns()
-    m = _summary(c.err.text)
+    m = summary(c.err.text)
     assert int(m[1]) == sum(1 for e in events if e["event"] != "lost")
 
 
@@ -108,8 +105,8 @@ def test_json_fork_exec_exit_of_a_shell(cli: Callable[..., Cli]) -> None:
 def test_text_exit_status_and_sigkill(cli: Callable[..., Cli], extra: list[str]) -> None:
     c = cli(*extra)
     c.wait_listening()
-    sh_pid = _run_child(["sh", "-c", "exit 3"])
-    victim = _spawn(["sleep", "30"])
+    sh_pid = run_child(["sh", "-c", "exit 3"])
+    victim = spawn(["sleep", "30"])
     victim.kill()
     victim.wait(TIMEOUT)
     exit_line = c.out.wait_for(_text_is("exit", sh_pid)).decode()
@@ -127,13 +124,13 @@ def test_text_exit_status_and_sigkill(cli: Callable[..., Cli], extra: list[str])
 def test_event_type_filter(cli: Callable[..., Cli], extra: list[str]) -> None:
     c = cli("--json", "-e", "exec,exit", *extra)
     c.wait_listening()
-    pid = _run_child(["sh", "-c", "exit 5"])
-    c.wait_json(_exit_of(pid))
+    pid = run_child(["sh", "-c", "exit 5"])
+    c.wait_json(exit_of(pid))
     assert c.stop() == 0, c.err.text
     events = c.json()
     assert {e["event"] for e in events} <= {"exec", "exit", "lost"}
     assert any(e["event"] == "exec" and e["tgid"] == pid for e in events)
-    m = _summary(c.err.text)
+    m = summary(c.err.text)
     assert "fork" not in (m[2] or "")
 
 
@@ -141,11 +138,11 @@ def test_pid_follows_descendants(cli: Callable[..., Cli]) -> None:
     # The root waits on stdin so nothing of interest happens before procevents
     # listens.  The inner `sh -c "exit 4"` is forked because a command follows
     # it: a grandchild of this test, child of the root.
-    root = _spawn(["sh", "-c", 'read _; sh -c "exit 4"; exit 0'], stdin=subprocess.PIPE)
+    root = spawn(["sh", "-c", 'read _; sh -c "exit 4"; exit 0'], stdin=subprocess.PIPE)
     try:
         c = cli("--json", "-p", str(root.pid))
         c.wait_listening()
-        strangers = {_run_child(["true"]) for _ in range(3)}
+        strangers = {run_child(["true"]) for _ in range(3)}
         assert root.stdin is not None
         root.stdin.write(b"go\n")
         root.stdin.close()
@@ -154,7 +151,7 @@ def test_pid_follows_descendants(cli: Callable[..., Cli]) -> None:
         if root.poll() is None:
             root.kill()
             root.wait()
-    c.wait_json(_exit_of(root.pid))
+    c.wait_json(exit_of(root.pid))
     assert c.stop() == 0, c.err.text
     events = [e for e in c.json() if e["event"] != "lost"]
     followed = {root.pid}
@@ -167,7 +164,7 @@ def test_pid_follows_descendants(cli: Callable[..., Cli]) -> None:
     assert grandchildren, events
     assert grandchildren[0]["tgid"] in followed
     assert any(e["event"] == "fork" and e["child_tgid"] == grandchildren[0]["tgid"] for e in events)
-    assert any(_exit_of(root.pid)(e) and e["status"] == 0 for e in events)
+    assert any(exit_of(root.pid)(e) and e["status"] == 0 for e in events)
     for e in events:
         assert e["tgid"] in followed, f"event of an unrelated process: {e}"
         assert not _involves(e, strangers), f"event of a stranger: {e}"
@@ -184,7 +181,7 @@ for arg in sys.argv[1:]:
 
 
 def _rename_twice() -> int:
-    return _run_child([sys.executable, "-c", _RENAMER, EVIL.hex(), NOT_UTF8.hex()])
+    return run_child([sys.executable, "-c", _RENAMER, EVIL.hex(), NOT_UTF8.hex()])
 
 
 @pytest.mark.parametrize("extra", [[], ["--no-enrich"]], ids=["enriched", "no-enrich"])
@@ -212,7 +209,7 @@ def test_json_comm_round_trips(cli: Callable[..., Cli], extra: list[str]) -> Non
     c = cli("--json", *extra)
     c.wait_listening()
     pid = _rename_twice()
-    c.wait_json(_exit_of(pid))
+    c.wait_json(exit_of(pid))
     assert c.stop() == 0, c.err.text
     assert b"\x1b" not in c.out.data
     events = c.json()
@@ -223,7 +220,7 @@ def test_json_comm_round_trips(cli: Callable[..., Cli], extra: list[str]) -> Non
     assert "comm_b64" not in evil
     assert odd["comm"] == NOT_UTF8.decode("utf-8", "replace")
     assert base64.b64decode(odd["comm_b64"]) == NOT_UTF8
-    exit_event = next(e for e in events if _exit_of(pid)(e))
+    exit_event = next(e for e in events if exit_of(pid)(e))
     if "comm" in exit_event:  # enriched: the name it had when it died
         assert exit_event["comm"] == NOT_UTF8.decode("utf-8", "replace")
         assert base64.b64decode(exit_event["comm_b64"]) == NOT_UTF8

@@ -8,13 +8,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from helpers import digest, run_cli, skip_unless_connector
+from conftest import NOBODY
+from helpers import digest, needs_root, run_cli, skip_unless_connector
 
 from procevents.files import UnsafePath, check_planted_link, open_append
-
-NOBODY = 65534
-ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (a link owned by another user)")
 
 
 def _shared_dir(tmp_path: Path) -> Path:

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import re
 
-from procevents.events import Comm, Exec, Exit, Fork, Lost
+from helpers import exec_, exit_, fork
+
+from procevents.events import Comm, Lost
 from procevents.filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
 from procevents.proctable import Proc
-
-_seq = iter(range(1, 1_000_000))
-
-
-def fork(parent: int, child: int, *, thread_of: int | None = None) -> Fork:
-    """``child`` forked by process ``parent`` (a thread of ``thread_of`` when given)."""
-    tgid = child if thread_of is None else thread_of
-    return Fork(0, next(_seq), 0, parent, parent, child, tgid)
-
-
-def exit_(pid: int, tgid: int | None = None) -> Exit:
-    return Exit(0, next(_seq), 0, pid, pid if tgid is None else tgid, 0, 17, 1, 1)
-
-
-def exec_(pid: int) -> Exec:
-    return Exec(0, next(_seq), 0, pid, pid)
 
 
 def test_p_follows_forks_of_the_tree_only() -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import NOBODY
 from helpers import (
     FixtureProc,
     fx,
@@ -47,7 +48,6 @@ from procevents.snapshot import ExecSnapshot, read_exec_snapshots
 
 __all__ = ["fx", "procfs"]  # fixtures, imported to be used here
 
-NOBODY = 65534
 
 
 # -- parse_cmdline ----------------------------------------------------------------------

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import NOBODY
-from helpers import SEQ as _SEQ
 from helpers import (
+    SEQ,
     FixtureProc,
     comm_event,
     exec_,
@@ -237,7 +237,7 @@ class TestUpdate:
     def test_uid_and_gid_events(self, seeded: ProcessTable) -> None:
         proc = seeded.update(uid_event(101, NOBODY, 0))
         assert proc is not None and (proc.ruid, proc.euid) == (NOBODY, 0)
-        seeded.update(Gid(0, next(_SEQ), 1, 101, 101, 5, 6))
+        seeded.update(Gid(0, next(SEQ), 1, 101, 101, 5, 6))
         assert (proc.rgid, proc.egid) == (5, 6)
         child = seeded.update(fork(101, 600))
         assert child is not None and (child.ruid, child.euid, child.rgid, child.egid) == (NOBODY, 0, 5, 6)

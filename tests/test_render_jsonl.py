@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 
 import pytest
-from helpers import TS
-from helpers import all_events as _all_events
+from helpers import ISO, TS, all_events
 
 from procevents.events import (
     Comm,
@@ -29,7 +27,6 @@ from procevents.render.clock import Clock
 from procevents.render.jsonl import choose_dumps, event_fields
 
 COMMON = ["event", "time", "timestamp_ns", "cpu", "seq", "pid", "tgid"]
-ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def fields(event: Event) -> dict[str, object]:
@@ -165,7 +162,7 @@ def test_time_matches_event_time(ts: int) -> None:
 # JSON output
 
 
-@pytest.mark.parametrize("event", _all_events(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("event", all_events(), ids=lambda e: type(e).__name__)
 def test_json_dumps_valid_utf8_one_line(event: Event) -> None:
     dumps = choose_dumps()
     data = dumps(event_fields(event, Clock()))

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import TS
-from helpers import all_events as _all_events
+from helpers import TS, all_events
 
 from procevents.events import (
     Comm,
@@ -20,7 +19,7 @@ from procevents.events import (
 from procevents.render.text import TextRenderer, details, exit_description
 
 
-@pytest.mark.parametrize("event", _all_events(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("event", all_events(), ids=lambda e: type(e).__name__)
 @pytest.mark.parametrize("ppid", [None, 1])
 def test_text_one_line(event: Event, ppid: int | None) -> None:
     line = TextRenderer().render(event, ppid)

@@ -10,8 +10,6 @@ from the importer's rules.)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 from collections import defaultdict
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 from helpers import (
+    SH,
     TIMEOUT,
     Cli,
     Gated,
@@ -36,8 +35,6 @@ from helpers import (
 from procevents.render.timeline import timeline_events
 from procevents.store import Lifetime
 from procevents.store.reader import ExecPoint
-
-SH = os.path.realpath(shutil.which("sh") or "/bin/sh")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import NOBODY
 from helpers import digest, lost_rows_db, record_synthetic
 
 from procevents.events import (
@@ -42,7 +43,6 @@ from procevents.store.reader import RecordedProc
 from procevents.store.schema import COST_COLUMNS
 
 ROOT_NAME = "root"
-NOBODY = 65534  # the one non-root uid every Debian passwd has
 STRANGER = 4242  # no passwd entry: shown as its number
 
 
