@@ -39,3 +39,13 @@ def test_a_duration_ends_it_with_its_summary(nats: NatsServer, tmp_path: Path) -
     assert db.exists()
     quiet = run_cli("collect", "--nats", nats.url, "--db", str(db), "-D", "0.5", "-q")
     assert quiet.returncode == 0 and quiet.stderr == b"", quiet.stderr
+
+
+def test_a_server_down_is_said_once_and_the_duration_still_ends_it(tmp_path: Path) -> None:
+    db = tmp_path / "central.db"
+    result = run_cli("collect", "--nats", "nats://127.0.0.1:1", "--db", str(db), "-D", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    assert [line for line in lines if "cannot collect from" in line] == [lines[0]], lines
+    assert lines[0].startswith("procevents: cannot collect from nats://127.0.0.1:1 ("), lines
+    assert lines[-1].startswith("procevents: 0 events and 0 lifetime updates collected from 0 hosts"), lines

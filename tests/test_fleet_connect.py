@@ -50,3 +50,8 @@ def test_tls_only_when_asked_for(tmp_path: Path) -> None:
     # a CA file asks for TLS even on a nats:// URL: a missing one is an error, not plain text
     with pytest.raises(OSError):
         tls_context(NatsConfig("nats://h:1", ca=str(tmp_path / "missing.pem")))
+
+
+def test_no_password_in_an_error_wherever_the_url_is() -> None:
+    said = describe(OSError("cannot reach nats://u:pw@h:1 and tls://tok@x:2/p"))
+    assert said == "OSError: cannot reach nats://h:1 and tls://x:2/p"

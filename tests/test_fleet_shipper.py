@@ -62,3 +62,21 @@ def test_a_file_that_is_not_a_store_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1, result.stderr
     assert b"not an SQLite file" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_server_down_from_the_start_is_said_once_and_the_end_still_comes(tmp_path: Path) -> None:
+    db = lost_rows_db(tmp_path / "events.db")
+    proc = _shipper(_settings(db, "nats://procevents:s3cret@127.0.0.1:1"))  # nothing listens on port 1
+    try:
+        assert proc.stdin is not None
+        proc.stdin.close()  # the recorder's end: it tries for the drain's few seconds, then ends
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert err.count("cannot ship to nats://127.0.0.1:1 (") == 1, err
+    assert "Connect call failed" in err and "s3cret" not in err, err
+    assert err.endswith("shipped to stream PROCEVENTS, 2000 not yet acknowledged (kept in the outbox)\n"), err

@@ -221,7 +221,7 @@ class Collector:
         self.stopping = True
 
     async def run(self, duration: float | None = None) -> int:
-        from .connect import connect, describe, ensure_stream
+        from .connect import FIRST_CONNECT_WAIT, connect, describe, ensure_stream
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -233,9 +233,10 @@ class Collector:
             while not self._done(deadline):
                 try:
                     if nc is None:
+                        wait = FIRST_CONNECT_WAIT if deadline is None else deadline - time.monotonic()
                         nc = await connect(
                             self.config, f"procevents-collect {os.uname().nodename}", on_error=self._error,
-                            on_disconnect=self._disconnected,
+                            on_disconnect=self._disconnected, first_wait=min(FIRST_CONNECT_WAIT, max(0.1, wait)),
                         )
                     if sub is None:
                         js = nc.jetstream()

@@ -4,6 +4,8 @@ imported by :func:`connect` when it runs."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -16,12 +18,20 @@ if TYPE_CHECKING:  # only when connecting: `record --help` stays light
 
 __all__ = ["DEFAULT_PREFIX", "DEFAULT_STREAM", "URL_ENV", "NatsConfig", "connect", "redact"]
 
+#: How long the first connection to a server may take (seconds): a few
+#: attempts (each up to 2 s) through every server of the URL.
+FIRST_CONNECT_WAIT: Final = 5.0
+
 #: JetStream's window for dropping a message id it has already stored (seconds).
 DUPLICATE_WINDOW: Final = 120.0
 
 
 class NatsMissing(Exception):
     """nats-py is not installed."""
+
+
+class Unreachable(ConnectionError):
+    """The first connection to the server failed; ``str()`` says why."""
 
 
 @dataclass(frozen=True)
@@ -83,16 +93,25 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
 async def connect(
     config: NatsConfig, name: str, *, on_error: Callable[[str], None],
     on_disconnect: Callable[[], None] | None = None, on_reconnect: Callable[[], None] | None = None,
+    first_wait: float = FIRST_CONNECT_WAIT,
 ) -> Any:
-    """A connection that reconnects for ever; its errors go to ``on_error``
-    as one line each (never a traceback, never the password)."""
+    """A connection that reconnects for ever once made; its errors go to
+    ``on_error`` as one line each (never a traceback, never the password).
+    The first connection is given ``first_wait`` seconds, then
+    :class:`Unreachable` says why: nats-py would otherwise retry it for ever,
+    and the caller could neither say so nor stop."""
     try:
-        import nats
+        from nats.aio.client import Client
     except ImportError:
         raise NatsMissing("nats-py is not installed (pip install 'procevents[fleet]')") from None
+    last_error: list[str] = []
 
     async def error_cb(exc: Exception) -> None:
-        on_error(describe(exc))
+        text = describe(exc)
+        if nc.is_connected or nc.is_reconnecting:
+            on_error(text)
+        else:  # still trying the first time: the caller is told once, below
+            last_error[:] = [text]
 
     async def disconnected_cb() -> None:
         if on_disconnect is not None:
@@ -114,16 +133,38 @@ async def connect(
     tls = tls_context(config)
     if tls is not None:
         options["tls"] = tls
-    return await nats.connect(**options)
+    nc = Client()
+    try:
+        await asyncio.wait_for(nc.connect(**options), first_wait)
+    except TimeoutError:
+        await _close_quietly(nc)
+        raise Unreachable(last_error[0] if last_error else f"no answer within {first_wait:g} s") from None
+    except BaseException:
+        await _close_quietly(nc)
+        raise
+    return nc
+
+
+async def _close_quietly(nc: Any) -> None:
+    try:
+        await asyncio.wait_for(nc.close(), 2.0)
+    except Exception:
+        pass  # it never connected: nothing of ours is lost
 
 
 def describe(exc: BaseException) -> str:
-    """One line for a NATS error (without the URL's password)."""
+    """One line for a NATS error (without any URL's user or password)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
         text = "timed out"
+    if isinstance(exc, Unreachable):
+        return _CREDENTIALS.sub(r"\1", text)
     name = type(exc).__name__
-    return redact(f"{name}: {text}" if text and text != name else name)
+    return _CREDENTIALS.sub(r"\1", f"{name}: {text}" if text and text != name else name)
+
+
+#: ``user:password@`` (or a token) after a URL's scheme, wherever it is in a text.
+_CREDENTIALS: Final = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]*@")
 
 
 async def ensure_stream(js: Any, config: NatsConfig) -> str:

@@ -158,7 +158,7 @@ class Shipper:
         return 0
 
     async def _connect(self) -> Any:
-        from .connect import connect, describe, ensure_stream
+        from .connect import FIRST_CONNECT_WAIT, connect, describe, ensure_stream
 
         retry = RETRY_MIN
         told = False
@@ -168,6 +168,8 @@ class Shipper:
                 nc = await connect(
                     self.config, f"procevents-record {self.host}", on_error=self._error,
                     on_disconnect=self._disconnected, on_reconnect=self._reconnected,
+                    # Ending: what is left of the drain, not a whole first wait.
+                    first_wait=min(FIRST_CONNECT_WAIT, max(0.1, self._time_left())),
                 )
                 js = nc.jetstream(timeout=ACK_TIMEOUT)
                 what = await ensure_stream(js, self.config)
