@@ -23,10 +23,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
+
+if TYPE_CHECKING:  # helpers imports this module: the fixtures below import it when they run
+    from helpers import Cli, Gated
 
 #: The repository root, found from this file rather than hard-coded.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -274,3 +277,20 @@ def nobody_python() -> str:
         if _runs_as(python, NOBODY, NOBODY):
             return python
     pytest.skip(f"no Python >= 3.11 executable by uid {NOBODY} among {candidates}")
+
+
+@pytest.fixture
+def cli() -> Iterator[Callable[..., Cli]]:
+    """Start ``python -m procevents ...`` (helpers.Cli); every one is stopped at the end."""
+    from helpers import cli_processes, skip_unless_connector
+
+    skip_unless_connector()
+    yield from cli_processes()
+
+
+@pytest.fixture
+def gated() -> Iterator[Callable[..., Gated]]:
+    """Start a process held on a pipe until released (helpers.Gated); all reaped at the end."""
+    from helpers import gated_processes
+
+    yield from gated_processes()

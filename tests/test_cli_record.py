@@ -15,7 +15,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,8 @@ from helpers import (
     Gated,
     bench_module,
     burst_tools,
-    cli_processes,
     committed_events,
     db_rows,
-    gated_processes,
     run_cli,
     send_ignore,
     skip_unless_connector,
@@ -47,14 +45,6 @@ def _usable() -> None:
     skip_unless_connector()
 
 
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
-
-
-@pytest.fixture
-def gated() -> Iterator[Callable[..., Gated]]:
-    yield from gated_processes()
 
 
 def _query(db: Path, *args: str) -> subprocess.CompletedProcess[bytes]:

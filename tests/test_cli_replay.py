@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,7 @@ from helpers import (
     SH,
     Cli,
     Gated,
-    cli_processes,
     committed_events,
-    gated_processes,
     run_cli,
     skip_unless_connector,
     wait_until,
@@ -29,14 +27,6 @@ def _usable() -> None:
     skip_unless_connector()
 
 
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
-
-
-@pytest.fixture
-def gated() -> Iterator[Callable[..., Gated]]:
-    yield from gated_processes()
 
 
 def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[..., Gated], tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,24 +17,16 @@ from helpers import (
     TIMEOUT,
     Cli,
     Gated,
-    cli_processes,
     gated_children_script,
     json_lines,
     links_to,
     scrape,
-    skip_unless_connector,
     wait_until,
 )
 
 from procevents.cli.options import UsageError
 from procevents.cli.reporting import Reporting
 from procevents.events import Exec
-
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 def _table(stderr: str, which: int = -1) -> dict[str, list[str]]:

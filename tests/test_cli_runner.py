@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ from helpers import (
     COMMON_KEYS,
     TIMEOUT,
     Cli,
-    cli_processes,
     exit_of,
     run_child,
     run_cli,
@@ -38,10 +37,6 @@ def _usable() -> None:
     except procevents.ConnectorError as exc:
         pytest.skip(f"the proc connector is not usable here: {exc}")
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
 
 
 def _feed_until_exit(c: Cli) -> int:

@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,6 @@ from helpers import (
     TIMEOUT,
     Cli,
     Gated,
-    cli_processes,
-    gated_processes,
     skip_unless_connector,
 )
 
@@ -26,14 +24,6 @@ def _usable() -> None:
     skip_unless_connector()
 
 
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
-
-
-@pytest.fixture
-def gated() -> Iterator[Callable[..., Gated]]:
-    yield from gated_processes()
 
 
 def test_top_shows_rates_and_spawners(cli: Callable[..., Cli], gated: Callable[..., Gated], tmp_path: Path) -> None:

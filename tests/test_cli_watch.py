@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,7 +23,6 @@ from helpers import (
     ISO,
     TIMEOUT,
     Cli,
-    cli_processes,
     exit_of,
     run_child,
     spawn,
@@ -46,10 +45,6 @@ def _usable() -> None:
     except procevents.ConnectorError as exc:
         pytest.skip(f"the proc connector is not usable here: {exc}")
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
 
 
 def _text_is(event: str, pid: int) -> Callable[[bytes], bool]:

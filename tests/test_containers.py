@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Cli, Gated, cli_processes, db_rows, run_cli, skip_unless_connector, wait_rows
+from helpers import Cli, Gated, db_rows, run_cli, wait_rows
 
 from procevents.containers import Container, container_of
 from procevents.frames import CAPTURE, FLAG_CGROUP, Frame, encode_frame, split_frames
@@ -197,11 +197,6 @@ def cgroups() -> Iterator[Callable[[Path, str], Path]]:
         except OSError:
             pass
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 def _in_cgroup(group: Path, argv: list[str]) -> Gated:

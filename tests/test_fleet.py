@@ -12,21 +12,18 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from helpers import (
     Cli,
     Gated,
     NatsServer,
-    cli_processes,
     db_rows,
     env,
     nats,
     run_cli,
-    skip_unless_connector,
     wait_until,
 )
 
@@ -35,11 +32,6 @@ __all__ = ["nats"]  # the fixture, imported to be used here
 #: Shipping and collecting may take their time on a loaded machine; a bound, not a pace.
 SHIP_TIMEOUT = 60.0
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 def _workload(tag: str, count: int = 3) -> None:

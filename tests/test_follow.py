@@ -4,22 +4,15 @@ the notice and the summary say what is selected and counted."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-from helpers import Cli, Gated, cli_processes, skip_unless_connector
+from helpers import Cli, Gated, skip_unless_connector
 
 from procevents.events import Exec, Exit, Fork, Lost
 from procevents.filters import DescendantFilter, FollowEnd, live_descendants
 from procevents.procfs import GONE, ProcFS, Stat, Unavailable
 from procevents.stats import Summary, counted
-
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 def test_pid_ends_with_status_0_once_the_tree_has_exited(cli: Callable[..., Cli]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from helpers import (
     Gated,
     bench_module,
     burst_tools,
-    cli_processes,
     committed_events,
     gated_children_script,
     json_lines,
@@ -39,11 +38,6 @@ pytest.importorskip("prometheus_client")
 
 EVENT_TYPES = ("fork", "exec", "uid", "gid", "sid", "ptrace", "comm", "coredump", "exit", "unknown")
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 # -- pure parts ----------------------------------------------------------------------------

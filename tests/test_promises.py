@@ -39,7 +39,6 @@ from helpers import (
     Request,
     Start,
     assert_ignored_once,
-    cli_processes,
     committed_events,
     json_lines,
     links_to,
@@ -67,10 +66,6 @@ __all__ = ["traced"]  # the fixture, imported to be used here
 def _usable() -> None:
     skip_unless_connector()
 
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
 
 
 @pytest.fixture

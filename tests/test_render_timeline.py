@@ -13,7 +13,7 @@ import json
 import signal
 import subprocess
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from helpers import (
     Cli,
     Gated,
     cli_argv,
-    cli_processes,
     committed_events,
     env,
     run_cli,
@@ -35,12 +34,6 @@ from helpers import (
 from procevents.render.timeline import timeline_events
 from procevents.store import Lifetime
 from procevents.store.reader import ExecPoint
-
-
-@pytest.fixture
-def cli() -> Iterator[Callable[..., Cli]]:
-    yield from cli_processes()
-
 
 # -- what Perfetto's JSON importer needs ---------------------------------------------------
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import TIMEOUT, Cli, cli_processes, make_schema_1, run_cli, skip_unless_connector, wait_rows
+from helpers import TIMEOUT, Cli, make_schema_1, run_cli, wait_rows
 
 from procevents.store import LifetimeQuery, StoreError, StoreReader
 from procevents.store.schema import COST_COLUMNS, SCHEMA_VERSION
@@ -60,11 +60,6 @@ while time.process_time() - start < float(sys.argv[1]):
     pass
 """
 
-
-@pytest.fixture
-def cli() -> object:
-    skip_unless_connector()
-    yield from cli_processes()
 
 
 def test_query_sorts_and_filters_by_what_each_process_cost(tmp_path: Path, cli: object) -> None:
