@@ -445,6 +445,7 @@ class StoreSink:
     def emit(self, event: Event, proc: Proc | None, info: Mapping[str, Any]) -> bool:
         cls = type(event)
         ts = event.timestamp_ns
+        wall = wall_clock_ns(ts)
         life_id: int | None = None
         if proc is not None:
             life = self._life(proc, cls is Fork and event.pid == event.tgid)
@@ -455,7 +456,7 @@ class StoreSink:
             elif cls is Exit and event.pid == event.tgid:
                 assert isinstance(event, Exit)
                 life.end_ns = ts
-                life.end_wall = wall_clock_ns(ts)
+                life.end_wall = wall
                 life.exit_code = event.exit_code
                 life.duration = info.get("duration")
                 if "utime" in info:
@@ -466,7 +467,7 @@ class StoreSink:
                     life.ppid = info.get("ppid") or event.parent_tgid or None
             self.writer.touch(life)
         row: tuple[Any, ...] = (
-            life_id, ts, wall_clock_ns(ts), event.name, event.cpu, event.seq, event.pid, event.tgid
+            life_id, ts, wall, event.name, event.cpu, event.seq, event.pid, event.tgid
         )
         if cls is Exec:
             # comm, ppid, uid, argv, exe, cwd; why argv is missing in data
@@ -475,9 +476,8 @@ class StoreSink:
                     encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")), self.host,
                     encode_text(get("cgroup")))
         elif cls is Exit and "utime" in info:
-            assert isinstance(event, Exit)
             costs = json.dumps([info.get(key) for key in COST_COLUMNS], separators=(",", ":"))
-            row += (event.parent_pid, event.parent_tgid, event.exit_code, event.exit_signal, costs,
+            row += (*EVENT_SPECIFIC[Exit](event)[:4], costs,
                     encode_text(info.get("comm")), info.get("ppid"), info.get("uid"), None, None, None, self.host, None)
         else:
             row += EVENT_SPECIFIC[cls](event)
