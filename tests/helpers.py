@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import IO, Any
 
 import pytest
-from conftest import CLI, session_tmp
+from conftest import CLI, kernel_version, session_tmp
 
 import procevents
 from procevents import wire
@@ -1412,3 +1412,58 @@ def comm_of(pid: int) -> str:
             return f.read().strip()
     except OSError:
         return ""
+
+
+# -- what the kernel lets another user do, asked the way procevents asks it -------------------
+
+_PROBE_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from procevents import accounting, connector
+
+def said(problem):
+    return None if problem is None else {"errno": problem.errno, "message": problem.strerror}
+
+print(json.dumps({"subscribe": said(connector.probe()), "taskstats": said(accounting.probe())}))
+"""
+
+
+def as_user(uid: int, *, caps: Sequence[str] = ()) -> list[str]:
+    """A setpriv prefix that runs a command as ``uid`` (its own group, no
+    others), with ``caps`` (e.g. ``["net_admin"]``) kept as ambient capabilities."""
+    prefix = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    if caps:
+        listed = ",".join(f"+{cap}" for cap in caps)
+        prefix += [f"--inh-caps={listed}", f"--ambient-caps={listed}"]
+    return [*prefix, "--"]
+
+
+def probe_as(python: str, uid: int, *, caps: Sequence[str] = ()) -> dict[str, dict[str, Any] | None]:
+    """What this kernel lets ``uid`` do, found by procevents' own trial
+    (connector.probe, accounting.probe): for "subscribe" and "taskstats",
+    None when allowed, else ``{"errno": ..., "message": ...}``."""
+    done = subprocess.run(
+        [*as_user(uid, caps=caps), python, "-c", _PROBE_SCRIPT, str(SRC)],
+        capture_output=True, text=True, timeout=TIMEOUT, cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    probed: dict[str, dict[str, Any] | None] = json.loads(done.stdout)
+    return probed
+
+
+def unprivileged_refusal(release: str | None = None) -> str:
+    """The one line procevents gives a user the kernel will not let join the
+    proc connector's group, as the README quotes it (the release only words it)."""
+    release = release or os.uname().release
+    if kernel_version(release) >= (6, 6):
+        return (
+            f"this kernel ({release}) refuses unprivileged subscribers to the proc connector "
+            "(upstream allows them since 6.6): run procevents as root or with CAP_NET_ADMIN"
+        )
+    return (
+        f"kernels before 6.6 (this one is {release}) let only root or CAP_NET_ADMIN subscribe "
+        "to the proc connector: run procevents as root (sudo)"
+    )
+
+
+TASKSTATS_REFUSAL = "taskstats needs root or CAP_NET_ADMIN"

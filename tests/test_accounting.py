@@ -4,6 +4,7 @@ running without the privilege."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import select
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY, Children
-from helpers import Cli, Lines, socket_fds
+from helpers import TASKSTATS_REFUSAL, Cli, Lines, as_user, probe_as, socket_fds, unprivileged_refusal
 
 from procevents import taskstats
 from procevents.accounting import CostsUnavailable, ExitCosts
@@ -199,13 +200,29 @@ def test_the_socket_is_released_on_every_way_out(sig: int, clis: list[Cli]) -> N
     assert not mine & _generic_netlink_inodes()
 
 
+def test_taskstats_is_asked_by_trial_and_refuses_a_plain_user(nobody_python: str) -> None:
+    """Whether taskstats answers is found by registering: a user without
+    CAP_NET_ADMIN is refused on every kernel (GENL_ADMIN_PERM), one with it is not."""
+    assert probe_as(nobody_python, NOBODY)["taskstats"] == {"errno": errno.EPERM, "message": TASKSTATS_REFUSAL}
+    assert probe_as(nobody_python, NOBODY, caps=["net_admin"])["taskstats"] is None
+
+
 def test_without_the_privilege_one_notice_and_events_without_figures(
     nobody_python: str, children: Children
 ) -> None:
-    proc = subprocess.Popen(
-        [nobody_python, "-m", "procevents", "-e", "exit", "--json", "--capture", "async"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, user=NOBODY, group=NOBODY, extra_groups=[], cwd="/",
-    )
+    """As another user, what this kernel allows is asked first: where it
+    refuses the subscription, that is the one line; where it allows it
+    (taskstats never does without CAP_NET_ADMIN), one notice, and events
+    without figures."""
+    argv = [*as_user(NOBODY), nobody_python, "-m", "procevents", "-e", "exit", "--json", "--capture", "async"]
+    refused = probe_as(nobody_python, NOBODY)["subscribe"]
+    if refused is not None:
+        done = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, cwd="/")
+        assert refused["message"] == unprivileged_refusal()
+        assert (done.returncode, done.stdout) == (1, b"")
+        assert done.stderr == f"procevents: error: {unprivileged_refusal()}\n".encode()
+        return
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
     assert proc.stdout is not None and proc.stderr is not None
     out, err = Lines(proc.stdout), Lines(proc.stderr)
     try:

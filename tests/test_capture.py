@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI
+from conftest import CLI, NOBODY
 from helpers import (
     IGNORE,
     LISTEN,
@@ -29,6 +29,7 @@ from helpers import (
     WATCH_TIMEOUT,
     JsonWatcher,
     Traced,
+    as_user,
     burst_tools,
     child_pids,
     guardians_of,
@@ -36,9 +37,11 @@ from helpers import (
     nonce,
     one,
     parse_trace,
+    probe_as,
     proc_state,
     readers_of,
     reaper,
+    unprivileged_refusal,
     watch,
 )
 
@@ -296,20 +299,21 @@ def test_without_cap_sys_nice_readers_run_at_normal_priority(tmp_path: Path, rea
 
 
 @needs_root
-def test_as_nobody(tmp_path: Path) -> None:
-    """An unprivileged user (kernel 6.6+) gets normal-priority readers."""
-    import pwd
-
-    try:
-        pwd.getpwuid(65534)
-    except KeyError:
-        pytest.skip("no user 65534")
+@pytest.mark.parametrize("caps", [(), ("net_admin",)], ids=["plain", "cap_net_admin"])
+def test_as_nobody(nobody_python: str, caps: tuple[str, ...]) -> None:
+    """Another user, where the kernel lets it subscribe (asked first, by
+    procevents' own trial; with CAP_NET_ADMIN every kernel does), gets
+    normal-priority readers (no CAP_SYS_NICE); where it does not, the one
+    line that says why."""
+    refused = probe_as(nobody_python, NOBODY, caps=caps)["subscribe"]
     done = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *CLI, "-D", "0.5"],
-        capture_output=True, text=True, timeout=WATCH_TIMEOUT,
+        [*as_user(NOBODY, caps=caps), nobody_python, "-m", "procevents", "-D", "0.5"],
+        capture_output=True, text=True, timeout=WATCH_TIMEOUT, cwd="/",
     )
-    if "permission denied" in done.stderr:
-        pytest.skip("this kernel needs CAP_NET_ADMIN to subscribe")
+    if refused is not None:
+        assert not caps
+        assert (done.returncode, done.stderr) == (1, f"procevents: error: {unprivileged_refusal()}\n")
+        return
     assert done.returncode == 0, done.stderr
     assert "normal-priority readers" in done.stderr, done.stderr
 

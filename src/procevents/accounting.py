@@ -21,6 +21,7 @@ from typing import Final
 
 from . import exits, taskstats
 from .costs import CostJoin, TaskCost
+from .senders import KERNEL_PORT, Refusals
 
 #: Receive buffer asked for: a build's burst of exits between two reads.
 DEFAULT_RCVBUF: Final = 32 * 1024 * 1024
@@ -35,6 +36,28 @@ MAX_COLLECT: Final = 8192
 
 class CostsUnavailable(OSError):
     """Taskstats cannot be used here; ``str()`` is one line for a user."""
+
+
+def _kernel_answer(sock: socket.socket) -> bytes:
+    """The next datagram the kernel sent (another process's are skipped);
+    TimeoutError past the socket's timeout."""
+    while True:
+        answer, (sender, _groups) = sock.recvfrom(_RECV_SIZE)
+        if sender == KERNEL_PORT:
+            return answer
+
+
+def probe() -> CostsUnavailable | None:
+    """Whether taskstats answers this process, found by trying: register
+    for every possible CPU, then deregister at once.  None when it does;
+    else why not, worded as :meth:`ExitCosts.open` words it."""
+    costs = ExitCosts(rcvbuf=0)
+    try:
+        costs.open()
+    except CostsUnavailable as exc:
+        return exc
+    costs.close()
+    return None
 
 
 def _deregister(sock: socket.socket, request: bytes, owner_pid: int) -> None:
@@ -66,6 +89,8 @@ class ExitCosts:
         #: Records read.
         self.records = 0
         self.malformed = 0
+        #: Datagrams dropped unread because the kernel did not send them.
+        self.refused = Refusals()
         self._sock: socket.socket | None = None
         self._finalizer: weakref.finalize[[socket.socket, bytes, int], ExitCosts] | None = None
         self._buf = bytearray(_RECV_SIZE)
@@ -127,7 +152,7 @@ class ExitCosts:
     def _family(sock: socket.socket) -> int:
         sock.send(taskstats.encode_get_family(seq=1))
         try:
-            answer = sock.recv(_RECV_SIZE)
+            answer = _kernel_answer(sock)
         except TimeoutError:
             raise CostsUnavailable(errno.ETIMEDOUT, "the kernel did not answer for taskstats") from None
         try:
@@ -153,7 +178,7 @@ class ExitCosts:
         deadline = time.monotonic() + _ANSWER_TIMEOUT
         while True:
             try:
-                answer = sock.recv(_RECV_SIZE)
+                answer = _kernel_answer(sock)
             except TimeoutError:
                 raise CostsUnavailable(errno.ETIMEDOUT, _NO_ANSWER) from None
             for kind, answer_seq, start, end in taskstats.iter_messages(answer):
@@ -178,10 +203,11 @@ class ExitCosts:
         if sock is None or self.closed:
             return 0
         buf = self._buf
+        recvfrom_into = sock.recvfrom_into
         costs: list[TaskCost] = []
         for _ in range(MAX_COLLECT):
             try:
-                size = sock.recv_into(buf)
+                size, (sender, _groups) = recvfrom_into(buf)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -189,6 +215,9 @@ class ExitCosts:
                     self.overruns += 1
                     continue
                 raise
+            if sender != KERNEL_PORT:
+                self.refused.note(sender)  # another process's forged figures
+                continue
             try:
                 costs += taskstats.decode_datagram(buf, size)
             except taskstats.DecodeError:

@@ -50,6 +50,7 @@ from .frames import (
     FLAG_LATE,
     FLAG_REALTIME,
     READY,
+    REFUSED,
     U32,
     U32_AT,
     Frame,
@@ -59,6 +60,7 @@ from .frames import (
     split_frames,
 )
 from .procfs import RawExec, read_exec_raw
+from .senders import KERNEL_PORT, Refusals
 from .snapshot import ExecSnapshot
 
 #: SCHED_FIFO priority of the readers: above every normal task, far below
@@ -153,7 +155,7 @@ def _reader_main(cpu: int, out_fd: int, lifeline_fd: int, priority: int, env_lim
         ack_seq = (os.getpid() << 8 | cpu) & 0x7FFFFFFF
         sock.send(wire.encode_request(wire.PROC_CN_MCAST_LISTEN, seq=ack_seq, ack=ack_seq))
         subscribed = True
-        _await_ack(sock, (ack_seq + 1) & U32, lifeline_fd)
+        _await_ack(sock, (ack_seq + 1) & U32, lifeline_fd, cpu, out_fd)
         _watch_lifeline(lifeline_fd)
         _write_all(out_fd, encode_frame(READY, cpu, 0, os.getpid(), flags=flags))
         _read_execs(sock, cpu, out_fd, env_limit, paths)
@@ -191,7 +193,7 @@ def _watch_lifeline(fd: int) -> None:
         pass
 
 
-def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
+def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int, cpu: int, out_fd: int) -> None:
     deadline = time.monotonic() + 2.0
     buf = bytearray(wire.EVENT_SIZE * 4)
     while True:
@@ -202,7 +204,10 @@ def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
         if lifeline_fd in ready:
             raise _Stop
         if ready:
-            size = sock.recv_into(buf)
+            size, (sender, _groups) = sock.recvfrom_into(buf)
+            if sender != KERNEL_PORT:
+                _write_all(out_fd, encode_frame(REFUSED, cpu, 0, sender))
+                continue
             is_ack = size >= wire.EVENT_SIZE and U32_AT.unpack_from(buf, 36)[0] == 0
             if is_ack and U32_AT.unpack_from(buf, 28)[0] == want_ack:
                 err = U32_AT.unpack_from(buf, 52)[0]
@@ -213,7 +218,7 @@ def _await_ack(sock: socket.socket, want_ack: int, lifeline_fd: int) -> None:
 
 def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, paths: bool) -> None:
     sock.setblocking(True)
-    recv_into = sock.recv_into
+    recvfrom_into = sock.recvfrom_into
     buf = bytearray(16384)
     u32_at = U32_AT.unpack_from
     u64_at = _U64_AT.unpack_from
@@ -223,11 +228,17 @@ def _read_execs(sock: socket.socket, cpu: int, out_fd: int, env_limit: int, path
     waiting_since = clock()
     while True:
         try:
-            size = recv_into(buf)  # a stop signal (SIGIO from the lifeline too) raises _Stop here
+            # A stop signal (SIGIO from the lifeline too) raises _Stop here.
+            size, (sender, _groups) = recvfrom_into(buf)
         except OSError as exc:
             if exc.errno == errno.ENOBUFS:
                 continue
             raise
+        if sender != KERNEL_PORT:
+            # Another process wrote to our port: read nothing for it, tell the main process.
+            _write_all(out_fd, encode_frame(REFUSED, cpu, 0, sender))
+            waiting_since = clock()
+            continue
         if size < wire.EVENT_SIZE or u32_at(buf, 36)[0] != 2:  # what != EXEC
             continue  # an ack: nothing to read
         # On our CPU nothing runs while we do (realtime, pinned): an exec
@@ -306,6 +317,8 @@ class ExecCapture:
         self.missed = 0
         #: Captures read after their reader was busy (not surely held).
         self.late = 0
+        #: Datagrams the readers dropped unread because the kernel did not send them.
+        self.refused = Refusals()
         #: Write ends of the readers' lifeline pipes (one each: SIGIO goes
         #: to a single owner per pipe).
         self._lifelines: list[int] = []
@@ -384,6 +397,8 @@ class ExecCapture:
                         waiting.pop(reader.cpu, None)
                         self.problems.append(frame.cmdline.decode("utf-8", "replace"))
                         self._drop(reader)
+                    else:
+                        self._keep(reader, frame)
                 if reader.fd < 0:
                     waiting.pop(reader.cpu, None)
         for reader in waiting.values():
@@ -485,12 +500,16 @@ class ExecCapture:
 
     def _collect(self, reader: _Reader) -> None:
         for frame in self._read(reader):
-            if frame.kind != CAPTURE:
-                continue
+            self._keep(reader, frame)
+
+    def _keep(self, reader: _Reader, frame: Frame) -> None:
+        if frame.kind == CAPTURE:
             reader.pending[frame.seq] = frame
             reader.done_seq = frame.seq
             if len(reader.pending) > MAX_PENDING:
                 del reader.pending[next(iter(reader.pending))]
+        elif frame.kind == REFUSED:
+            self.refused.note(frame.pid)
 
     def _read(self, reader: _Reader) -> list[Frame]:
         if reader.fd < 0:

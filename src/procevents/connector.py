@@ -29,8 +29,9 @@ from .events import Ack, Event, Lost, event_mask, parse_event_names
 from .exits import Terminated
 from .guardian import Guardian
 from .guardian import start as start_guardian
-from .host import kernel_supports_filter, namespace_problem
+from .host import NETWORK_NAMESPACE_PROBLEM, bind_refusal, kernel_supports_filter, namespace_problem
 from .loss import LossTracker
+from .senders import KERNEL_PORT, Refusals
 from .subscription import Subscription
 
 
@@ -69,6 +70,81 @@ _FIRST_GAP_NS: Final = 10_000_000
 
 class ConnectorError(OSError):
     """The proc connector could not be used; ``str()`` is one line for a user."""
+
+
+#: A request the proc connector ignores on every kernel (its payload is
+#: neither a 4-byte op nor a struct proc_input): sent only to learn whether
+#: the kernel's connector socket is there to receive it.
+_IGNORED_REQUEST: Final = wire.NLMSG_HDR.pack(
+    wire.NLMSG_HDR.size + wire.CN_MSG.size, wire.NLMSG_DONE, 0, 0, 0
+) + wire.CN_MSG.pack(wire.CN_IDX_PROC, wire.CN_VAL_PROC, 0, 0, 0, 0)
+
+
+def _connector_socket() -> socket.socket:
+    """A NETLINK_CONNECTOR socket, after the namespaces the kernel ignores
+    subscriptions from are ruled out (the first cause to name: in a user
+    namespace the bind below fails too, for that reason)."""
+    problem = namespace_problem()
+    if problem:
+        raise ConnectorError(errno.EPERM, problem)
+    try:
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
+    except OSError as exc:
+        if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+            raise ConnectorError(exc.errno, "this kernel has no netlink connector (CONFIG_CONNECTOR is off)") from None
+        raise ConnectorError(exc.errno, f"cannot open a netlink connector socket: {exc.strerror}") from None
+
+
+def _in_foreign_network_namespace(sock: socket.socket | None = None) -> bool:
+    """Whether the kernel's connector is missing from this network namespace,
+    found by sending it a request it ignores (ECONNREFUSED: nobody is there)."""
+    owned = sock is None
+    try:
+        if sock is None:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
+        sock.send(_IGNORED_REQUEST)
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        if owned and sock is not None:
+            sock.close()
+    return False
+
+
+def _join_group(sock: socket.socket) -> None:
+    """Bind to the proc connector's multicast group, or say why the kernel refused."""
+    try:
+        sock.bind((0, wire.CN_IDX_PROC))
+    except PermissionError:
+        if _in_foreign_network_namespace():
+            raise ConnectorError(errno.ECONNREFUSED, NETWORK_NAMESPACE_PROBLEM) from None
+        raise ConnectorError(errno.EPERM, bind_refusal()) from None
+    except OSError as exc:
+        raise ConnectorError(exc.errno, f"cannot bind the proc connector group: {exc.strerror}") from None
+
+
+def probe() -> ConnectorError | None:
+    """Whether this process may subscribe, found by trying what
+    :meth:`Connector.open` does short of subscribing: the namespaces, a bind
+    to the group, and a request every kernel ignores (refused from a
+    non-initial network namespace).  None when it may; else the error
+    ``open()`` would raise, worded the same.  Sends no LISTEN, so it owes
+    the kernel no IGNORE."""
+    try:
+        sock = _connector_socket()
+    except ConnectorError as exc:
+        return exc
+    try:
+        _join_group(sock)
+        if _in_foreign_network_namespace(sock):
+            return ConnectorError(errno.ECONNREFUSED, NETWORK_NAMESPACE_PROBLEM)
+    except ConnectorError as exc:
+        return exc
+    finally:
+        sock.close()
+    return None
 
 
 def _send_ignore(sock: socket.socket, subscription: Subscription) -> None:
@@ -137,6 +213,8 @@ class Connector:
         self._subscription = Subscription((os.getpid() ^ int(time.monotonic_ns())), os.getpid())
         #: Datagrams skipped because they failed to decode.
         self.malformed = 0
+        #: Datagrams dropped unread because the kernel did not send them.
+        self.refused = Refusals()
         self.last_decode_error: wire.DecodeError | None = None
         self._sock: socket.socket | None = None
         self._finalizer: weakref.finalize[[socket.socket, Subscription, list[Guardian]], Connector] | None = None
@@ -232,30 +310,14 @@ class Connector:
         self.close()
 
     def _open_socket(self) -> socket.socket:
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
-        except OSError as exc:
-            if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
-                raise ConnectorError(
-                    exc.errno, "this kernel has no netlink connector (CONFIG_CONNECTOR is off)"
-                ) from None
-            raise ConnectorError(exc.errno, f"cannot open a netlink connector socket: {exc.strerror}") from None
+        sock = _connector_socket()
         try:
             self.rcvbuf = self._size_buffer(sock)
             try:
                 sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
             except OSError:
                 pass  # old kernel: ENOBUFS will be reported and handled instead
-            try:
-                sock.bind((0, wire.CN_IDX_PROC))
-            except PermissionError:
-                raise ConnectorError(
-                    errno.EPERM,
-                    "permission denied joining the proc connector group: kernels before 6.6 need "
-                    "root or CAP_NET_ADMIN (try sudo)",
-                ) from None
-            except OSError as exc:
-                raise ConnectorError(exc.errno, f"cannot bind the proc connector group: {exc.strerror}") from None
+            _join_group(sock)
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -280,19 +342,12 @@ class Connector:
         try:
             self._sock.send(request)
         except ConnectionRefusedError:
-            raise ConnectorError(
-                errno.ECONNREFUSED,
-                "the proc connector refused the request: procevents is running in a non-initial "
-                "network namespace; run it in the host's",
-            ) from None
+            raise ConnectorError(errno.ECONNREFUSED, NETWORK_NAMESPACE_PROBLEM) from None
         except OSError as exc:
             raise ConnectorError(exc.errno, f"cannot send a subscription request: {exc.strerror}") from None
         self._subscription.record(request)
 
     def _subscribe(self) -> None:
-        problem = namespace_problem()
-        if problem:
-            raise ConnectorError(errno.EPERM, problem)
         mask = None
         if self.wanted is not None and self.use_kernel_filter and kernel_supports_filter():
             mask = event_mask(self.wanted)
@@ -333,7 +388,7 @@ class Connector:
         """
         sock = self._sock
         assert sock is not None
-        recv_into = sock.recv_into
+        recvfrom_into = sock.recvfrom_into
         buf = self._buf
         decode = wire.decode
         on_event = self._tracker.on_event
@@ -344,7 +399,7 @@ class Connector:
         self._emptied = False
         while got < limit:
             try:
-                size = recv_into(buf)
+                size, (sender, _groups) = recvfrom_into(buf)
             except BlockingIOError:
                 self._emptied = True
                 # The drop counter shows a tail loss no later event will:
@@ -360,6 +415,10 @@ class Connector:
                     continue
                 raise
             got += 1
+            if sender != KERNEL_PORT:
+                # Another process (root can) wrote to our port: never an event.
+                self.refused.note(sender)
+                continue
             try:
                 event = decode(buf, size)
             except wire.DecodeError as exc:

@@ -24,6 +24,8 @@ U32_AT: Final = struct.Struct("<I")
 CAPTURE: Final = 0
 READY: Final = 1
 FAILED: Final = 2
+#: A datagram the reader dropped because the kernel did not send it; pid is the sender's port.
+REFUSED: Final = 3
 FLAG_REALTIME: Final = 1  # on READY
 FLAG_ARGV_CUT: Final = 1
 FLAG_ENV: Final = 2

@@ -183,6 +183,10 @@ class JsonSink:
         self.output.write(data + b"\n")
         return True
 
+    def write_record(self, record: Mapping[str, Any]) -> None:
+        """One in-band line that is not an event (``{"event": "refused", ...}``)."""
+        self.output.write(self.dumps(record) + b"\n")
+
 
 class TreeSink:
     def __init__(

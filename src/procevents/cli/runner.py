@@ -16,10 +16,13 @@ TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 if TYPE_CHECKING:
     from typing import Any
 
+    from ..accounting import ExitCosts
+    from ..capture import ExecCapture
     from ..connector import Connector
     from ..enrich import Enricher
     from ..pipeline import Filter, Output, Sink
     from ..proctable import Proc
+    from ..senders import Refusals
     from ..stats import Summary
 
 
@@ -151,7 +154,7 @@ def run_pipeline(
     notice (see describe_subscription); ``summary`` counts for the last line.
     """
     from ..connector import ConnectorError, Terminated
-    from ..pipeline import Pipeline
+    from ..pipeline import JsonSink, Pipeline
 
     pipeline = Pipeline(
         conn, sink, enricher=enricher, filters=filters, count=count, observers=observers, output=output,
@@ -221,14 +224,34 @@ def run_pipeline(
             capture.close()
         if stopper is not None:
             stopper.uninstall()
+        refused = refusals(conn, capture, costs)
+        if refused and isinstance(sink, JsonSink):
+            # In band, once, after the last event: a consumer of the stream sees it too.
+            try:
+                sink.write_record(refused.record())
+            except OSError:
+                pass  # the output is gone: finish_output says so
         status = finish_output(output) or status
         if conn.malformed:
             stderr(f"skipped {conn.malformed} malformed datagrams (last: {conn.last_decode_error})")
+        if refused:
+            stderr(refused.line())
         if after is not None:
             after()
         if not quiet:
             stderr(pipeline.summary.line())
     return status
+
+
+def refusals(conn: Connector, capture: ExecCapture | None, costs: ExitCosts | None) -> Refusals:
+    """Datagrams not sent by the kernel, over every socket of the run."""
+    from ..senders import Refusals
+
+    total = Refusals()
+    for source in (conn, capture, costs):
+        if source is not None:
+            total.merge(source.refused)
+    return total
 
 
 def open_costs(enricher: Enricher) -> str:
