@@ -90,3 +90,33 @@ def _read_end(pid: int, sock_fd: int) -> int:
         if int(fd) not in (0, 1, 2, sock_fd) and os.readlink(f"/proc/{pid}/fd/{fd}").startswith("pipe:"):
             return int(fd)
     return -1
+
+
+def test_its_death_is_seen_on_its_pidfd_and_reaped_once(
+    pair: tuple[socket.socket, socket.socket], started: list[guardian.Guardian]
+) -> None:
+    """What lets the owner replace a guardian someone killed: the pidfd
+    becomes readable, ended() reaps it and closes both its descriptors; a
+    live one is not ended, and a released one is not watched any more."""
+    import select
+
+    mine, far = pair
+    grd = guardian.start(mine.fileno())
+    assert grd is not None
+    started.append(grd)
+    assert grd.pidfd >= 0
+    assert not grd.ended()
+    os.kill(grd.pid, signal.SIGKILL)
+    assert select.select([grd.pidfd], [], [], 15.0)[0] == [grd.pidfd]
+    pidfd, pipe = grd.pidfd, grd.pipe
+    assert grd.ended()
+    assert (grd.pidfd, grd.pipe) == (-1, -1)
+    for fd in (pidfd, pipe):
+        with pytest.raises(OSError):
+            os.fstat(fd)  # closed (nothing else opened meanwhile in this thread)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(grd.pid, os.WNOHANG)  # reaped
+    far.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        far.recv(64)  # killed, it sent nothing
+    assert not grd.ended()  # once

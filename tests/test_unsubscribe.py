@@ -490,6 +490,26 @@ def test_cli_kill_9_guardian_says_ignore(traced: Start) -> None:
     assert comm_of(guardians[0]) in ("", GUARDIAN)  # gone (or a zombie reaped by init)
 
 
+def test_a_killed_guardian_is_replaced_and_the_next_kill_9_still_ends_in_ignore(traced: Start) -> None:
+    """The guardian killed first (nothing catches that either): procevents
+    notices, says so, starts another, and that one says IGNORE after a later
+    kill -9 of procevents."""
+    t = traced([*cli_argv(), "--no-enrich"], stdout=subprocess.DEVNULL)
+    _wait_listening(t)
+    main = t.tracee()
+    (first,) = guardians_of(main)
+    os.kill(first, signal.SIGKILL)
+    notice = t.err.wait_for(lambda line: b"guardian" in line).decode()
+    (second,) = guardians_of(main)
+    assert second != first
+    assert notice == f"the guardian (pid {first}) ended while subscribed; pid {second} took its place\n"
+    os.kill(main, signal.SIGKILL)
+    t.wait()
+    requests = [r for r in t.requests() if isinstance(r, Request)]
+    assert [(r.pid, r.op) for r in requests] == [(main, LISTEN), (second, IGNORE)], describe_requests(requests)
+    assert requests[0].fd == requests[1].fd  # the same socket, shared
+
+
 def test_cli_clean_exit_guardian_stays_silent(traced: Start) -> None:
     t = traced([*cli_argv(), "--no-enrich", "-D", "0.5"], stdout=subprocess.DEVNULL)
     _wait_listening(t)

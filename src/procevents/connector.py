@@ -267,19 +267,46 @@ class Connector:
             self._subscribe()
             self._confirm()
             if self.guard:
-                guardian = start_guardian(self._sock.fileno())
-                if guardian is not None:
-                    self._guards.append(guardian)
+                self._start_guardian()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _start_guardian(self) -> None:
+        assert self._sock is not None
+        guardian = start_guardian(self._sock.fileno())
+        if guardian is None:
+            return
+        self._guards.append(guardian)
+        if guardian.pidfd >= 0:
+            self._poller.register(guardian.pidfd, select.POLLIN)
+
+    def _check_guardian(self, fd: int) -> bool:
+        """``fd`` woke the wait: if it is a guardian's pidfd and that guardian
+        died while we are subscribed, start another (with a notice), so a
+        later kill -9 still ends with IGNORE.  Whether ``fd`` was a guardian's."""
+        for guardian in self._guards:
+            if guardian.pidfd != fd:
+                continue
+            self._poller.unregister(fd)
+            if guardian.ended():
+                self._guards.remove(guardian)
+                if self.subscribed:
+                    self._start_guardian()
+                    replaced = f"pid {self._guards[-1].pid} took its place" if self._guards else "none could be started"
+                    _warn("the guardian (pid %d) ended while subscribed; %s", guardian.pid, replaced)
+            return True
+        return False
 
     def unsubscribe(self) -> None:
         """Send IGNORE now but keep the socket, so what is already queued can
         still be read (``read_batch(0)``) before :meth:`close`."""
         if self._sock is not None and not self.closed:
             _send_ignore(self._sock, self._subscription)
+            for guardian in self._guards:
+                if guardian.pidfd >= 0:
+                    self._poller.unregister(guardian.pidfd)
             _release(self._guards)
 
     @property
@@ -528,7 +555,7 @@ class Connector:
                     if fd == self._wake_fd:
                         self._clear_wake()
                         linger = 0.0  # a signal: answer it now
-                    else:
+                    elif not self._guards or not self._check_guardian(fd):
                         readable = True
                 if readable:
                     if linger > 0.0:

@@ -25,14 +25,23 @@ NAME: Final = "procevents-grd"
 
 
 class Guardian:
-    """The owner's end: ``release()`` once IGNORE was sent (or never will be needed)."""
+    """The owner's end: ``release()`` once IGNORE was sent (or never will be needed).
 
-    __slots__ = ("owner", "pid", "pipe")
+    ``pidfd`` becomes readable when the guardian ends: one that dies while
+    its owner is still subscribed (killed by someone, the OOM killer) leaves
+    the subscription unguarded, so the owner watches it and starts another
+    (:meth:`procevents.connector.Connector.read_batch`)."""
+
+    __slots__ = ("owner", "pid", "pidfd", "pipe")
 
     def __init__(self, pid: int, pipe: int) -> None:
         self.pid = pid
         self.pipe = pipe
         self.owner = os.getpid()
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:  # before Linux 5.3: its death goes unnoticed
+            self.pidfd = -1
 
     def release(self) -> None:
         """Tell the guardian its job is done, and reap it (once; not from a forked child)."""
@@ -44,10 +53,31 @@ class Guardian:
             pass  # it is gone already
         os.close(self.pipe)
         self.pipe = -1
+        self._close_pidfd()
         try:
             os.waitpid(self.pid, 0)
         except ChildProcessError:
             pass  # reaped by someone else (a SIGCHLD handler)
+
+    def _close_pidfd(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+
+    def ended(self) -> bool:
+        """Whether the guardian is gone (reaped here if so); its pipe is then closed."""
+        if self.pipe < 0 or os.getpid() != self.owner:
+            return False
+        try:
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            done = self.pid
+        if not done:
+            return False
+        os.close(self.pipe)
+        self.pipe = -1
+        self._close_pidfd()
+        return True
 
 
 def start(sock_fd: int) -> Guardian | None:
