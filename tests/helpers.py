@@ -782,6 +782,7 @@ def make_schema_1(path: Path) -> None:
         "VALUES (1, 1, 4242, 1000, 2000, 1, 1, 'old', 0, 0.5)"
     )
     conn.close()
+    path.chmod(0o600)  # as procevents made its files
 
 
 # -- a real nats-server (the fleet tests) ------------------------------------------------------

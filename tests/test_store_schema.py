@@ -37,6 +37,8 @@ from procevents.store.schema import (
     StoreError,
     check_file,
     check_identity,
+    check_objects,
+    check_regular,
     damaged,
     database_bytes,
     decode_argv,
@@ -467,3 +469,101 @@ def test_a_failed_migration_leaves_the_file_as_it_was(tmp_path: Path) -> None:
     conn.close()
     assert _layout(db) == before  # all of it or nothing: no column added, still version 1
     assert before["version"] == 1
+
+
+# -- files another user may have planted (issue 23 item 7) ----------------------------------------
+
+
+def _fifo(tmp_path: Path) -> Path:
+    fifo = tmp_path / "planted.db"
+    os.mkfifo(fifo, 0o600)
+    return fifo
+
+
+@pytest.mark.parametrize("command", ["query", "replay", "record", "collect"])
+def test_a_fifo_at_the_path_is_one_line_not_a_hang(command: str, tmp_path: Path) -> None:
+    """A FIFO would block every open or read of it for good: refused at once
+    (the bound here is only the test's own; it never comes near)."""
+    fifo = _fifo(tmp_path)
+    extra = {"record": ["-D", "30"], "collect": ["--nats", "nats://127.0.0.1:1", "-D", "30"]}.get(command, [])
+    result = run_cli(command, "--db", str(fifo), *extra, timeout=TIMEOUT)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr == f"procevents: error: {fifo} is a FIFO, not a database\n".encode()
+    assert fifo.is_fifo()
+
+
+def _own_store(tmp_path: Path, name: str = "events.db") -> Path:
+    path = tmp_path / name
+    StoreWriter(str(path)).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+    return path
+
+
+def test_a_store_another_user_owns_is_refused_unless_trusted(tmp_path: Path) -> None:
+    path = _own_store(tmp_path)
+    os.chown(path, 65534, 65534)
+    before = digest(path)
+    owned = f"{path} is owned by uid 65534, not by this user (uid 0): another user may have planted it; " \
+        "--trust-db opens it anyway"
+    for argv in (["query"], ["replay"], ["record", "-D", "0.1"]):
+        result = run_cli(*argv, "--db", str(path))
+        assert (result.returncode, result.stderr) == (1, f"procevents: error: {owned}\n".encode()), argv
+    assert digest(path) == before
+    with pytest.raises(StoreError, match="owned by uid 65534"):
+        StoreWriter(str(path))
+    assert run_cli("query", "--db", str(path), "--trust-db").returncode == 0
+    reader = StoreReader(str(path), trust=True)
+    reader.close()
+
+
+def test_a_store_others_may_read_is_not_recorded_into(tmp_path: Path) -> None:
+    """It would hold every process's argv; reading one is harmless."""
+    path = _own_store(tmp_path)
+    path.chmod(0o644)
+    before = digest(path)
+    result = run_cli("record", "--db", str(path), "-D", "0.1")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"procevents: error: {path} may be read by others (mode 0644) and would hold every process's argv: "
+        "chmod 600 it, or --trust-db opens it anyway\n"
+    ).encode()
+    assert digest(path) == before
+    assert run_cli("query", "--db", str(path)).returncode == 0
+    assert run_cli("record", "--db", str(path), "-D", "0.1", "--trust-db", "-q").returncode == 0
+
+
+def test_triggers_or_views_the_schema_does_not_define_are_refused(tmp_path: Path) -> None:
+    """A trigger runs on the recorder's writes (it could delete or relabel
+    rows); a view could stand in for what a query reads."""
+    path = _own_store(tmp_path)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TRIGGER \"forget\x1b[31m\" AFTER INSERT ON events BEGIN DELETE FROM events; END")
+    conn.execute("CREATE VIEW mine AS SELECT 1")
+    conn.commit()
+    conn.close()
+    before = digest(path)
+    said = f"{path} has what procevents did not create (trigger forget\\x1b[31m, view mine); --trust-db opens it anyway"
+    for argv in (["query"], ["replay"], ["record", "-D", "0.1"]):
+        result = run_cli(*argv, "--db", str(path))
+        assert (result.returncode, result.stderr) == (1, f"procevents: error: {said}\n".encode()), argv
+    assert digest(path) == before
+    with pytest.raises(StoreError, match="trigger forget"):
+        StoreReader(str(path))
+    # The schema's own views are its own.
+    conn = sqlite3.connect(_own_store(tmp_path, "plain.db"))
+    try:
+        check_objects(conn, "plain.db")
+    finally:
+        conn.close()
+
+
+def test_check_regular_names_each_kind(tmp_path: Path) -> None:
+    check_regular("f", (tmp_path / "f").touch() or os.stat(tmp_path / "f"))
+    with pytest.raises(StoreError, match=r"^d is a directory, not a database$"):
+        check_regular("d", os.stat(tmp_path))
+    with pytest.raises(StoreError, match=r"^n is a character device, not a database$"):
+        check_regular("n", os.stat("/dev/null"))
+    with pytest.raises(StoreError, match=r"^p is a FIFO, not a database$"):
+        check_regular("p", os.stat(_fifo(tmp_path)))
+    with pytest.raises(StoreError, match="is a FIFO"):
+        check_file(str(tmp_path / "planted.db"))

@@ -5,14 +5,17 @@ the reader."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import stat
+import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import record_synthetic
+from helpers import TRUE, Cli, record_synthetic
 
 from procevents.events import Exit, wall_clock_ns
 from procevents.proctable import Proc
@@ -157,3 +160,33 @@ def test_an_idle_recorder_needs_no_wakeup(tmp_path: Path) -> None:
         assert due is not None and 0 < due <= 60.0
     finally:
         pruning.close()
+
+
+@pytest.mark.parametrize("how", ["moved", "replaced"])
+def test_a_store_moved_or_replaced_while_recording_is_said_once_and_stops(
+    how: str, tmp_path: Path, cli: Callable[..., Cli]
+) -> None:
+    """SQLite finds its -wal by the path: committing on after the file was
+    moved (or another put in its place) left the rows in an orphaned -wal
+    at the old path.  The recorder checkpoints what it has into the file
+    where it is now, says so once and stops; the file holds every event."""
+    db, moved = tmp_path / "events.db", tmp_path / "moved.db"
+    rec = cli("record", "--db", str(db))
+    rec.wait_listening()
+    db.rename(moved)
+    if how == "replaced":
+        db.write_bytes(b"")
+        db.chmod(0o600)
+    assert subprocess.run([TRUE]).returncode == 0  # something to commit
+    assert rec.wait() == 1
+    said = (
+        f"procevents: error: writing output: {db} was moved to {moved} while recording: stopped; "
+        "everything recorded is there\n"
+    )
+    assert [line for line in rec.err.lines if b"error" in line] == [said.encode()], rec.err.text
+    recorded = int(re.search(rb"(\d+) events recorded to " + re.escape(str(moved).encode()), rec.err.data)[1])
+    with sqlite3.connect(moved) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == recorded > 0
+        assert conn.execute("SELECT ended FROM sessions").fetchall() == [("error",)]
+    if how == "replaced":
+        assert db.read_bytes() == b""  # the file put in its place is not written

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=COLLECT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_db_option(parser)
+    add_db_option(parser, trust=False)  # a central store is the collector's own: no way round the checks
     parser.add_argument(
         "--durable", metavar="NAME", default=DEFAULT_DURABLE,
         help=f"the durable consumer's name: where this collector is in the stream (default {DEFAULT_DURABLE})",

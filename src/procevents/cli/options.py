@@ -278,8 +278,15 @@ def add_time_range_options(group: argparse._ArgumentGroup | argparse.ArgumentPar
     group.add_argument("--until", metavar="TIME", type=time_arg, help=f"{what} at or before TIME")
 
 
-def add_db_option(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
+def add_db_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, *, trust: bool = True) -> None:
+    """``--db``, and (``trust``) ``--trust-db``: the checks it lifts are in store/schema.py."""
     group.add_argument("--db", metavar="PATH", help=db_help())
+    if trust:
+        group.add_argument(
+            "--trust-db", action="store_true",
+            help="open a --db that another user owns, that others may read (when recording), or that has "
+            "triggers or views procevents did not create: refused by default, as another user may have planted it",
+        )
 
 
 def container_arg(text: str) -> str:

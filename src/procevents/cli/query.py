@@ -329,10 +329,10 @@ def timeline_notice(spans: int, path: str) -> str:
     return f"timeline of {counted(spans, 'process', 'processes')} written to {where}: open it at ui.perfetto.dev"
 
 
-def open_reader(path: str) -> StoreReader:
+def open_reader(path: str, trust: bool = False) -> StoreReader:
     from ..store import StoreReader
 
-    return StoreReader(path)
+    return StoreReader(path, trust=trust)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -355,7 +355,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_output_onto(args.timeline, path)
     output = open_output(args.output)
     try:
-        with open_reader(path) as reader:
+        with open_reader(path, args.trust_db) as reader:
             if args.sql is not None:
                 return _run_sql(reader, args, output)
             if args.timeline is not None:

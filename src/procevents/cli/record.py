@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         writer = StoreWriter(
             path, retain_ns=args.retain, version=__version__, host=args.host,
-            outbox=None if nats is None else nats.stream,
+            outbox=None if nats is None else nats.stream, trust=args.trust_db,
         )
     except StoreError as exc:
         stderr(f"error: {exc}")
@@ -196,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     def summary() -> None:
         if not args.quiet:
             dropped = f", {writer.dropped} dropped while it was locked (recorded as lost)" if writer.dropped else ""
-            stderr(f"{writer.events_written} events recorded to {path} ({database_bytes(path):,} bytes){dropped}")
+            # writer.path: where the file is now, should it have been moved while recording.
+            where = writer.path
+            stderr(f"{writer.events_written} events recorded to {where} ({database_bytes(where):,} bytes){dropped}")
 
     if not args.quiet:
         stderr(f"recording to {path}")

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command is not None:
         filters.append(CommandFilter(args.command))
     try:
-        reader = open_reader(path)
+        reader = open_reader(path, args.trust_db)
     except StoreError as exc:
         stderr(f"error: {exc}")
         return 1

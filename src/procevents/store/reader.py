@@ -25,6 +25,8 @@ from .schema import (
     blob_bytes,
     check_file,
     check_identity,
+    check_objects,
+    check_trust,
     damaged,
     decode_argv,
     decode_text,
@@ -88,9 +90,9 @@ def _event_columns(present: set[str]) -> str:
 class StoreReader:
     """Read-only access: lifetime queries, event replay, SQL passthrough."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, trust: bool = False) -> None:
         self.path = path
-        check_file(path)
+        info = check_file(path)
         uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
         try:
             self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -98,6 +100,9 @@ class StoreReader:
             raise StoreError(f"cannot open {path}: {describe_error(exc)}") from None
         try:
             check_identity(self.conn, path, writable=False)
+            if not trust:  # --trust-db
+                check_trust(path, info, writing=False)
+                check_objects(self.conn, path)
             self.conn.execute("PRAGMA query_only=ON")
             present = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(procs)")}
             event_present = {str(row[1]) for row in self.conn.execute("PRAGMA table_info(events)")}

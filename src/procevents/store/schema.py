@@ -4,13 +4,16 @@ identity checks, text and argv as exact bytes, one-line errors."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from ..costs import cpu_seconds
+from ..escape import escape
 from ..events import (
     Ack,
     Comm,
@@ -428,19 +431,79 @@ def describe_error(exc: sqlite3.Error | sqlite3.Warning) -> str:
     return str(exc) or type(exc).__name__
 
 
-def check_file(path: str) -> None:
-    """Raise StoreError unless ``path`` is empty or looks like an SQLite file."""
+_FILE_KINDS: Final = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+)
+#: What --trust-db lifts, said once in every refusal below.
+TRUST_HINT: Final = "--trust-db opens it anyway"
+
+
+def check_regular(path: str, info: os.stat_result) -> None:
+    """Raise StoreError unless ``info`` (of ``path``) is a regular file: a
+    FIFO would hang every read, a device is nobody's database."""
+    if stat.S_ISREG(info.st_mode):
+        return
+    kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+    raise StoreError(f"{path} is {kind}, not a database")
+
+
+def check_file(path: str) -> os.stat_result:
+    """Raise StoreError unless ``path`` is a regular file, empty or looking
+    like an SQLite file; return what fstat says of it.  Opened without
+    blocking, so a FIFO planted there is refused, not waited on."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise StoreError(f"no database at {path} (record one with: procevents record --db {path})") from None
-    except IsADirectoryError:
-        raise StoreError(f"{path} is a directory, not a database") from None
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        check_regular(path, info)
+        head = os.read(fd, len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     if head and head != SQLITE_MAGIC:
         raise StoreError(f"{path} is not a procevents database (not an SQLite file)")
+    return info
+
+
+def check_trust(path: str, info: os.stat_result, *, writing: bool) -> None:
+    """Raise StoreError for a file that another user may have planted or
+    may read: owned by someone else, or (to be written) readable by others,
+    since it holds every process's argv.  Lifted by ``--trust-db``."""
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise StoreError(
+            f"{path} is owned by uid {info.st_uid}, not by this user (uid {me}): another user may have "
+            f"planted it; {TRUST_HINT}"
+        )
+    if writing and info.st_mode & 0o077:
+        raise StoreError(
+            f"{path} may be read by others (mode {stat.S_IMODE(info.st_mode):04o}) and would hold every "
+            f"process's argv: chmod 600 it, or {TRUST_HINT}"
+        )
+
+
+def _defined_objects() -> frozenset[tuple[str, str]]:
+    names = re.findall(r"CREATE\s+(TRIGGER|VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", SCHEMA, re.IGNORECASE)
+    return frozenset((kind.lower(), name) for kind, name in names)
+
+
+def check_objects(conn: sqlite3.Connection, path: str) -> None:
+    """Raise StoreError if the file has triggers or views the schema does not
+    define: a trigger runs on our writes (it could delete or relabel rows),
+    a view could stand in for what a query reads.  Lifted by ``--trust-db``."""
+    defined = _defined_objects()
+    found = conn.execute("SELECT type, name FROM sqlite_schema WHERE type IN ('trigger', 'view')").fetchall()
+    # Names another user chose: escaped before a terminal sees them.
+    foreign = sorted(f"{kind} {escape(str(name))}" for kind, name in found if (kind, name) not in defined)
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise StoreError(f"{path} has what procevents did not create ({listed}); {TRUST_HINT}")
 
 
 def check_identity(conn: sqlite3.Connection, path: str, *, writable: bool) -> bool:

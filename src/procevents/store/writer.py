@@ -31,6 +31,9 @@ from .schema import (
     StoreError,
     check_file,
     check_identity,
+    check_objects,
+    check_regular,
+    check_trust,
     damaged,
     describe_error,
     encode_argv,
@@ -88,8 +91,12 @@ class StoreWriter:
         version: str = "",
         host: str | None = None,
         outbox: str | None = None,
+        trust: bool = False,
     ) -> None:
         self.path = path
+        #: Open a file another user owns, others may read, or with foreign
+        #: triggers or views (``--trust-db``); refused otherwise.
+        self.trust = trust
         #: The stream this recording is shipped to: retention keeps what it has not acknowledged.
         self.outbox = outbox
         #: The name rows are recorded under (this machine's unless given).
@@ -113,6 +120,8 @@ class StoreWriter:
         self.dropped_unrecorded = 0
         self._lock_fd = -1
         self.closed = False
+        #: The file was moved, removed or replaced while recording: stopped.
+        self.stale = False
         self.conn = self._open(version)
 
     def _open(self, version: str) -> sqlite3.Connection:
@@ -127,11 +136,17 @@ class StoreWriter:
         except UnsafePath as exc:
             raise StoreError(f"refusing {exc.strerror}") from None
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # Without blocking: a FIFO planted at the path is refused below, not waited on.
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
         except IsADirectoryError:
             raise StoreError(f"{path} is a directory, not a database") from None
         except OSError as exc:
             raise StoreError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            check_regular(path, os.fstat(fd))
+        except StoreError:
+            os.close(fd)
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -141,7 +156,7 @@ class StoreWriter:
             raise StoreError(f"cannot lock {path}: {exc.strerror}") from None
         self._lock_fd = fd
         try:
-            check_file(path)
+            info = check_file(path)
             # Setting up may wait for a lock; once recording, BUSY_WAIT at most.
             conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         except (StoreError, sqlite3.Error):
@@ -149,6 +164,10 @@ class StoreWriter:
             raise
         try:
             new = check_identity(conn, path, writable=True)
+            if not self.trust:
+                # Before anything is written: the file must be ours, and only ours to read.
+                check_trust(path, info, writing=True)
+                check_objects(conn, path)
             if not new:
                 migrate(conn)
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -185,6 +204,40 @@ class StoreWriter:
             self._unlock()
             raise damaged(path, exc) from None
         return conn
+
+    def _moved_to(self) -> str | None:
+        """None while the path names the file being written; else where that
+        file is now (the kernel's name for our descriptor: ``... (deleted)``
+        once removed).  Moved, removed or replaced, SQLite no longer finds
+        its -wal beside it by name and would leave what we commit in an
+        orphaned -wal at the old path: so the recorder stops (see commit)."""
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            now = None
+        held = os.fstat(self._lock_fd)
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return None
+        try:
+            return os.readlink(f"/proc/self/fd/{self._lock_fd}")
+        except OSError:
+            return "an unknown place"
+
+    def _stop_moved(self, where: str) -> None:
+        """Everything committed goes into the file where it is now (a
+        checkpoint, through the open descriptors), then stop, saying so once."""
+        self.stale = True
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        old = self.path
+        if where.endswith(" (deleted)"):
+            raise OSError(errno.ESTALE, f"{old} was removed while recording: stopped; what it held is gone")
+        self.path = where
+        raise OSError(
+            errno.ESTALE, f"{old} was moved to {where} while recording: stopped; everything recorded is there"
+        )
 
     def _unlock(self) -> None:
         if self._lock_fd >= 0:
@@ -247,6 +300,7 @@ class StoreWriter:
         tried again later; any other failure raises OSError."""
         if not self.pending and not self.dirty:
             return
+        moved = self._moved_to()
         if self.locked_since is not None and time.monotonic() < self._retry_at:
             self._bound_waiting()
             return
@@ -286,6 +340,8 @@ class StoreWriter:
         self.commits += 1
         self.pending = []
         self.dirty = {}
+        if moved is not None and not self.stale:
+            self._stop_moved(moved)
 
     def _bound_waiting(self) -> None:
         excess = len(self.pending) - MAX_WAITING
@@ -343,6 +399,15 @@ class StoreWriter:
         if self.closed:
             return
         self.closed = True
+        if self.stale:  # said once already (commit): end the session where the file is now
+            self._end_session("error")
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+            self.conn.close()
+            self._unlock()
+            return
         try:
             deadline = time.monotonic() + lock_wait
             self.commit()
