@@ -16,7 +16,7 @@ from procevents.events import (
     Lost,
     Ptrace,
 )
-from procevents.render.text import TextRenderer, details, exit_description
+from procevents.render.text import TextRenderer, details, exit_description, format_bytes
 
 
 @pytest.mark.parametrize("event", all_events(), ids=lambda e: type(e).__name__)
@@ -104,3 +104,16 @@ def test_details_thread_exit_and_fork() -> None:
     assert details(Fork(0, 0, TS, 1, 1, 8, 7)) == "thread 8 in 7"
     assert details(Ptrace(0, 0, TS, 1, 1, 0, 0)) == "detached"
     assert details(Ptrace(0, 0, TS, 1, 1, 9, 9)) == "traced by 9"
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (0, "0B"), (999, "999B"), (1000, "1.0K"), (4096, "4.0K"), (10 * 1024 - 1, "10K"),
+        (1000 * 1024, "1.0M"), (1023 * 1024, "1.0M"), (1024**2, "1.0M"), (212 * 1024**2, "212M"),
+        (int(1.5 * 1024**3), "1.5G"), (5000 * 1024**4, "5000T"),
+    ],
+)
+def test_format_bytes_has_at_most_three_digits(size: int, shown: str) -> None:
+    # Issue 22: RSS showed as 1000K beside 1.0M; one unit per size, as ps and top.
+    assert format_bytes(size) == shown

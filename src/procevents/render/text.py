@@ -48,13 +48,15 @@ def format_duration(seconds: float) -> str:
 
 
 def format_bytes(size: int) -> str:
-    """``512B``, ``4.0K``, ``212M``, ``1.5G`` (powers of 1024, as ps and top)."""
+    """``512B``, ``4.0K``, ``212M``, ``1.0M``, ``1.5G`` (powers of 1024, as ps
+    and top): at most three digits, so 1000K is 1.0M and sizes line up."""
     value = float(size)
     for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
+        # 999.5 and up would print as 1000; 9.95 and up as 10.0 (four characters)
+        if value < 999.5 or unit == "T":
             if unit == "B":
                 return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")
 
