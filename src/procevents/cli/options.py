@@ -303,6 +303,12 @@ def host_arg(text: str) -> str:
     return text
 
 
+def add_host_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:
+    group.add_argument(
+        "--host", metavar="NAME", type=host_arg, help=f"only {what} recorded on this host (a store collected from many)"
+    )
+
+
 def add_container_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:
     group.add_argument(
         "--container", metavar="ID|PREFIX", type=container_arg,
