@@ -252,8 +252,10 @@ def _table_lines(lives: Sequence[Lifetime], width: int | None = None) -> list[st
     return lines
 
 
-#: However narrow the terminal, this much of a command line is shown.
+#: However narrow the terminal, this much of a command line is shown (in
+#: the table; in the tree, where indentation takes room too, less).
 _MIN_COMMAND = 20
+_MIN_TREE_COMMAND = 10
 
 
 def terminal_width(output: Output) -> int | None:
@@ -330,7 +332,10 @@ def _tree_lines(
     for life, level in order:
         before, command, after = parts(life, level, short)
         if width is not None:
-            command = cut_to_width(command, max(_MIN_COMMAND, width - display_width(before) - display_width(after)))
+            # Deep in a narrow tree the outcome is kept before the command's
+            # usual minimum: the start of a command line is enough to know it.
+            room = width - display_width(before) - display_width(after)
+            command = cut_to_width(command, max(_MIN_TREE_COMMAND, room))
         line = before + command + after
         lines.append((line if width is None else cut_to_width(line, width)) + "\n")
     return lines
