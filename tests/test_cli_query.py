@@ -7,6 +7,7 @@ recording holds, read back by query: test_cli_record.py."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import select
@@ -33,7 +34,7 @@ from helpers import (
     wait_until,
 )
 
-from procevents.cli.query import _table_lines
+from procevents.cli.query import _table_lines, _tree_lines
 from procevents.store import Lifetime, StoreWriter
 
 
@@ -105,6 +106,17 @@ def test_the_table_cuts_command_lines_to_the_width() -> None:
     assert whole[1].rstrip("\n").endswith("x" * 2000 + "'")
     # However narrow the terminal, the lines fit it (issue 22: they wrapped).
     assert all(len(line.rstrip("\n")) <= 10 for line in _table_lines(lives, width=10))
+
+
+def test_deep_in_a_narrow_tree_each_line_keeps_its_outcome() -> None:
+    chain = [_life(i, ["cc", "-o", "bad", "bad.c"]) for i in range(1, 13)]
+    for parent, child in itertools.pairwise(chain):
+        child.parent = parent.id
+    lines = _tree_lines(chain, {life.id: life for life in chain}, width=80)
+    assert len(lines) == 12
+    for line in lines:
+        assert len(line.rstrip("\n")) <= 80 and line.endswith("  (status 0 after 500.0ms)\n"), line
+    assert " cc -o ba...  (" in lines[-1]  # the command line cut instead
 
 
 def test_query_on_a_terminal_cuts_on_a_pipe_does_not(tmp_path: Path) -> None:
