@@ -49,8 +49,13 @@ and stderr says "no recorded process matched"; the exit status is 0.
 
 --command REGEX searches (re.search): 'ls' also matches 'false' and
 '/usr/bin/lsblk'; anchor it ('^ls$') for the program ls alone.  It is tried
-on the comm, the exe path and argv[0].  The table shortens each command line
-to the terminal's width; --json has it whole.
+on the comm, the exe path and argv[0].
+
+On a terminal the table and the tree fit its width: each command line is
+cut to the room left (ending in ...); when that is short, the date leaves
+START (all on one day), then the table drops PPID and shows EXIT as the
+bare status or signal.  A pipe or file, and --json, get them whole.  From
+several hosts (a collected store) a HOST column says whose each one is.
 
 --timeline FILE writes the selected lifetimes in the Chrome trace event
 format (JSON) for Perfetto (ui.perfetto.dev, "Open trace file") or
