@@ -673,6 +673,89 @@ def record_synthetic(tmp_path: Path, events: list[tuple[Event, Proc]], retain_ns
     return writer
 
 
+#: An exit's taskstats figures (procevents.costs.COST_KEYS), as the enricher gives them.
+COSTS: dict[str, Any] = {
+    "utime": 0.25, "stime": 0.05, "max_rss": 1000 * 1024, "rchar": 4096, "wchar": 512, "read_bytes": 0,
+    "write_bytes": 0, "cpu_delay": 0.001, "io_delay": 0.0, "mem_delay": 0.0,
+}
+
+#: (host, event, process, enrichment): one event as a recorder on that host hands it to its sink.
+Step = tuple[str, Event, Proc, dict[str, Any]]
+
+
+def lifetime_steps(
+    host: str, pid: int, argv: list[str], *, code: int = 0, ppid: int = 1, start: int | None = None,
+    lasting: int = 2_000_000, cgroup: str | None = None,
+) -> list[Step]:
+    """A process's fork, exec and exit (wait status ``code``, with its costs)
+    on ``host``, started ``start`` (CLOCK_MONOTONIC ns; default a minute ago)
+    and ended ``lasting`` ns later."""
+    if start is None:
+        start = time.monotonic_ns() - 60 * 10**9
+    comm = os.path.basename(argv[0])[:15]
+    proc = Proc(pid=pid, ppid=ppid, start_ns=start, comm=comm, argv=argv, cwd="/", ruid=0, euid=0, cgroup=cgroup)
+    ran = {"cmdline": argv, "exe": None, "cwd": "/", "ppid": ppid, "uid": 0, "user": "root", "comm": comm,
+           "cgroup": cgroup}
+    ended = {"comm": comm, "cmdline": argv, "duration": lasting / 1e9, "ppid": ppid, "uid": 0, "user": "root", **COSTS}
+    return [
+        (host, fork(ppid, pid, start), proc, {"comm": comm, "ppid": ppid}),
+        (host, exec_(pid, start + 1_000), proc, ran),
+        (host, exit_(pid, start + lasting, code=code, parent=ppid), proc, ended),
+    ]
+
+
+#: A container id, as docker names one.
+CONTAINER_ID = "3f2a9c1b" + "0" * 56
+
+
+def two_hosts_build() -> list[Step]:
+    """The same failed build on web-1 and web-2 (make, then cc1 under it), the
+    same pids on both, the hosts' events interleaved as collect receives them;
+    web-2's cc1 runs in a docker container (CONTAINER_ID)."""
+    start = time.monotonic_ns() - 60 * 10**9
+    per_host = []
+    for host in ("web-1", "web-2"):
+        make = lifetime_steps(host, 600, ["make", "-k", f"{host}.mk"], code=2 << 8, start=start, lasting=10**7)
+        cgroup = f"/system.slice/docker-{CONTAINER_ID}.scope" if host == "web-2" else None
+        cc1 = lifetime_steps(host, 601, ["cc1", f"{host}.c"], code=1 << 8, ppid=600, start=start + 10**6,
+                             cgroup=cgroup)
+        per_host.append([*make[:2], *cc1, make[2]])
+    return [step for pair in zip(*per_host, strict=True) for step in pair]
+
+
+def collected_store(tmp_path: Path, steps: Sequence[Step]) -> Path:
+    """A central store as ``collect`` writes it (fleet/collector.py's
+    CentralStore, without a server): each host records into its own store,
+    ``tmp_path/HOST.db`` (a StoreSink, as ``record --host HOST``; parents
+    linked by pid, as the enricher's table does), and its outbox is shipped
+    after every step, so the hosts' rows interleave in the order given."""
+    from procevents.fleet.collector import CentralStore
+    from procevents.fleet.messages import decode
+    from procevents.fleet.outbox import Outbox
+
+    path = tmp_path / "central.db"
+    central = CentralStore(str(path))
+    hosts: dict[str, tuple[StoreWriter, StoreSink, Outbox, dict[int, Proc]]] = {}
+    for host, event, proc, info in steps:
+        if host not in hosts:
+            local = str(tmp_path / f"{host}.db")
+            writer = StoreWriter(local, host=host)
+            procs: dict[int, Proc] = {}
+            hosts[host] = (writer, StoreSink(writer, procs.get), Outbox(local, "S", "procevents", host), procs)
+        writer, sink, outbox, procs = hosts[host]
+        procs[proc.pid] = proc
+        sink.emit(event, proc, info)
+        writer.commit()
+        found = outbox.read()
+        central.write([decode(m.payload) for m in found.messages])
+        outbox.advance(found.cursor)
+    for writer, _, outbox, _ in hosts.values():
+        outbox.close()
+        writer.close()
+    central.close()
+    return path
+
+
 # -- a file of schema 1, as procevents 0.1 wrote it ---------------------------------------------
 
 #: The schema procevents 0.1 wrote (schema 1), as it was: no cost columns.

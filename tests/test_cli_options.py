@@ -90,6 +90,18 @@ def test_parse_times_and_durations() -> None:
             parse_time(bad, now)
 
 
+@pytest.mark.parametrize("command", ["query", "replay"])
+@pytest.mark.parametrize("bad", ["10x", "yesterday-ish", "25:00", "@x"])
+def test_a_bad_time_says_every_form_a_time_may_take(tmp_path: Path, command: str, bad: str) -> None:
+    # Issue 22: "--since 10x" said "not a duration", though clock times and dates are times too.
+    result = run_cli(command, "--db", str(tmp_path / "none.db"), "--since", bad)
+    assert result.returncode == 2 and result.stderr.count(b"\n") == 1, result.stderr
+    message = result.stderr.decode()
+    assert f"not a time: {bad!r}" in message and "not a duration" not in message
+    for form in ("10m", "'2h ago'", "14:30", "2026-11-21T14:30", "@EPOCH"):
+        assert form in message, message
+
+
 @pytest.mark.parametrize("bad", ["-1", "soon", "1e400"])
 def test_min_cpu_refuses_what_is_not_a_cpu_time(tmp_path: Path, bad: str) -> None:
     result = run_cli("query", "--db", str(tmp_path / "none.db"), "--min-cpu", bad)

@@ -1,4 +1,7 @@
-"""replay (cli/replay.py) against the real kernel: a recording replayed is byte for byte what the live view printed."""
+"""replay (cli/replay.py) against the real kernel: a recording replayed is
+byte for byte what the live view printed (and where: the host); a store
+collected from several hosts replayed with each line's host, --host and
+--container."""
 
 from __future__ import annotations
 
@@ -11,22 +14,25 @@ from typing import Any
 
 import pytest
 from helpers import (
+    CONTAINER_ID,
     ISO,
     SH,
     Cli,
     Gated,
+    collected_store,
     committed_events,
     run_cli,
     skip_unless_connector,
+    two_hosts_build,
     wait_until,
 )
+
+from procevents.identity import host_name
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _usable() -> None:
     skip_unless_connector()
-
-
 
 
 def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[..., Gated], tmp_path: Path) -> None:
@@ -78,6 +84,8 @@ def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[...,
     # last microsecond; everything else is the same, event for event.
     assert len(replayed) == len(live_events)
     for got, want in zip(replayed, live_events, strict=True):
+        # ... and where it was recorded (the live stream is of this host alone).
+        assert got.pop("host") == host_name()
         diff = {k: (got.get(k), want.get(k)) for k in set(got) | set(want) if k != "time" and got.get(k) != want.get(k)}
         assert not diff, (want["event"], diff)
     assert all(ISO.match(e["time"]) for e in replayed)
@@ -95,3 +103,44 @@ def test_replay_equals_live_output(cli: Callable[..., Cli], gated: Callable[...,
     assert [e["event"] for e in events(result.stdout)] == ["exit"]
     replayed = rb"^procevents: \d+ events? replayed \(exit \d+\) of \d+ events read, 0 events lost$"
     assert re.search(replayed, result.stderr, re.M), result.stderr
+
+
+def _replay(*args: str) -> list[str]:
+    result = run_cli("replay", "-q", *args)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr
+    return result.stdout.decode().splitlines()
+
+
+def test_a_collected_store_replays_each_line_with_its_host(tmp_path: Path) -> None:
+    # Issue 22: replay of a central store interleaved web-1 and web-2 with
+    # nothing to tell them apart, --json had no host, --host was refused.
+    central = str(collected_store(tmp_path, two_hosts_build()))
+    text = _replay("--db", central)
+    assert len(text) == 12, text  # fork, exec, exit of make and cc1 on each host
+    for line in text:
+        host = line.split()[0]
+        assert host in ("web-1", "web-2") and line.endswith((f"{host}.mk", f"{host}.c", "[make]", "[cc1]")), line
+    assert [line.split()[0] for line in text[:2]] == ["web-1", "web-2"]  # interleaved, as collected
+    # A tree per host: the same pids on both, each host's exits under its own execs.
+    tree = _replay("--db", central, "--tree")
+    assert [(line.split()[0], line.split()[3:5]) for line in tree if " exit " in line] == [
+        ("web-1", ["exit", "status"]), ("web-2", ["exit", "status"]), ("web-1", ["exit", "status"]),
+        ("web-2", ["exit", "status"])]
+    assert [line.split()[0] for line in tree] == ["web-1", "web-2"] * 4, tree
+    for line in tree:
+        host = line.split()[0]
+        assert f"{host}." in line or "exit status" in line, line
+    events = [json.loads(line) for line in _replay("--db", central, "--json")]
+    assert len(events) == 12 and all(e["host"] in ("web-1", "web-2") for e in events)
+    assert all(e["exec_id"].startswith(e["host"] + ":") for e in events)
+    # One host: its events only, and no column (as from its own file).
+    one = _replay("--db", central, "--host", "web-2")
+    assert len(one) == 6 and all(line[:2].isdigit() for line in one), one
+    assert [line.split(maxsplit=1)[1] for line in one] == [
+        line.split(maxsplit=1)[1] for line in _replay("--db", str(tmp_path / "web-2.db"))]
+    assert {json.loads(line)["host"] for line in _replay("--db", central, "--json", "--host", "web-1")} == {"web-1"}
+    # --container, as live and in query: web-2's cc1 alone.
+    inside = [json.loads(line) for line in _replay("--db", central, "--json", "--container", CONTAINER_ID[:8])]
+    assert [(e["event"], e["host"], e["pid"]) for e in inside] == [
+        ("fork", "web-2", 601), ("exec", "web-2", 601), ("exit", "web-2", 601)]
+    assert _replay("--db", central, "--host", "web-1", "--container", CONTAINER_ID[:8]) == []

@@ -7,6 +7,7 @@ import re
 import pytest
 from helpers import TS, all_events
 
+from procevents.escape import escape
 from procevents.events import (
     Comm,
     Event,
@@ -16,7 +17,16 @@ from procevents.events import (
     Lost,
     Ptrace,
 )
-from procevents.render.text import TextRenderer, details, exit_description
+from procevents.render.text import (
+    CUT_MARKER,
+    TextRenderer,
+    cut_to_width,
+    details,
+    display_width,
+    exit_description,
+    format_bytes,
+    pad,
+)
 
 
 @pytest.mark.parametrize("event", all_events(), ids=lambda e: type(e).__name__)
@@ -104,3 +114,47 @@ def test_details_thread_exit_and_fork() -> None:
     assert details(Fork(0, 0, TS, 1, 1, 8, 7)) == "thread 8 in 7"
     assert details(Ptrace(0, 0, TS, 1, 1, 0, 0)) == "detached"
     assert details(Ptrace(0, 0, TS, 1, 1, 9, 9)) == "traced by 9"
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [
+        (0, "0B"), (999, "999B"), (1000, "1.0K"), (4096, "4.0K"), (10 * 1024 - 1, "10K"),
+        (1000 * 1024, "1.0M"), (1023 * 1024, "1.0M"), (1024**2, "1.0M"), (212 * 1024**2, "212M"),
+        (int(1.5 * 1024**3), "1.5G"), (5000 * 1024**4, "5000T"),
+    ],
+)
+def test_format_bytes_has_at_most_three_digits(size: int, shown: str) -> None:
+    # Issue 22: RSS showed as 1000K beside 1.0M; one unit per size, as ps and top.
+    assert format_bytes(size) == shown
+
+
+def test_display_width_counts_terminal_columns() -> None:
+    assert display_width("ls -l") == 5
+    assert display_width("日本") == 4  # wide: two columns each
+    assert display_width("e\u0301") == 1  # a combining accent takes none
+    assert display_width(escape("\x1b[2J")) == len("\\x1b[2J")  # escaped: what it shows
+
+
+@pytest.mark.parametrize("width", range(0, 40))
+def test_a_cut_fits_and_never_splits_an_escape_or_a_wide_character(width: int) -> None:
+    # Issue 22: argv is cut to the terminal's width, with a visible marker.
+    text = escape("a\x1bb日本語\u200be\u0301\\x" + "\U0001f600" * 3 + "tail")
+    cut = cut_to_width(text, width)
+    assert display_width(cut) <= width
+    if cut == text:
+        assert display_width(text) <= width
+        return
+    if width < len(CUT_MARKER):
+        assert cut == CUT_MARKER[:width]
+        return
+    assert cut.endswith(CUT_MARKER)
+    kept = cut.removesuffix(CUT_MARKER)
+    assert text.startswith(kept)
+    # Kept whole: every escape (a backslash and its letter and digits) and every character.
+    escapes = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[\\nrt'])")
+    assert "\\" not in escapes.sub("", kept), kept
+
+
+def test_pad_fills_display_columns() -> None:
+    assert pad("日本", 6) == "日本  " and pad("7", 3, right=True) == "  7" and pad("toolong", 3) == "toolong"

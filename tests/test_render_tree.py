@@ -94,3 +94,22 @@ def test_tree_shows_a_reused_ancestor_pid_again() -> None:
     assert "40 [sh]  (ancestor)" in one and "40 [sh]  (ancestor)" in two  # another process under that pid
     three = tree.render(Exec(0, 3, TS + 300, 70, 70), Proc(pid=70, ppid=40, start_ns=TS + 150), {"cmdline": ["c"]})
     assert three is not None and "ancestor" not in three
+
+
+def test_an_ancestors_command_line_is_cut_never_inside_an_escape_or_a_wide_character() -> None:
+    from procevents.proctable import Proc
+    from procevents.render.text import display_width
+    from procevents.render.tree import CONTEXT_WIDTH, TreeRenderer
+
+    for argv in (["sh", "-c", "printf " + "\x1b[31m" * 40], ["sh", "-c", "cat " + "日本語" * 40]):
+        for shift in range(4):  # the cut at each place in an escape or a character
+            ancestor = Proc(pid=40, ppid=1, start_ns=TS, argv=[argv[0], argv[1], "x" * shift + argv[2]])
+            tree = TreeRenderer(lineage=lambda proc, a=ancestor: [a])  # type: ignore[misc]
+            out = tree.render(Exec(0, 1, TS, 60, 60), Proc(pid=60, ppid=40, start_ns=TS), {"cmdline": ["a"]})
+            assert out is not None
+            line = out.splitlines()[0]
+            command = line.split(" 40 ", 1)[1].removesuffix("  (ancestor)")
+            assert command.endswith("...") and display_width(command) <= CONTEXT_WIDTH, command
+            kept = command.removesuffix("...")
+            escapes = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[\\nrt'])")
+            assert "\\" not in escapes.sub("", kept), kept  # every escape whole

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import NOBODY
-from helpers import digest, lost_rows_db, record_synthetic
+from helpers import CONTAINER_ID, collected_store, digest, lost_rows_db, record_synthetic, two_hosts_build
 
 from procevents.events import (
     Comm,
@@ -370,6 +370,21 @@ def test_replayed_enrichment_is_what_was_shown(every_type: tuple[StoreWriter, li
     assert (fork.proc.comm, fork.proc.argv, fork.proc.exe, fork.proc.ruid, fork.proc.euid) == (
         "shell", ["tool", "--flag"], "/usr/bin/tool", NOBODY, NOBODY)
     assert (gid.proc.ruid, gid.proc.euid) == (NOBODY, NOBODY)
+
+
+def test_a_collected_store_names_its_hosts_and_replays_one(tmp_path: Path) -> None:
+    central = collected_store(tmp_path, two_hosts_build())
+    with StoreReader(str(central)) as reader:
+        assert reader.hosts() == ["web-1", "web-2"]
+        every = list(reader.events())
+        assert [r.host for r in every[:4]] == ["web-1", "web-2", "web-1", "web-2"]  # as collected
+        web2 = list(reader.events(host="web-2"))
+        assert [r.host for r in web2] == ["web-2"] * 6 and web2 == [r for r in every if r.host == "web-2"]
+        # The lifetime's cgroup on every event of it (what --container filters by).
+        assert [(r.event.name, r.proc.cgroup) for r in web2 if r.proc is not None and r.proc.pid == 601] == [
+            (name, f"/system.slice/docker-{CONTAINER_ID}.scope") for name in ("fork", "exec", "exit")]
+    with StoreReader(str(tmp_path / "web-1.db")) as reader:
+        assert reader.hosts() == ["web-1"] and {r.host for r in reader.events()} == {"web-1"}
 
 
 def test_an_exec_row_says_why_argv_is_missing(tmp_path: Path) -> None:

@@ -132,6 +132,10 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * _UNITS[match[2]]
 
 
+#: What a TIME may be, for the message that refuses one.
+TIME_FORMS = "a duration ago: 10m, '2h ago'; a clock time today: 14:30; a date: 2026-11-21T14:30; @EPOCH; now"
+
+
 def parse_time(text: str, now_ns: int | None = None) -> int:
     """A point in time as wall-clock ns since the epoch.
 
@@ -144,16 +148,20 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     now = time.time_ns() if now_ns is None else now_ns
     value = text.strip()
     lowered = value.lower()
+    not_a_time = ValueError(f"not a time: {text!r} ({TIME_FORMS})")
     if lowered == "now":
         return now
     if lowered.startswith("@"):
         try:
             return int(float(lowered[1:]) * 1e9)
         except ValueError:
-            raise ValueError(f"not a time: {text!r}") from None
+            raise not_a_time from None
     relative = lowered.removesuffix("ago").strip()
     if relative and _DURATION.match(relative) and not re.fullmatch(r"\d{4,}", relative):
-        return now - int(parse_duration(relative) * 1e9)
+        try:
+            return now - int(parse_duration(relative) * 1e9)
+        except ValueError:  # 10x: a time may be a duration ago, but not only (issue 22)
+            raise not_a_time from None
     clock = _CLOCK_TIME.match(value)
     if clock:
         today = dt.datetime.fromtimestamp(now / 1e9).astimezone()
@@ -163,14 +171,12 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
                 hour=int(clock[1]), minute=int(clock[2]), second=int(clock[3] or 0), microsecond=micro
             )
         except ValueError:
-            raise ValueError(f"not a time: {text!r}") from None
+            raise not_a_time from None
         return _ns(moment)
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (e.g. 10m, '2h ago', 14:30, 2026-11-21T14:30, @1763735400)"
-        ) from None
+        raise not_a_time from None
     if moment.tzinfo is None:
         moment = moment.astimezone()  # local time
     return _ns(moment)
@@ -302,6 +308,12 @@ def host_arg(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}(?:\.[A-Za-z0-9_-]{1,63})*", text):
         raise argparse.ArgumentTypeError(f"not a host name: {text!r} (letters, digits, '-', '_', '.')")
     return text
+
+
+def add_host_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:
+    group.add_argument(
+        "--host", metavar="NAME", type=host_arg, help=f"only {what} recorded on this host (a store collected from many)"
+    )
 
 
 def add_container_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, what: str) -> None:

@@ -15,6 +15,7 @@ from .options import (
     add_command_option,
     add_container_option,
     add_db_option,
+    add_host_option,
     add_pid_option,
     add_time_range_options,
     add_user_option,
@@ -43,10 +44,18 @@ range.  TIME is relative (10m, '2h ago'), a clock time today (14:30), ISO
 8601 (2026-11-21T14:30, local time unless a zone is given) or @EPOCH.  With
 --tree, lines marked * match; the others are their recorded ancestors.
 
+When nothing matches, stdout gets nothing (not even the table's header)
+and stderr says "no recorded process matched"; the exit status is 0.
+
 --command REGEX searches (re.search): 'ls' also matches 'false' and
 '/usr/bin/lsblk'; anchor it ('^ls$') for the program ls alone.  It is tried
-on the comm, the exe path and argv[0].  The table shortens each command line
-to the terminal's width; --json has it whole.
+on the comm, the exe path and argv[0].
+
+On a terminal the table and the tree fit its width: each command line is
+cut to the room left (ending in ...); when that is short, the date leaves
+START (all on one day), then the table drops PPID and shows EXIT as the
+bare status or signal.  A pipe or file, and --json, get them whole.  From
+several hosts (a collected store) a HOST column says whose each one is.
 
 --timeline FILE writes the selected lifetimes in the Chrome trace event
 format (JSON) for Perfetto (ui.perfetto.dev, "Open trace file") or
@@ -86,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_user_option(sel, recorded=True)
     add_pid_option(sel, "processes with this pid and their descendants (repeatable)")
     sel.add_argument("--failed", action="store_true", help="only those that exited non-zero or by a signal")
-    sel.add_argument("--host", metavar="NAME", help="recorded on this host (a store collected from many)")
+    add_host_option(sel, "those")
     add_container_option(sel, "those")
     sel.add_argument(
         "--min-cpu", metavar="SECONDS", type=cpu_seconds_arg,
@@ -118,12 +127,25 @@ def iso_wall(clock: Clock, wall_ns: int | None) -> str | None:
     return clock.iso_utc(wall_ns - wall_clock_ns(0))
 
 
-def local_wall(wall_ns: int | None) -> str:
-    """``2026-11-21 10:40:01.211`` in local time."""
+def local_wall(wall_ns: int | None, short: bool = False) -> str:
+    """``2026-11-21 10:40:01.211`` in local time; ``short``: ``10:40:01.211``."""
     if wall_ns is None:
-        return "?"
+        return "?" if not short else "?".ljust(12)
     sec, rem = divmod(wall_ns, 1_000_000_000)
-    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(sec))}.{rem // 1_000_000:03d}"
+    return f"{time.strftime('%H:%M:%S' if short else '%Y-%m-%d %H:%M:%S', time.localtime(sec))}.{rem // 1_000_000:03d}"
+
+
+def _one_day(lives: Sequence[Lifetime]) -> bool:
+    """Every start on the same local date (so a narrow terminal can leave
+    the date out: it says nothing)."""
+    days = {time.strftime("%Y-%m-%d", time.localtime(life.start_wall // 10**9)) for life in lives
+            if life.start_wall is not None}
+    return len(days) <= 1
+
+
+def _several_hosts(lives: Sequence[Lifetime]) -> bool:
+    """From a store collected from several hosts: each line says whose it is."""
+    return len({life.host for life in lives if life.host is not None}) > 1
 
 
 def lifetime_fields(life: Lifetime, clock: Clock) -> dict[str, Any]:
@@ -174,64 +196,107 @@ def _command(life: Lifetime) -> str:
 
 
 def _table_lines(lives: Sequence[Lifetime], width: int | None = None) -> list[str]:
-    """The table; with a ``width``, each command line is cut to fit it."""
+    """The table; with a ``width`` (a terminal's), every line fits in it:
+    each command line is cut to the room left, and while that is too little
+    the date is left out of START (all on one day), then PPID, then EXIT
+    says only the status or the signal (``2``, ``SIGKILL``); a line still
+    too long is cut at the width."""
     from ..escape import escape
-    from ..render.text import exit_description, format_bytes, format_duration
+    from ..events import decode_wait_status, signal_name
+    from ..render.text import cut_to_width, display_width, exit_description, format_bytes, format_duration, pad
 
     costs = any(life.utime is not None for life in lives)
-    header: tuple[str, ...] = ("START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND")
+    hosts = _several_hosts(lives)
+    names = ["START", "PID", "PPID", "USER", "DURATION", "EXIT", "COMMAND"]
     if costs:  # recorded with taskstats: what each one cost
-        header = (*header[:5], "CPU", "MAXRSS", *header[5:])
-    rows = []
-    for life in lives:
-        row: tuple[str, ...] = (
-            local_wall(life.start_wall), str(life.pid), "" if life.ppid is None else str(life.ppid),
-            escape(life.user or ""), "" if life.duration is None else format_duration(life.duration),
-        )
-        if costs:
-            cpu, rss = life.cpu, life.max_rss
-            row += ("" if cpu is None else format_duration(cpu), "" if rss is None else format_bytes(rss))
-        row += ("-" if life.exit_code is None else exit_description(life.exit_code), _command(life))
-        rows.append(row)
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    right = {1, 2, 4, 5, 6} if costs else {1, 2, 4}
-    room = None if width is None else max(_MIN_COMMAND, width - sum(widths) - 2 * len(widths))
+        names[5:5] = ["CPU", "MAXRSS"]
+    if hosts:
+        names.insert(1, "HOST")
+    right = {"PID", "PPID", "DURATION", "CPU", "MAXRSS"}
+
+    def outcome(code: int | None, brief: bool) -> str:
+        if code is None:
+            return "-"
+        if not brief:
+            return exit_description(code)
+        status, sig, core = decode_wait_status(code)
+        return str(status) if sig is None else f"{signal_name(sig)}{' core' if core else ''}"
+
+    def cells(life: Lifetime, short: bool, brief: bool) -> dict[str, str]:
+        cpu, rss = life.cpu, life.max_rss
+        return {
+            "START": local_wall(life.start_wall, short), "HOST": escape(life.host or "?"), "PID": str(life.pid),
+            "PPID": "" if life.ppid is None else str(life.ppid), "USER": escape(life.user or ""),
+            "DURATION": "" if life.duration is None else format_duration(life.duration),
+            "CPU": "" if cpu is None else format_duration(cpu), "MAXRSS": "" if rss is None else format_bytes(rss),
+            "EXIT": outcome(life.exit_code, brief), "COMMAND": _command(life),
+        }
+
+    header = {name: name for name in names}
+    # Ways to narrow the table, tried in turn until the command has room.
+    steps: list[tuple[bool, str | None, bool]] = [(False, None, False)]
+    if width is not None:
+        if _one_day(lives):
+            steps.append((True, None, False))
+        steps.append((steps[-1][0], "PPID", False))
+        steps.append((steps[-1][0], "PPID", True))
+    for short, dropped, brief in steps:
+        shown = [name for name in names if name != dropped]
+        rows = [header, *(cells(life, short, brief) for life in lives)]
+        widths = {name: max(display_width(row[name]) for row in rows) for name in shown[:-1]}
+        fixed = sum(widths.values()) + 2 * len(widths)
+        if width is None or width - fixed >= _MIN_COMMAND:
+            break
+    room = None if width is None else max(_MIN_COMMAND, width - fixed)
     lines = []
-    for row in [header, *rows]:
-        pairs = enumerate(zip(row[:-1], widths, strict=True))
-        cells = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in pairs]
-        command = row[-1] if room is None else _cut(row[-1], room)
-        lines.append("  ".join([*cells, command]).rstrip() + "\n")
+    for row in rows:
+        parts = [pad(row[name], widths[name], right=name in right) for name in shown[:-1]]
+        command = row["COMMAND"] if room is None else cut_to_width(row["COMMAND"], room)
+        line = "  ".join([*parts, command]).rstrip()
+        lines.append((line if width is None else cut_to_width(line, width)) + "\n")
     return lines
 
 
-#: However narrow the terminal, this much of a command line is shown.
+#: However narrow the terminal, this much of a command line is shown (in
+#: the table; in the tree, where indentation takes room too, less).
 _MIN_COMMAND = 20
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
+_MIN_TREE_COMMAND = 10
 
 
 def terminal_width(output: Output) -> int | None:
-    """The terminal's columns when the output is one (else None: a file or
-    pipe gets whole lines); $COLUMNS wins, as for ls."""
+    """The columns of the terminal the output is (else None: a file or pipe
+    gets whole lines); $COLUMNS wins, as for ls."""
     import os
-    import shutil
 
     try:
-        if not os.isatty(output.stream.fileno()):
+        fd = output.stream.fileno()
+        if not os.isatty(fd):
             return None
     except (OSError, ValueError, AttributeError):
         return None
-    return shutil.get_terminal_size().columns
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    try:  # the output's own terminal (-o /dev/pts/N too), not stdout's
+        columns = os.get_terminal_size(fd).columns
+    except OSError:
+        columns = 0
+    return columns or 80
 
 
-_CONTEXT_WIDTH = 100
+def _tree_lines(
+    matches: Sequence[Lifetime], known: Mapping[int, Lifetime], width: int | None = None
+) -> list[str]:
+    """Matches under their ancestors (init and kthreadd left out as context);
+    with a ``width`` (a terminal's), every line fits in it: each command line
+    is cut to the room left (when that is short and every start is on one
+    day, the date is left out first), a line still too long at the width."""
+    from ..escape import escape
+    from ..render.text import cut_to_width, display_width
 
-
-def _tree_lines(matches: Sequence[Lifetime], known: Mapping[int, Lifetime]) -> list[str]:
-    """Matches under their ancestors (init and kthreadd left out as context)."""
     matched = {life.id for life in matches}
     shown = {i: life for i, life in known.items() if i in matched or life.pid > 2}
     children: dict[int | None, list[Lifetime]] = {}
@@ -240,7 +305,7 @@ def _tree_lines(matches: Sequence[Lifetime], known: Mapping[int, Lifetime]) -> l
         children.setdefault(parent, []).append(life)
     for kids in children.values():
         kids.sort(key=lambda life: (life.start_wall or 0, life.id))
-    lines: list[str] = []
+    order: list[tuple[Lifetime, int]] = []
     stack: list[tuple[Lifetime, int]] = [(life, 0) for life in reversed(children.get(None, []))]
     seen: set[int] = set()
     while stack:
@@ -248,14 +313,36 @@ def _tree_lines(matches: Sequence[Lifetime], known: Mapping[int, Lifetime]) -> l
         if life.id in seen:
             continue
         seen.add(life.id)
-        command = _command(life)
-        if life.id in matched:
-            mark = "*"
-        else:  # context: kept short
-            mark = " "
-            command = _cut(command, _CONTEXT_WIDTH)
-        lines.append(f"{mark} {local_wall(life.start_wall)}  {'  ' * level}{life.pid} {command}  ({_outcome(life)})\n")
+        order.append((life, level))
         stack.extend((kid, level + 1) for kid in reversed(children.get(life.id, [])))
+    lives = [life for life, _ in order]
+    hosts = _several_hosts(lives)
+    host_width = max((len(escape(life.host or "?")) for life in lives), default=0)
+
+    def parts(life: Lifetime, level: int, short: bool) -> tuple[str, str, str]:
+        """Before the command, the command, after it."""
+        mark = "*" if life.id in matched else " "
+        host = f"{escape(life.host or '?').ljust(host_width)}  " if hosts else ""
+        before = f"{mark} {host}{local_wall(life.start_wall, short)}  {'  ' * level}{life.pid} "
+        return before, _command(life), f"  ({_outcome(life)})"
+
+    def cramped(short: bool) -> bool:
+        return width is not None and any(
+            width - display_width(before) - display_width(after) < _MIN_COMMAND
+            for before, _, after in (parts(life, level, short) for life, level in order)
+        )
+
+    short = cramped(False) and _one_day(lives)
+    lines: list[str] = []
+    for life, level in order:
+        before, command, after = parts(life, level, short)
+        if width is not None:
+            # Deep in a narrow tree the outcome is kept before the command's
+            # usual minimum: the start of a command line is enough to know it.
+            room = width - display_width(before) - display_width(after)
+            command = cut_to_width(command, max(_MIN_TREE_COMMAND, room))
+        line = before + command + after
+        lines.append((line if width is None else cut_to_width(line, width)) + "\n")
     return lines
 
 
@@ -329,6 +416,10 @@ def timeline_notice(spans: int, path: str) -> str:
     return f"timeline of {counted(spans, 'process', 'processes')} written to {where}: open it at ui.perfetto.dev"
 
 
+#: On stderr when no lifetime matched (stdout gets nothing, not even the header).
+NOTHING_MATCHED = "no recorded process matched"
+
+
 def open_reader(path: str, trust: bool = False) -> StoreReader:
     from ..store import StoreReader
 
@@ -367,7 +458,11 @@ def run(args: argparse.Namespace) -> int:
                 min_cpu=args.min_cpu, sort=args.sort, host=args.host, container=args.container,
             )
             lives = reader.lifetimes(query)
-            if args.json:
+            if not lives and args.timeline is None:
+                # Not a header alone on stdout, which reads like a table cut
+                # short: nothing there (a script sees no rows), and why here.
+                stderr(NOTHING_MATCHED)
+            elif args.json:
                 from ..render.clock import Clock
 
                 clock = Clock()
@@ -375,7 +470,7 @@ def run(args: argparse.Namespace) -> int:
                 for life in lives:
                     output.write(dumps(lifetime_fields(life, clock)) + b"\n")
             elif args.tree:
-                write_lines(output, _tree_lines(lives, reader.with_ancestors(lives)))
+                write_lines(output, _tree_lines(lives, reader.with_ancestors(lives), terminal_width(output)))
             elif args.timeline is not None:
                 spans = write_timeline(reader, lives, output, (args.since, args.until))
                 status = finish_output(output)

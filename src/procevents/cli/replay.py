@@ -11,8 +11,10 @@ from .options import (
     Parser,
     UsageError,
     add_command_option,
+    add_container_option,
     add_db_option,
     add_events_option,
+    add_host_option,
     add_output_options,
     add_pid_option,
     add_time_range_options,
@@ -22,7 +24,7 @@ from .query import open_reader
 from .runner import finish_output, open_output, refuse_output_onto, silence_stdout, stderr
 
 if TYPE_CHECKING:
-    from ..pipeline import Filter
+    from ..pipeline import Filter, Output, Sink
     from ..proctable import Proc
     from ..store import StoreReader
 
@@ -33,7 +35,10 @@ examples:
   procevents replay --tree -p 1234               pid 1234's execs under their ancestors
 
 Events are written in the order they arrived, with the enrichment recorded
-then (argv, user, ...), in the formats of the live view.
+then (argv, user, ...), in the formats of the live view.  From a store
+collected from several hosts, each text or tree line starts with its host's
+name (a tree per host: pids repeat across hosts), and --json has a "host"
+key on every line, as it has on every line from a store of schema 3.
 """
 
 
@@ -76,7 +81,39 @@ def build_parser() -> argparse.ArgumentParser:
     add_pid_option(sel, "only this process and the descendants it forks during the replay (repeatable)")
     add_user_option(sel)
     add_command_option(sel)
+    add_host_option(sel, "events")
+    add_container_option(sel, "events of processes")
     return parser
+
+
+def host_sinks(output: Output, hosts: list[str], make: Callable[[Output], Sink]) -> Callable[[str | None], Sink]:
+    """Each host's sink (``make``), whose every line starts with the host's
+    name in a column as wide as the longest: the sink, for an event's host."""
+    from ..escape import escape
+    from ..pipeline import Output
+
+    width = max(len(escape(host)) for host in hosts)
+
+    class Prefixed(Output):
+        """Writes each line to ``output`` after its host's column."""
+
+        def __init__(self, prefix: str) -> None:
+            super().__init__(output.stream)
+            self.prefix = prefix.ljust(width).encode("utf-8", "backslashreplace") + b" "
+
+        def write(self, data: bytes) -> None:
+            prefix = self.prefix
+            output.write(b"".join(prefix + line for line in data.splitlines(keepends=True)))
+
+    sinks: dict[str | None, Sink] = {}
+
+    def sink(host: str | None) -> Sink:
+        found = sinks.get(host)
+        if found is None:
+            found = sinks[host] = make(Prefixed(escape(host or "?")))
+        return found
+
+    return sink
 
 
 def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Proc], list[Proc]]:
@@ -138,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         filters.append(UserFilter(args.user))
     if args.command is not None:
         filters.append(CommandFilter(args.command))
+    if args.container is not None:
+        from ..filters import ContainerFilter
+
+        filters.append(ContainerFilter(args.container))
     try:
         reader = open_reader(path, args.trust_db)
     except StoreError as exc:
@@ -153,13 +194,25 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     try:
         with reader:
-            for n, rec in enumerate(reader.events(args.since, args.until), 1):
+            # Several hosts in one text or tree: a column says whose each line is.
+            hosts = [] if args.json or args.host is not None else reader.hosts()
+            by_host = None
+            if len(hosts) > 1:
+                by_host = host_sinks(
+                    output, hosts, lambda out: choose_sink(out, json=False, lineage=lineage, clock=clock)
+                )
+            for n, rec in enumerate(reader.events(args.since, args.until, args.host), 1):
                 event = rec.event
                 summary.seen = n
                 if filters and not all(check(event, rec.proc) for check in filters):
                     continue
                 clock.shift = rec.wall - event.timestamp_ns - offset
-                summary.add(event, sink.emit(event, rec.proc, rec.info))
+                if by_host is not None:
+                    summary.add(event, by_host(rec.host).emit(event, rec.proc, rec.info))
+                elif args.json and rec.host is not None:  # where it happened: the live stream has one host
+                    summary.add(event, sink.emit(event, rec.proc, {**rec.info, "host": rec.host}))
+                else:
+                    summary.add(event, sink.emit(event, rec.proc, rec.info))
                 if n % 4096 == 0:
                     output.flush()
     except StoreError as exc:

@@ -48,15 +48,80 @@ def format_duration(seconds: float) -> str:
 
 
 def format_bytes(size: int) -> str:
-    """``512B``, ``4.0K``, ``212M``, ``1.5G`` (powers of 1024, as ps and top)."""
+    """``512B``, ``4.0K``, ``212M``, ``1.0M``, ``1.5G`` (powers of 1024, as ps
+    and top): at most three digits, so 1000K is 1.0M and sizes line up."""
     value = float(size)
     for unit in ("B", "K", "M", "G", "T"):
-        if value < 1024 or unit == "T":
+        # 999.5 and up would print as 1000; 9.95 and up as 10.0 (four characters)
+        if value < 999.5 or unit == "T":
             if unit == "B":
                 return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+            return f"{value:.1f}{unit}" if value < 9.95 else f"{value:.0f}{unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+#: How many characters the escapes of procevents.escape take (a backslash,
+#: then this letter): ``\\x1b``, ``\\u200b``, ``\\U0001f600``; any other, two.
+_ESCAPE_LENGTH: Final = {"x": 4, "u": 6, "U": 10}
+
+
+def _units(text: str) -> list[tuple[str, int]]:
+    """Escaped text as what a cut must keep whole, each with its display
+    columns: an escape, or one character (wide ones 2, combining ones 0)."""
+    import unicodedata
+
+    units = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            chunk = text[i : i + _ESCAPE_LENGTH.get(text[i + 1], 2)]
+            units.append((chunk, len(chunk)))
+            i += len(chunk)
+            continue
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            units.append((ch, 0))
+        else:
+            units.append((ch, 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1))
+        i += 1
+    return units
+
+
+def display_width(text: str) -> int:
+    """The columns a terminal gives ``text`` (already escaped)."""
+    if text.isascii():
+        return len(text)
+    return sum(columns for _, columns in _units(text))
+
+
+#: What ends a cut line: shown where the rest was left out.
+CUT_MARKER: Final = "..."
+
+
+def cut_to_width(text: str, width: int) -> str:
+    """``text`` (escaped) in at most ``width`` columns: whole if it fits, else
+    cut and ended by CUT_MARKER, never inside an escape or a wide character."""
+    if display_width(text) <= width:
+        return text
+    if width < len(CUT_MARKER):
+        return CUT_MARKER[: max(0, width)]
+    room = width - len(CUT_MARKER)
+    kept = []
+    used = 0
+    for chunk, columns in _units(text):
+        if used + columns > room:
+            break
+        kept.append(chunk)
+        used += columns
+    return "".join(kept) + CUT_MARKER
+
+
+def pad(text: str, width: int, *, right: bool = False) -> str:
+    """``text`` filled with spaces to ``width`` display columns (on the left
+    when ``right``-aligned)."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill
 
 
 def format_cost(info: Mapping[str, Any]) -> str:

@@ -15,14 +15,14 @@ from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
 from ..proctable import Proc
 from .clock import Clock
-from .text import exit_description, format_command, format_cost, format_duration
+from .text import cut_to_width, exit_description, format_command, format_cost, format_duration
 
 INDENT = "  "
 
 #: The time column where a time is unknown (as wide as ``10:40:01.123``).
 NO_TIME = " " * 12
 
-#: An ancestor's command line is context: cut to this many characters.
+#: An ancestor's command line is context: cut to this many display columns.
 CONTEXT_WIDTH = 100
 
 
@@ -72,8 +72,7 @@ class TreeRenderer:
             self.shown[ancestor.pid] = (level, ancestor.start_ns)
             stamp = NO_TIME if ancestor.start_ns is None else self.clock.local_ms(ancestor.start_ns)
             command = format_command({"cmdline": ancestor.argv, "comm": ancestor.comm}) or "?"
-            if len(command) > CONTEXT_WIDTH:
-                command = command[: CONTEXT_WIDTH - 3] + "..."
+            command = cut_to_width(command, CONTEXT_WIDTH)  # never inside an escape or a wide character
             lines.append(f"{stamp} {INDENT * level}{ancestor.pid} {command}  (ancestor)\n")
         return lines
 

@@ -266,8 +266,19 @@ class StoreReader:
 
     # -- events ------------------------------------------------------------------
 
-    def events(self, since: int | None = None, until: int | None = None) -> Iterator[Recorded]:
-        """Recorded events in arrival order, rebuilt, with their enrichment."""
+    def hosts(self) -> list[str]:
+        """The hosts whose processes the file holds, by name (one for a
+        recorder's own file, several for a collected one; none before schema 3)."""
+        if not self.has_fleet:
+            return []
+        rows = self._rows(self._execute("SELECT DISTINCT host FROM procs WHERE host IS NOT NULL ORDER BY host"))
+        return [str(host) for (host,) in rows]
+
+    def events(
+        self, since: int | None = None, until: int | None = None, host: str | None = None
+    ) -> Iterator[Recorded]:
+        """Recorded events in arrival order, rebuilt, with their enrichment
+        (of one ``host`` only, when given)."""
         where: list[str] = []
         params: list[Any] = []
         if since is not None:
@@ -277,7 +288,12 @@ class StoreReader:
             where.append("e.wall <= ?")
             params.append(until)
         fleet = self.has_fleet
-        identities = "p.exec_id, p.parent_exec_id" if fleet else "NULL, NULL"
+        if host is not None:
+            if not fleet:
+                raise StoreError(f"{self.path} was recorded without hosts and containers (schema 2 or earlier)")
+            where.append("e.host = ?")
+            params.append(host)
+        identities = "p.exec_id, p.parent_exec_id, p.cgroup" if fleet else "NULL, NULL, NULL"
         sql = (
             f"SELECT {self._event_columns}, p.argv, p.duration, p.parent, p.start_ns, p.exe, p.uid, {identities} "
             "FROM events e LEFT JOIN procs p ON p.id = e.proc"
@@ -373,7 +389,8 @@ def _read_only(action: int, arg1: str | None, arg2: str | None, _db: str | None,
 @dataclass(slots=True)
 class Recorded:
     """One recorded event, rebuilt: the event, its enrichment as shown live,
-    the process as far as the rows tell, and the wall-clock ns it was stamped."""
+    the process as far as the rows tell, the wall-clock ns it was stamped
+    and the host it happened on."""
 
     event: Event
     info: dict[str, Any]
@@ -381,11 +398,14 @@ class Recorded:
     wall: int
     life: int | None
     parent: int | None
+    #: The host it was recorded on (None before schema 3).
+    host: str | None = None
 
 
 def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None], fleet: bool = False) -> Recorded:
-    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd, _host, cgroup,
-     life_argv, life_duration, life_parent, life_start, life_exe, life_uid, exec_id, parent_exec_id) = row
+    (life_id, ts, wall, name, cpu, seq, pid, tgid, a, b, c, d, data, comm, ppid, uid, argv, exe, cwd, host, cgroup,
+     life_argv, life_duration, life_parent, life_start, life_exe, life_uid, exec_id, parent_exec_id,
+     life_cgroup) = row
     build = EVENT_FROM_COLUMNS.get(name)
     if build is not None:
         event = build(cpu, seq, ts, pid, tgid, a, b, c, d, data)
@@ -429,9 +449,10 @@ def _rebuild(row: Sequence[Any], user_name: Callable[[int | None], str | None], 
         owner = uid if uid is not None else life_uid
         proc = RecordedProc(
             pid=tgid, ppid=ppid or 0, start_ns=life_start, comm=comm_text, argv=cmdline,
-            exe=decode_text(exe if name == "exec" else life_exe), ruid=owner, euid=owner, life=life_id,
+            exe=decode_text(exe if name == "exec" else life_exe), ruid=owner, euid=owner,
+            cgroup=decode_text(cgroup if name == "exec" and cgroup is not None else life_cgroup), life=life_id,
         )
-    return Recorded(event, info, proc, wall, life_id, life_parent)
+    return Recorded(event, info, proc, wall, life_id, life_parent, host)
 
 
 def _costs(data: object) -> dict[str, Any]:
