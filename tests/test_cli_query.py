@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     CONTAINER_ID,
     TIMEOUT,
+    Lines,
     Step,
     cli_argv,
     collected_store,
@@ -71,6 +72,29 @@ def test_ctrl_c_ends_a_runaway_sql_statement(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 130, err
     assert err == b"procevents: interrupted\n" and out == b""
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_endless_sql_result_streams_and_ends_at_a_closed_pipe(tmp_path: Path, as_json: bool) -> None:
+    """Rows are written as they come, not gathered: the reader sees the first
+    ones at once, and the statement ends when the pipe closes (before, an
+    endless result printed nothing and grew without bound)."""
+    db = tmp_path / "a.db"
+    assert run_cli("record", "--db", str(db), "-D", "0.3", "-q").returncode == 0
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+    argv = [*cli_argv(), "query", "--db", str(db), "--sql", endless, *(["--json"] if as_json else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    head = Lines(proc.stdout, close_after=2)  # `| head -2`
+    try:
+        head.wait_for(lambda _line: len(head.lines) >= 2)
+        assert proc.wait(TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert head.lines[:2] == ([b'{"x":1}\n', b'{"x":2}\n'] if as_json else [b"x\n", b"1\n"])
+    assert proc.stderr.read() == b""
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -21,7 +21,7 @@ from .options import (
     add_user_option,
     cpu_seconds_arg,
 )
-from .runner import finish_output, open_output, refuse_output_onto, stderr, write_lines
+from .runner import finish_output, open_output, refuse_output_onto, silence_stdout, stderr, write_lines
 
 if TYPE_CHECKING:
     from ..pipeline import Output
@@ -490,6 +490,11 @@ def run(args: argparse.Namespace) -> int:
     return finish_output(output)
 
 
+#: --sql writes its rows at least this often (bytes, seconds): streamed, never gathered.
+SQL_FLUSH_BYTES = 64 * 1024
+SQL_FLUSH_SECONDS = 0.1
+
+
 def _run_sql(reader: StoreReader, args: argparse.Namespace, output: Output) -> int:
     """One statement; Ctrl-C (or SIGTERM) ends even a runaway one, status 130."""
     import signal
@@ -500,15 +505,25 @@ def _run_sql(reader: StoreReader, args: argparse.Namespace, output: Output) -> i
         asked.append(signum)
 
     previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, signal.SIGTERM)}
+    last_flush = time.monotonic()
     try:
         for line in _sql_lines(reader, args.sql, args.json, lambda: bool(asked)):
             output.write(line)
             if asked:
                 raise KeyboardInterrupt
+            # Streamed, not gathered: memory stays bounded however many rows
+            # come, the first ones show at once, and a closed pipe ends it.
+            if output.pending_bytes >= SQL_FLUSH_BYTES or time.monotonic() - last_flush >= SQL_FLUSH_SECONDS:
+                output.flush()
+                last_flush = time.monotonic()
     except KeyboardInterrupt:
         output.close()
         stderr("interrupted")
         return 130
+    except BrokenPipeError:  # `| head`: what it wanted was written
+        silence_stdout()
+        output.close()
+        return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
