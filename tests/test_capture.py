@@ -25,8 +25,10 @@ from conftest import CLI, NOBODY
 from helpers import (
     IGNORE,
     LISTEN,
+    SH,
     STRACE,
     WATCH_TIMEOUT,
+    Gated,
     JsonWatcher,
     Traced,
     as_user,
@@ -372,3 +374,25 @@ def test_no_reader_outlives_a_clean_exit() -> None:
     assert p.wait(WATCH_TIMEOUT) == 0
     p.stderr.close()
     assert not [pid for pid in readers if Path(f"/proc/{pid}").exists()]
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_argv_is_cut_at_the_limit_on_every_read_path(
+    mode: str, watch: Callable[..., Any], gated: Callable[..., Gated]
+) -> None:
+    """The same 256 KiB cut, marked, whether a reader read it while the
+    process was held or /proc was read after the event (before, the async
+    path kept all 384 KiB of three 128 KiB arguments)."""
+    from procevents.procfs import ARGV_LIMIT
+
+    big = ["x" * (128 * 1024 - 1)] * 3  # each just under MAX_ARG_STRLEN
+    w: JsonWatcher = watch("-e", "exec", "--capture", mode, as_json=True)
+    held = gated([SH, "-c", "read _", *big])  # alive until released: async reads find it
+    w.wait_for(lambda: bool(w.of(held.pid, "exec")), "the exec")
+    ev = one(w.of(held.pid), "exec")
+    assert held.release() == 0
+    assert ev["cmdline_truncated"] is True
+    text = "\0".join(ev["cmdline"])
+    assert ARGV_LIMIT - 128 * 1024 < len(text) <= ARGV_LIMIT
+    assert ev["cmdline"][:3] == [SH, "-c", "read _"]

@@ -59,15 +59,13 @@ from .frames import (
     seq_after,
     split_frames,
 )
-from .procfs import RawExec, read_exec_raw
+from .procfs import ARGV_LIMIT, RawExec, read_exec_raw
 from .senders import KERNEL_PORT, Refusals
 from .snapshot import ExecSnapshot
 
 #: SCHED_FIFO priority of the readers: above every normal task, far below
 #: the kernel's own realtime threads.
 DEFAULT_PRIORITY: Final = 10
-#: argv beyond this is cut (and marked so): bounded work per event.
-ARGV_LIMIT: Final = 256 * 1024
 #: Default bound on a captured environment (``--env``).
 ENV_LIMIT: Final = 32 * 1024
 #: How long the main process waits for a capture its reader has not sent yet.

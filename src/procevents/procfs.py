@@ -26,6 +26,11 @@ _BUFSIZE: Final = 65536
 _O_RDONLY: Final = os.O_RDONLY | os.O_CLOEXEC
 _O_DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _GONE_ERRNOS: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR})
+#: argv text beyond this is cut (and marked so), on every read path: bounded
+#: work and memory per exec, whatever a program passes.
+ARGV_LIMIT: Final = 256 * 1024
+
+
 _DENIED_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM})
 _UID_LINE: Final = re.compile(rb"^Uid:\s+(\d+)\s+(\d+)", re.M)
 _GID_LINE: Final = re.compile(rb"^Gid:\s+(\d+)\s+(\d+)", re.M)
@@ -206,11 +211,25 @@ class ProcessHandle:
             return _classify(exc)
         return st.st_uid, st.st_gid
 
-    def cmdline(self) -> list[str] | Unavailable:
-        data = self.read("cmdline")
-        if isinstance(data, Unavailable):
-            return data
-        return parse_cmdline(data)
+    def read_bounded(self, name: str, limit: int) -> tuple[bytes, bool] | Unavailable:
+        """Up to ``limit`` bytes of a file, and whether there was more."""
+        try:
+            return _read_bounded(name.encode(), self.fd, limit)
+        except OSError as exc:
+            return _classify(exc)
+
+    def cmdline(self, limit: int = ARGV_LIMIT) -> list[str] | Unavailable:
+        """argv, its text cut at ``limit`` bytes (:meth:`argv` says whether it was)."""
+        return self.argv(limit)[0]
+
+    def argv(self, limit: int = ARGV_LIMIT) -> tuple[list[str] | Unavailable, bool]:
+        """argv, cut at ``limit`` bytes of text, and whether it was cut:
+        the same bound on every path that reads it (the readers' too)."""
+        read = self.read_bounded("cmdline", limit)
+        if isinstance(read, Unavailable):
+            return read, False
+        data, cut = read
+        return parse_cmdline(data), cut
 
     def comm(self) -> str | Unavailable:
         data = self.read("comm")

@@ -11,7 +11,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from .events import Event, Exec, Fork
-from .procfs import ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
+from .procfs import ARGV_LIMIT, ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
 
 
 @dataclass(slots=True)
@@ -58,9 +58,9 @@ def read_exec_snapshots(
     handles = [procfs.open_process(pid) for pid in pids]
     if boot_offset_ns is None:
         boot_offset_ns = procfs.boottime_offset_ns()
-    argvs = [h.cmdline() if isinstance(h, ProcessHandle) else h for h in handles]
+    argvs = [h.argv(ARGV_LIMIT) if isinstance(h, ProcessHandle) else (h, False) for h in handles]
     snapshots = []
-    for handle, argv in zip(handles, argvs, strict=True):
+    for handle, (argv, argv_cut) in zip(handles, argvs, strict=True):
         if not isinstance(handle, ProcessHandle):
             snapshots.append(ExecSnapshot(None, None, None, None, None, None, handle.value))
             continue
@@ -73,7 +73,7 @@ def read_exec_snapshots(
             exe: str | Unavailable
             cwd: str | Unavailable
             owner: tuple[int, int] | Unavailable
-            environ: bytes | Unavailable = Unavailable.GONE
+            environ: tuple[bytes, bool] | Unavailable = Unavailable.GONE
             group: str | Unavailable = Unavailable.GONE
             if argv is Unavailable.EMPTY:
                 # A zombie: its comm (the exec'd program's) is all that is left.
@@ -83,7 +83,7 @@ def read_exec_snapshots(
                 cwd = handle.cwd()
                 owner = handle.owner()
                 if env_limit:
-                    environ = handle.read("environ")
+                    environ = handle.read_bounded("environ", env_limit)
                 if cgroup:
                     group = handle.cgroup()
         comm = start_ns = None
@@ -94,9 +94,11 @@ def read_exec_snapshots(
         if not isinstance(argv, list):
             missing = "gone" if argv is not Unavailable.DENIED else "denied"
         env = None
-        if isinstance(environ, bytes):
-            parsed = parse_cmdline(environ[:env_limit])
+        env_cut = False
+        if isinstance(environ, tuple):
+            parsed = parse_cmdline(environ[0])
             env = parsed if isinstance(parsed, list) else []
+            env_cut = environ[1]
         snapshots.append(
             ExecSnapshot(
                 argv if isinstance(argv, list) else None,
@@ -107,7 +109,8 @@ def read_exec_snapshots(
                 start_ns,
                 missing,
                 env=env,
-                env_truncated=isinstance(environ, bytes) and len(environ) > env_limit,
+                argv_truncated=argv_cut,
+                env_truncated=env_cut,
                 cgroup=group or None if isinstance(group, str) else None,
             )
         )
