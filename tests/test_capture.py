@@ -396,3 +396,34 @@ def test_argv_is_cut_at_the_limit_on_every_read_path(
     text = "\0".join(ev["cmdline"])
     assert ARGV_LIMIT - 128 * 1024 < len(text) <= ARGV_LIMIT
     assert ev["cmdline"][:3] == [SH, "-c", "read _"]
+
+
+def test_pending_captures_have_a_byte_budget() -> None:
+    """Captures waiting for a main process that has fallen behind: past
+    PENDING_BYTES of text per CPU each new one is cut to ARGV_CUT_LIMIT and
+    marked, and still joined to its exec; past twice that, the oldest go."""
+    from procevents.events import Exec
+    from procevents.frames import CAPTURE, FLAG_ARGV_CUT, FLAG_COMM, Frame, encode_frame
+    from procevents.procfs import ARGV_CUT_LIMIT, ARGV_LIMIT, RawExec
+
+    cap = capture.ExecCapture(cpus=[], wait=0.0)
+    reader = capture._Reader(0, 0, -1)
+    cap.readers[0] = reader
+
+    def keep(seq: int) -> None:
+        raw = RawExec(None, b"a" * (ARGV_LIMIT - 1) + b"\0", b"big\n")
+        cap._keep(reader, Frame(encode_frame(CAPTURE, 0, seq, 4242, raw, flags=FLAG_COMM)))
+        assert reader.pending_bytes == sum(frame.text_bytes for frame in reader.pending.values())
+        assert reader.pending_bytes <= 2 * capture.PENDING_BYTES
+
+    whole = capture.PENDING_BYTES // ARGV_LIMIT
+    for seq in range(2 * whole):
+        keep(seq)
+    cut = [seq for seq, frame in reader.pending.items() if frame.flags & FLAG_ARGV_CUT]
+    assert cut == list(range(whole, 2 * whole))  # the first whole, then cut
+    snapshot = cap.take(Exec(0, whole, 1, 4242, 4242))
+    assert snapshot is not None and snapshot.argv_truncated and snapshot.comm == "big"
+    assert sum(len(arg) for arg in snapshot.argv or ()) <= ARGV_CUT_LIMIT
+    for seq in range(2 * whole, 2 * whole + 3 * capture.PENDING_BYTES // ARGV_CUT_LIMIT):
+        keep(seq)  # cut ones add up too: the oldest go
+    assert min(reader.pending) > 2 * whole  # all the earlier ones are gone

@@ -382,3 +382,32 @@ def test_rows_beyond_the_bound_are_dropped_and_recorded_as_lost(tmp_path: Path, 
     assert [row[0] for row in db_rows(db, "SELECT pid FROM events WHERE event = 'exec' ORDER BY id")] == list(
         range(115, 125)
     )  # the newest kept, the oldest dropped
+
+
+def test_rows_waiting_on_a_lock_have_a_byte_budget(tmp_path: Path, monkeypatch: Any) -> None:
+    """Counted in argv bytes as well as rows: 400 execs of 256 KiB (100 MiB)
+    wait within MAX_WAITING_BYTES; the oldest are dropped and recorded as lost."""
+    from procevents.events import Exec
+    from procevents.proctable import Proc
+    from procevents.store import StoreSink, StoreWriter
+    from procevents.store import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "BUSY_RETRY", 0.0)
+    db = tmp_path / "a.db"
+    writer = StoreWriter(str(db))
+    sink = StoreSink(writer)
+    argv = ["x" * (128 * 1024 - 1), "y" * (128 * 1024 - 1)]
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for i in range(400):
+        sink.emit(Exec(0, i, 1_000 + i, 100 + i, 100 + i), Proc(100 + i, 1), {"comm": "x", "cmdline": argv})
+        if i % 20 == 19:
+            writer.commit()  # blocked (each try waits BUSY_WAIT for the lock)
+            assert writer.pending_bytes <= writer_module.MAX_WAITING_BYTES
+    kept = len(writer.pending)
+    assert writer.dropped == 400 - kept and kept == writer_module.MAX_WAITING_BYTES // (256 * 1024)
+    other.execute("ROLLBACK")
+    other.close()
+    writer.close()
+    assert db_rows(db, "SELECT a, data FROM events WHERE event = 'lost'") == [(400 - kept, "store-locked")]
+    assert db_rows(db, "SELECT count(*) FROM events WHERE event = 'exec'") == [(kept,)]

@@ -124,3 +124,28 @@ class TestResyncAfterLoss:
         assert enricher.maybe_resync(now=11.1)
         assert enricher.resyncs == 2
         assert not enricher.maybe_resync(now=20.0)  # nothing asked
+
+
+def test_a_batch_has_a_byte_budget_for_argv(fx: FixtureProc, procfs: ProcFS) -> None:
+    """A batch of 100 execs of a 256 KiB command line (any user can make
+    one): argv is whole until BATCH_ARGV_BYTES is spent, then cut to
+    ARGV_CUT_LIMIT and marked; every exec keeps its event and its name."""
+    from procevents.enrich import BATCH_ARGV_BYTES
+    from procevents.procfs import ARGV_CUT_LIMIT, ARGV_LIMIT
+
+    fx.add(1, comm="init", ppid=0, starttime=1)
+    fx.add(600, comm="big", cmdline=(b"x" * (128 * 1024 - 1) + b"\0") * 2, ppid=1, uid=0, cwd="/srv")
+    enricher = Enricher(ProcessTable(procfs))
+    batch: list[Event] = [exec_(600, ts=2_000 + i) for i in range(100)]
+    found = enricher.read_execs(batch)
+    assert sorted(found) == list(range(100))
+    sizes = [sum(len(arg) for arg in found[i].argv or ()) for i in range(100)]
+    whole = [size for size in sizes if size == ARGV_LIMIT - 2]
+    assert len(whole) == BATCH_ARGV_BYTES // (ARGV_LIMIT - 2)
+    assert sum(sizes) <= BATCH_ARGV_BYTES + 100 * ARGV_CUT_LIMIT
+    for i in range(100):
+        snapshot = found[i]
+        assert snapshot.comm == "big"
+        assert snapshot.argv_truncated is (sizes[i] < ARGV_LIMIT - 2)
+        if snapshot.argv_truncated:
+            assert sizes[i] <= ARGV_CUT_LIMIT

@@ -59,7 +59,7 @@ from .frames import (
     seq_after,
     split_frames,
 )
-from .procfs import ARGV_LIMIT, RawExec, read_exec_raw
+from .procfs import ARGV_CUT_LIMIT, ARGV_LIMIT, RawExec, read_exec_raw
 from .senders import KERNEL_PORT, Refusals
 from .snapshot import ExecSnapshot
 
@@ -72,6 +72,11 @@ ENV_LIMIT: Final = 32 * 1024
 WAIT_SECONDS: Final = 0.25
 #: Captures kept for events the main stream has not shown yet, per CPU.
 MAX_PENDING: Final = 65536
+#: ... and the bytes of argv and environment they may hold, per CPU; past
+#: it, each new capture's text is cut to ARGV_CUT_LIMIT (and marked so),
+#: and past twice it the oldest captures are dropped, so what any user execs
+#: cannot grow the main process without bound.
+PENDING_BYTES: Final = 8 * 1024 * 1024
 
 _SO_ATTACH_FILTER: Final = 26
 _READER_RCVBUF: Final = 8 * 1024 * 1024
@@ -272,7 +277,7 @@ def cpu_set(which: str) -> list[int]:
 
 
 class _Reader:
-    __slots__ = ("buffer", "cpu", "done_seq", "fd", "pending", "pid")
+    __slots__ = ("buffer", "cpu", "done_seq", "fd", "pending", "pending_bytes", "pid")
 
     def __init__(self, cpu: int, pid: int, fd: int) -> None:
         self.cpu = cpu
@@ -281,6 +286,8 @@ class _Reader:
         self.buffer = bytearray()
         #: seq -> capture, in the order read (seq order).
         self.pending: dict[int, Frame] = {}
+        #: Their argv and environment bytes (PENDING_BYTES bounds it).
+        self.pending_bytes = 0
         #: seq of the newest capture read; None before the first.
         self.done_seq: int | None = None
 
@@ -447,18 +454,19 @@ class ExecCapture:
 
     # -- joining ---------------------------------------------------------
 
-    def take(self, event: Exec) -> ExecSnapshot | None:
-        """The snapshot of exactly this exec, waiting briefly for its reader."""
+    def take(self, event: Exec, argv_limit: int = ARGV_LIMIT) -> ExecSnapshot | None:
+        """The snapshot of exactly this exec, waiting briefly for its reader;
+        its argv cut to ``argv_limit`` bytes (the caller's budget)."""
         reader = self.readers.get(event.cpu)
         if reader is None:
             return None
         seq = event.seq
-        frame = reader.pending.pop(seq, None)
+        frame = self._pop(reader, seq)
         if frame is None:
             deadline = 0.0
             while True:
                 self._collect(reader)
-                frame = reader.pending.pop(seq, None)
+                frame = self._pop(reader, seq)
                 if frame is not None or reader.fd < 0:
                     break
                 if reader.done_seq is not None and seq_after(reader.done_seq, seq):
@@ -474,6 +482,7 @@ class ExecCapture:
             self.missed += 1
             return None
         self.captured += 1
+        frame.cut(argv_limit)
         snapshot = frame.snapshot(self.boot_offset_ns)
         if frame.flags & FLAG_LATE:
             self.late += 1
@@ -487,6 +496,13 @@ class ExecCapture:
         for reader in list(self.readers.values()):
             self._collect(reader)
 
+    @staticmethod
+    def _pop(reader: _Reader, seq: int) -> Frame | None:
+        frame = reader.pending.pop(seq, None)
+        if frame is not None:
+            reader.pending_bytes -= frame.text_bytes
+        return frame
+
     def _forget_before(self, reader: _Reader, seq: int) -> None:
         # Captures of execs the main stream never showed (it lost them).
         pending = reader.pending
@@ -494,7 +510,7 @@ class ExecCapture:
             oldest = next(iter(pending))
             if not seq_after(seq, oldest):
                 break
-            del pending[oldest]
+            self._pop(reader, oldest)
 
     def _collect(self, reader: _Reader) -> None:
         for frame in self._read(reader):
@@ -502,17 +518,26 @@ class ExecCapture:
 
     def _keep(self, reader: _Reader, frame: Frame) -> None:
         if frame.kind == CAPTURE:
+            if reader.pending_bytes + frame.text_bytes > PENDING_BYTES:
+                frame.cut(ARGV_CUT_LIMIT)  # the main process is far behind: keep the event, cut its text
+            self._pop(reader, frame.seq)  # a seq seen again (wrapped): the older capture goes
             reader.pending[frame.seq] = frame
+            reader.pending_bytes += frame.text_bytes
             reader.done_seq = frame.seq
-            if len(reader.pending) > MAX_PENDING:
-                del reader.pending[next(iter(reader.pending))]
+            # Cut ones add up too: past twice the budget the oldest go (their
+            # execs are read from /proc instead, or shown as gone).
+            while len(reader.pending) > MAX_PENDING or reader.pending_bytes > 2 * PENDING_BYTES:
+                self._pop(reader, next(iter(reader.pending)))
         elif frame.kind == REFUSED:
             self.refused.note(frame.pid)
 
     def _read(self, reader: _Reader) -> list[Frame]:
         if reader.fd < 0:
             return []
-        while True:
+        # One pipe's worth at a time: a realtime reader refills its pipe as
+        # fast as we empty it, so reading until it is empty could gather
+        # without bound before a single frame is parsed (and cut to budget).
+        while len(reader.buffer) < _PIPE_SIZE:
             try:
                 chunk = os.read(reader.fd, _PIPE_SIZE)
             except BlockingIOError:

@@ -19,7 +19,7 @@ from .containers import container_fields
 from .costs import COST_KEYS, cost_fields, whole_process
 from .events import Event, Exec, Exit, Fork, Lost
 from .identity import Identity
-from .procfs import ProcFS
+from .procfs import ARGV_CUT_LIMIT, ARGV_LIMIT, ProcFS
 from .proctable import Proc, ProcessTable
 from .snapshot import ExecSnapshot, read_exec_snapshots, validate_snapshots
 
@@ -106,6 +106,11 @@ class Users:
         return pwd.getpwnam(text).pw_uid
 
 
+#: Bytes of argv text one batch's execs may hold (a batch is up to 4,096
+#: events): past it, argv is cut to ARGV_CUT_LIMIT and marked as cut.
+BATCH_ARGV_BYTES: Final = 16 * 1024 * 1024
+
+
 class Enricher:
     """Feeds a :class:`ProcessTable` and describes each event's process."""
 
@@ -154,16 +159,21 @@ class Enricher:
             return {}
         found: dict[int, ExecSnapshot] = {}
         capture = self.capture
+        # What a batch's argv may take, whatever any user execs: past it each
+        # is cut to ARGV_CUT_LIMIT and marked (cmdline_truncated).
+        left = BATCH_ARGV_BYTES
         if capture is not None:
             capture.collect()
             for i in exec_indexes:
-                snapshot = capture.take(batch[i])  # type: ignore[arg-type]
+                snapshot = capture.take(batch[i], ARGV_LIMIT if left >= ARGV_LIMIT else ARGV_CUT_LIMIT)  # type: ignore[arg-type]
                 if snapshot is not None:
                     found[i] = snapshot
+                    left -= sum(len(arg) for arg in snapshot.argv or ())
         newest_first = [i for i in reversed(exec_indexes) if i not in found]
         if newest_first:
             snapshots = read_exec_snapshots(
-                self.procfs, [batch[i].tgid for i in newest_first], self.table.boot_offset_ns, self.env_limit
+                self.procfs, [batch[i].tgid for i in newest_first], self.table.boot_offset_ns, self.env_limit,
+                argv_budget=max(0, left),
             )
             found.update(zip(newest_first, snapshots, strict=True))
         if self.launched:

@@ -116,6 +116,20 @@ class Frame:
         at += n_env
         self.cgroup = bytes(data[at : offset + size]) if self.flags & FLAG_CGROUP else None
 
+    @property
+    def text_bytes(self) -> int:
+        """What the frame's argv and environment take (the budgets count these)."""
+        return len(self.cmdline) + len(self.environ or b"")
+
+    def cut(self, limit: int) -> None:
+        """Cut argv and the environment to ``limit`` bytes each, marked as cut."""
+        if len(self.cmdline) > limit:
+            self.cmdline = self.cmdline[:limit]
+            self.flags |= FLAG_ARGV_CUT
+        if self.environ is not None and len(self.environ) > limit:
+            self.environ = self.environ[:limit]
+            self.flags |= FLAG_ENV_CUT
+
     def snapshot(self, boot_offset_ns: int) -> ExecSnapshot:
         argv = parse_cmdline(self.cmdline) if self.cmdline else None
         comm = start_ns = None

@@ -29,6 +29,9 @@ _GONE_ERRNOS: Final = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR})
 #: argv text beyond this is cut (and marked so), on every read path: bounded
 #: work and memory per exec, whatever a program passes.
 ARGV_LIMIT: Final = 256 * 1024
+#: What argv is cut to once a byte budget (pending captures, a batch) is
+#: spent: the event is still shown, its argv marked as cut.
+ARGV_CUT_LIMIT: Final = 4 * 1024
 
 
 _DENIED_ERRNOS: Final = frozenset({errno.EACCES, errno.EPERM})

@@ -11,7 +11,7 @@ from operator import attrgetter
 from typing import Any, Final
 
 from .events import Event, Exec, Fork
-from .procfs import ARGV_LIMIT, ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
+from .procfs import ARGV_CUT_LIMIT, ARGV_LIMIT, ProcessHandle, ProcFS, Stat, Unavailable, parse_cmdline
 
 
 @dataclass(slots=True)
@@ -48,17 +48,29 @@ def same_start(a: int | None, b: int | None) -> bool:
 
 
 def read_exec_snapshots(
-    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0, cgroup: bool = True
+    procfs: ProcFS, pids: list[int], boot_offset_ns: int | None = None, env_limit: int = 0, cgroup: bool = True,
+    argv_budget: int | None = None,
 ) -> list[ExecSnapshot]:
     """Read argv first for every pid (in the order given), then the rest.
 
     Each process is pinned by its /proc directory before anything is read,
     so a pid reused meanwhile reads as gone instead of as a stranger.
+    ``argv_budget``: the bytes of argv text all of them may take; once it is
+    spent, each argv is cut to ARGV_CUT_LIMIT (and marked so).
     """
     handles = [procfs.open_process(pid) for pid in pids]
     if boot_offset_ns is None:
         boot_offset_ns = procfs.boottime_offset_ns()
-    argvs = [h.argv(ARGV_LIMIT) if isinstance(h, ProcessHandle) else (h, False) for h in handles]
+    argvs: list[tuple[list[str] | Unavailable, bool]] = []
+    left = ARGV_LIMIT * len(pids) if argv_budget is None else argv_budget
+    for handle in handles:
+        if not isinstance(handle, ProcessHandle):
+            argvs.append((handle, False))
+            continue
+        argv, cut = handle.argv(ARGV_LIMIT if left >= ARGV_LIMIT else max(ARGV_CUT_LIMIT, left))
+        if isinstance(argv, list):
+            left -= sum(len(arg) for arg in argv)
+        argvs.append((argv, cut))
     snapshots = []
     for handle, (argv, argv_cut) in zip(handles, argvs, strict=True):
         if not isinstance(handle, ProcessHandle):

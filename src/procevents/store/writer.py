@@ -21,6 +21,7 @@ from ..proctable import Proc
 from .schema import (
     APPLICATION_ID,
     COST_COLUMNS,
+    EVENT_COLUMNS,
     EVENT_SPECIFIC,
     INSERT_EVENT,
     MAX_ANCESTRY,
@@ -52,6 +53,17 @@ MAX_PENDING: Final = 50_000
 #: While another program holds the write lock, rows wait in memory, up to
 #: this many; beyond it the oldest are dropped and recorded as lost.
 MAX_WAITING: Final = 500_000
+#: ... and the bytes of argv they may hold (a row's argv can be 256 KiB,
+#: so the count alone would let any user's execs take gigabytes).
+MAX_WAITING_BYTES: Final = 64 * 1024 * 1024
+#: Rows are also committed once their argv reaches this many bytes.
+COMMIT_BYTES: Final = 16 * 1024 * 1024
+_ARGV_AT: Final = EVENT_COLUMNS.index("argv")
+
+
+def _argv_bytes(row: tuple[Any, ...]) -> int:
+    blob = row[_ARGV_AT]
+    return len(blob) if isinstance(blob, bytes) else 0
 #: How long one commit waits for the lock (the main loop must go on reading
 #: the kernel's events), and how soon a blocked commit is tried again.
 BUSY_WAIT: Final = 0.05
@@ -104,6 +116,8 @@ class StoreWriter:
         self.retain_ns = retain_ns
         self.interval = interval
         self.pending: list[tuple[Any, ...]] = []
+        #: Bytes of argv in ``pending`` (what the byte budgets count).
+        self.pending_bytes = 0
         self.dirty: dict[int, Lifetime] = {}
         self.first_pending = 0.0
         #: Counters, for the summary and for metrics.
@@ -252,10 +266,12 @@ class StoreWriter:
         self.next_id += 1
         return life
 
-    def add_event(self, row: tuple[Any, ...]) -> None:
+    def add_event(self, row: tuple[Any, ...], argv_bytes: int = 0) -> None:
+        """One events row; ``argv_bytes``: the size of its argv blob (the byte budgets count it)."""
         if not self.pending:
             self.first_pending = time.monotonic()
         self.pending.append(row)
+        self.pending_bytes += argv_bytes
 
     def touch(self, life: Lifetime) -> None:
         """The lifetime changed: write it with the next commit."""
@@ -268,7 +284,10 @@ class StoreWriter:
         pending = self.pending
         if not pending:
             return bool(self.dirty)
-        return len(pending) >= MAX_PENDING or time.monotonic() - self.first_pending >= self.interval
+        return (
+            len(pending) >= MAX_PENDING or self.pending_bytes >= COMMIT_BYTES
+            or time.monotonic() - self.first_pending >= self.interval
+        )
 
     @property
     def flush_due_in(self) -> float | None:
@@ -339,16 +358,25 @@ class StoreWriter:
         self.events_written += len(self.pending)
         self.commits += 1
         self.pending = []
+        self.pending_bytes = 0
         self.dirty = {}
         if moved is not None and not self.stale:
             self._stop_moved(moved)
 
     def _bound_waiting(self) -> None:
-        excess = len(self.pending) - MAX_WAITING
-        if excess > 0:
-            del self.pending[:excess]
-            self.dropped += excess
-            self.dropped_unrecorded += excess
+        """Past MAX_WAITING rows or MAX_WAITING_BYTES of argv, the oldest rows
+        are dropped (and recorded as lost where they were)."""
+        pending = self.pending
+        drop = max(0, len(pending) - MAX_WAITING)
+        freed = sum(_argv_bytes(row) for row in pending[:drop])
+        while self.pending_bytes - freed > MAX_WAITING_BYTES and drop < len(pending):
+            freed += _argv_bytes(pending[drop])
+            drop += 1
+        if drop:
+            del pending[:drop]
+            self.pending_bytes -= freed
+            self.dropped += drop
+            self.dropped_unrecorded += drop
 
     def _drop_row(self) -> tuple[Any, ...]:
         # A lost row where the rows were dropped, as the kernel's losses are.
@@ -534,11 +562,14 @@ class StoreSink:
         row: tuple[Any, ...] = (
             life_id, ts, wall, event.name, event.cpu, event.seq, event.pid, event.tgid
         )
+        argv_bytes = 0
         if cls is Exec:
             # comm, ppid, uid, argv, exe, cwd; why argv is missing in data
             get = info.get
+            argv = encode_argv(get("cmdline"))
+            argv_bytes = len(argv) if argv is not None else 0
             row += (None, None, None, None, get("missing"), encode_text(get("comm")), get("ppid"), get("uid"),
-                    encode_argv(get("cmdline")), encode_text(get("exe")), encode_text(get("cwd")), self.host,
+                    argv, encode_text(get("exe")), encode_text(get("cwd")), self.host,
                     encode_text(get("cgroup")))
         elif cls is Exit and "utime" in info:
             costs = json.dumps([info.get(key) for key in COST_COLUMNS], separators=(",", ":"))
@@ -553,7 +584,7 @@ class StoreSink:
             else:
                 row += (encode_text(info.get("comm")), info.get("ppid"), None, None, None, None)
             row += (self.host, None)
-        self.writer.add_event(row)
+        self.writer.add_event(row, argv_bytes)
         self._until_sweep -= 1
         if self._until_sweep <= 0:
             self._forget_ended()
