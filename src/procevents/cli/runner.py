@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from .options import PROG, UsageError
+from .options import PROG, RuntimeFailure, UsageError
 
 TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
@@ -74,9 +74,9 @@ def open_output(path: str | None) -> Output:
     try:
         return Output.open(path)
     except UnsafePath as exc:
-        raise UsageError(f"refusing {exc.strerror}") from None
+        raise RuntimeFailure(f"refusing {exc.strerror}") from None
     except OSError as exc:
-        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+        raise RuntimeFailure(f"cannot open {path}: {exc.strerror}") from None
 
 
 def refuse_output_onto(output: str | None, database: str) -> None:
