@@ -10,6 +10,7 @@ from helpers import TS
 from procevents.events import (
     Exec,
     Exit,
+    Lost,
 )
 from procevents.render.clock import Clock
 
@@ -94,3 +95,10 @@ def test_tree_shows_a_reused_ancestor_pid_again() -> None:
     assert "40 [sh]  (ancestor)" in one and "40 [sh]  (ancestor)" in two  # another process under that pid
     three = tree.render(Exec(0, 3, TS + 300, 70, 70), Proc(pid=70, ppid=40, start_ns=TS + 150), {"cmdline": ["c"]})
     assert three is not None and "ancestor" not in three
+
+
+def test_a_loss_in_the_tree_has_its_running_total() -> None:
+    from procevents.render.tree import TreeRenderer
+
+    line = TreeRenderer(clock=Clock()).render(Lost(-1, 0, TS, 1, "drops"), None, {"total": 7})
+    assert line is not None and line.endswith(" !! 1 event lost (drops, 7 in all)\n"), line

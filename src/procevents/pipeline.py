@@ -274,6 +274,10 @@ class Pipeline:
                 proc, info = None, empty
             if filters and not all(check(event, proc) for check in filters):
                 continue
+            if type(event) is Lost:
+                # The running total, in-band: every loss so far, this one
+                # included (the summary's last count; loss passes every filter).
+                info = {**info, "total": summary.lost + event.count}
             for observe in observers:
                 observe(event, proc, info)
             written = sink.emit(event, proc, info)

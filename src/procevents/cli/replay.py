@@ -119,7 +119,7 @@ def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Pro
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..events import wall_clock_ns
+    from ..events import Lost, wall_clock_ns
     from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter
     from ..pipeline import choose_sink
     from ..stats import Summary
@@ -159,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
                 if filters and not all(check(event, rec.proc) for check in filters):
                     continue
                 clock.shift = rec.wall - event.timestamp_ns - offset
-                summary.add(event, sink.emit(event, rec.proc, rec.info))
+                info = rec.info
+                if type(event) is Lost:  # the running total, as the live view has it
+                    info = {**info, "total": summary.lost + event.count}
+                summary.add(event, sink.emit(event, rec.proc, info))
                 if n % 4096 == 0:
                     output.flush()
     except StoreError as exc:
