@@ -23,6 +23,7 @@ import pytest
 from helpers import (
     ISO,
     SH,
+    TIMEOUT,
     Cli,
     Gated,
     bench_module,
@@ -170,6 +171,29 @@ def test_record_then_query_back_exactly(cli: Callable[..., Cli], gated: Callable
     assert denied.returncode == 1 and b"read-only" in denied.stderr
     assert len(denied.stderr.splitlines()) == 1
     assert db.read_bytes() == before
+
+
+def test_sigusr1_commits_everything_so_far_then_says_so(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """A query may lag a running recorder by up to MAX_LAG; a script that
+    needs everything so far sends SIGUSR1 and waits for its answer, after
+    which a process that ended before the signal is there (no sleep, no
+    retry: the query runs once).  Twice, and the recorder goes on."""
+    db = tmp_path / "events.db"
+    rec = cli("record", "--db", str(db))
+    rec.wait_listening()
+    for round_ in (1, 2):
+        marker = f"marker-{round_}"
+        child = subprocess.Popen(["/bin/true", marker])
+        assert child.wait(TIMEOUT) == 0  # ended before the signal
+        os.kill(rec.pid, signal.SIGUSR1)
+        wait_until(lambda n=round_: rec.err.text.count(" recorded to ") == n, f"answer {round_} to SIGUSR1")
+        lives = _query_json(db, "--pid", str(child.pid))
+        assert [life["cmdline"] for life in lives] == [["/bin/true", marker]], (lives, rec.err.text)
+        assert lives[0]["status"] == 0 and lives[0]["end_time"] is not None
+    assert rec.proc.poll() is None, "SIGUSR1 ended the recorder"
+    answer = [line for line in rec.err.text.splitlines() if " recorded to " in line]
+    assert re.fullmatch(rf"procevents: \d+ events recorded to {re.escape(str(db))} \([\d,]+ bytes\)", answer[0]), answer
+    assert rec.stop() == 0, rec.err.text
 
 
 def _indent(line: str) -> int:

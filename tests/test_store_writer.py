@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import record_synthetic
+from helpers import REPO, record_synthetic
 
 from procevents.events import Exit, wall_clock_ns
 from procevents.proctable import Proc
 from procevents.store import (
     APPLICATION_ID,
+    COMMIT_INTERVAL,
+    MAX_LAG,
+    RECORD_LINGER,
     SCHEMA_VERSION,
     LifetimeQuery,
     StoreError,
@@ -157,3 +160,15 @@ def test_an_idle_recorder_needs_no_wakeup(tmp_path: Path) -> None:
         assert due is not None and 0 < due <= 60.0
     finally:
         pruning.close()
+
+
+def test_the_lag_bound_is_the_one_the_docs_state() -> None:
+    """One bound on how far a query lags a running recorder: the read's
+    linger and the commit interval fit in it with room for the batch's
+    work, and README.md and record --help state that same number."""
+    from procevents.cli.record import RECORD_EPILOG
+
+    assert RECORD_LINGER + COMMIT_INTERVAL < MAX_LAG
+    said = f"a query sees an event at most {MAX_LAG:g} s after it happened"
+    assert said in " ".join(RECORD_EPILOG.split())
+    assert said in " ".join((REPO / "README.md").read_text().split())

@@ -135,13 +135,15 @@ def run_pipeline(
     shown: frozenset[str] | None = None,
     selection: Sequence[str] = (),
     summary: Summary | None = None,
+    on_usr1: Callable[[], None] | None = None,
 ) -> int:
     """Shared main loop: open, run, and close on every way out.
 
     With ``own_signals`` (the default), Ctrl-C and every other signal that
     would end the process ask the loop to stop between two batches, so
     output lines are never torn and IGNORE is sent; a second Ctrl-C aborts
-    the final drain; SIGUSR1 prints the summary so far.
+    the final drain; SIGUSR1 prints the summary so far, or calls
+    ``on_usr1`` instead (in the signal handler: it may only set a flag).
 
     While events keep coming, reads are spaced out up to ``linger`` seconds
     (default: as suits ``output``), unless /proc is read after the event
@@ -158,7 +160,7 @@ def run_pipeline(
         summary=summary,
     )
     status = 0
-    stopper = _StopOnSignal(lambda: stderr(pipeline.summary.line())) if own_signals else None
+    stopper = _StopOnSignal(on_usr1 or (lambda: stderr(pipeline.summary.line()))) if own_signals else None
     if stopper is not None:
         outer_stop = stop
 
