@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,12 @@ from helpers import (
     TIMEOUT,
     Cli,
     Gated,
+    NatsServer,
     bench_module,
     burst_tools,
     committed_events,
     db_rows,
+    nats,
     run_cli,
     send_ignore,
     skip_unless_connector,
@@ -37,6 +41,8 @@ from helpers import (
     wait_rows,
     wait_until,
 )
+
+__all__ = ["nats"]  # the fixture, imported to be used here
 
 SUMMARY = re.compile(rb"procevents: (\d+) events? received.*, (\d+) events? lost")
 
@@ -406,3 +412,51 @@ def test_rows_beyond_the_bound_are_dropped_and_recorded_as_lost(tmp_path: Path, 
     assert [row[0] for row in db_rows(db, "SELECT pid FROM events WHERE event = 'exec' ORDER BY id")] == list(
         range(115, 125)
     )  # the newest kept, the oldest dropped
+
+
+# -- -D with --nats: the whole run ------------------------------------------------------------
+
+
+def test_duration_bounds_the_whole_run_when_nats_is_down(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """record -D N --nats URL, nothing listening at URL: the shipper gives up
+    DURATION_DRAIN after the recording (a connection still being tried
+    included), its 'cannot ship' comes before the recorder's summary, and
+    the summary is the last word."""
+    from procevents.fleet.shipper import DURATION_DRAIN
+
+    db = tmp_path / "events.db"
+    with socket.socket() as unused:  # bound, never listening: refused, and no one else can take it
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        rec = cli("record", "--db", str(db), "-D", "1", "--nats", f"nats://127.0.0.1:{port}")
+        rec.wait_listening()
+        began = time.monotonic()
+        assert rec.wait() == 0, rec.err.text
+        took = time.monotonic() - began
+    lines = rec.err.text.splitlines()
+
+    def where(text: str) -> int:
+        (index,) = [i for i, line in enumerate(lines) if text in line]
+        return index
+
+    cannot = where(f"procevents: nats: cannot ship to nats://127.0.0.1:{port} (")
+    waiting = where(" not yet acknowledged (kept in the outbox)")
+    recorded = where(" recorded to ")
+    assert cannot < waiting < recorded == len(lines) - 2, lines
+    assert SUMMARY.match(lines[-1].encode()), lines
+    # Generous, as README.md states it: DURATION_DRAIN after -D, plus 2.5 s
+    # for the readers and the shipper to end on a busy machine (before, the
+    # first connection alone had FIRST_CONNECT_WAIT, 5 s, then the drain).
+    assert took < 1 + DURATION_DRAIN + 2.5, (took, lines)
+
+
+def test_duration_with_nats_up_ships_everything(cli: Callable[..., Cli], nats: NatsServer, tmp_path: Path) -> None:
+    """The shorter drain after -D is enough for what the last commit wrote."""
+    db = tmp_path / "events.db"
+    rec = cli("record", "--db", str(db), "-D", "1", "--nats", nats.url)
+    assert rec.wait() == 0, rec.err.text
+    (last,) = db_rows(db, "SELECT max(id) FROM events")[0]
+    assert db_rows(db, "SELECT events FROM outbox") == [(last,)], rec.err.text
+    shipped = [line for line in rec.err.text.splitlines() if " shipped to stream " in line]
+    assert shipped == [f"procevents: nats: {last} events and {shipped[0].split()[5]} lifetime updates shipped to"
+                       " stream PROCEVENTS"], rec.err.text

@@ -54,7 +54,10 @@ With --nats, a separate process publishes what is committed to a JetStream
 stream (created if missing) and keeps a cursor in the database: the file is
 the outbox, so an unreachable server, a slow one or a restart of either side
 loses nothing, and recording never waits for the network.  Retention keeps
-what the stream has not acknowledged.  Collect with procevents collect.
+what the stream has not acknowledged.  At the end the shipper has 5 s to
+ship the rest (1 s after -D: -D bounds the whole run, shipping included);
+what it could not ship goes with the next run.  Its notices come before the
+recorder's summary.  Collect with procevents collect.
 """
 
 
@@ -187,10 +190,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     shipper = None
     if nats is not None:
-        from ..fleet.shipper import ShipperProcess
+        from ..fleet.shipper import DRAIN, DURATION_DRAIN, ShipperProcess
 
         try:
-            shipper = ShipperProcess(path, nats, writer.host)
+            # -D bounds the whole run: shipping after it may take DURATION_DRAIN.
+            drain = DRAIN if args.duration is None else DURATION_DRAIN
+            shipper = ShipperProcess(path, nats, writer.host, drain)
         except OSError as exc:
             writer.close()
             stderr(f"error: cannot start the shipper: {exc.strerror or exc}")
@@ -232,6 +237,11 @@ def run(args: argparse.Namespace) -> int:
     output = StoreOutput(writer, shipper, answer)
 
     def summary() -> None:
+        if shipper is not None:
+            # The database is closed: what it holds is shipped now (within
+            # the drain), or by the next run; the shipper's notices come
+            # before the summary, which stays the last word.
+            shipper.close()
         if not args.quiet:
             stderr(recorded())
 
@@ -248,7 +258,6 @@ def run(args: argparse.Namespace) -> int:
     finally:
         reporting.close()
         if shipper is not None:
-            # The database is closed: what it holds is shipped now, or by the next run.
-            shipper.close()
+            shipper.close()  # done already by summary(), unless the loop never ran
     return status or int(output.failed)
 
