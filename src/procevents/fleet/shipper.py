@@ -77,9 +77,10 @@ class ShipperProcess:
 
     def close(self, timeout: float | None = None) -> int | None:
         """Tell it the recording ended; wait for it to ship what it can
-        (its drain, and a little for its own end).  Idempotent."""
+        (its drain, then up to 2 s to close its connection, and a little
+        for its own end).  Idempotent."""
         if timeout is None:
-            timeout = self.drain + 2.0
+            timeout = self.drain + 3.0
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.close()
