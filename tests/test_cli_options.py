@@ -18,7 +18,6 @@ from helpers import (
         pytest.param(["-D", "0"], id="duration-0"),
         pytest.param(["-n", "-1"], id="count-negative"),
         pytest.param(["-p", "abc"], id="pid-abc"),
-        pytest.param(["-o", "/nonexistent-dir/out.txt"], id="output-unwritable"),
         pytest.param(["trace"], id="trace-no-command"),
     ],
 )

@@ -13,8 +13,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,15 @@ import pytest
 from helpers import (
     ISO,
     SH,
+    TIMEOUT,
     Cli,
     Gated,
+    NatsServer,
     bench_module,
     burst_tools,
     committed_events,
     db_rows,
+    nats,
     run_cli,
     send_ignore,
     skip_unless_connector,
@@ -36,6 +41,8 @@ from helpers import (
     wait_rows,
     wait_until,
 )
+
+__all__ = ["nats"]  # the fixture, imported to be used here
 
 SUMMARY = re.compile(rb"procevents: (\d+) events? received.*, (\d+) events? lost")
 
@@ -170,6 +177,29 @@ def test_record_then_query_back_exactly(cli: Callable[..., Cli], gated: Callable
     assert denied.returncode == 1 and b"read-only" in denied.stderr
     assert len(denied.stderr.splitlines()) == 1
     assert db.read_bytes() == before
+
+
+def test_sigusr1_commits_everything_so_far_then_says_so(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """A query may lag a running recorder by up to MAX_LAG; a script that
+    needs everything so far sends SIGUSR1 and waits for its answer, after
+    which a process that ended before the signal is there (no sleep, no
+    retry: the query runs once).  Twice, and the recorder goes on."""
+    db = tmp_path / "events.db"
+    rec = cli("record", "--db", str(db))
+    rec.wait_listening()
+    for round_ in (1, 2):
+        marker = f"marker-{round_}"
+        child = subprocess.Popen(["/bin/true", marker])
+        assert child.wait(TIMEOUT) == 0  # ended before the signal
+        os.kill(rec.pid, signal.SIGUSR1)
+        wait_until(lambda n=round_: rec.err.text.count(" recorded to ") == n, f"answer {round_} to SIGUSR1")
+        lives = _query_json(db, "--pid", str(child.pid))
+        assert [life["cmdline"] for life in lives] == [["/bin/true", marker]], (lives, rec.err.text)
+        assert lives[0]["status"] == 0 and lives[0]["end_time"] is not None
+    assert rec.proc.poll() is None, "SIGUSR1 ended the recorder"
+    answer = [line for line in rec.err.text.splitlines() if " recorded to " in line]
+    assert re.fullmatch(rf"procevents: \d+ events recorded to {re.escape(str(db))} \([\d,]+ bytes\)", answer[0]), answer
+    assert rec.stop() == 0, rec.err.text
 
 
 def _indent(line: str) -> int:
@@ -411,3 +441,51 @@ def test_rows_waiting_on_a_lock_have_a_byte_budget(tmp_path: Path, monkeypatch: 
     writer.close()
     assert db_rows(db, "SELECT a, data FROM events WHERE event = 'lost'") == [(400 - kept, "store-locked")]
     assert db_rows(db, "SELECT count(*) FROM events WHERE event = 'exec'") == [(kept,)]
+
+
+# -- -D with --nats: the whole run ------------------------------------------------------------
+
+
+def test_duration_bounds_the_whole_run_when_nats_is_down(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """record -D N --nats URL, nothing listening at URL: the shipper gives up
+    DURATION_DRAIN after the recording (a connection still being tried
+    included), its 'cannot ship' comes before the recorder's summary, and
+    the summary is the last word."""
+    from procevents.fleet.shipper import DURATION_DRAIN
+
+    db = tmp_path / "events.db"
+    with socket.socket() as unused:  # bound, never listening: refused, and no one else can take it
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+        rec = cli("record", "--db", str(db), "-D", "1", "--nats", f"nats://127.0.0.1:{port}")
+        rec.wait_listening()
+        began = time.monotonic()
+        assert rec.wait() == 0, rec.err.text
+        took = time.monotonic() - began
+    lines = rec.err.text.splitlines()
+
+    def where(text: str) -> int:
+        (index,) = [i for i, line in enumerate(lines) if text in line]
+        return index
+
+    cannot = where(f"procevents: nats: cannot ship to nats://127.0.0.1:{port} (")
+    waiting = where(" not yet acknowledged (kept in the outbox)")
+    recorded = where(" recorded to ")
+    assert cannot < waiting < recorded == len(lines) - 2, lines
+    assert SUMMARY.match(lines[-1].encode()), lines
+    # Generous, as README.md states it: DURATION_DRAIN after -D, plus 2.5 s
+    # for the readers and the shipper to end on a busy machine (before, the
+    # first connection alone had FIRST_CONNECT_WAIT, 5 s, then the drain).
+    assert took < 1 + DURATION_DRAIN + 2.5, (took, lines)
+
+
+def test_duration_with_nats_up_ships_everything(cli: Callable[..., Cli], nats: NatsServer, tmp_path: Path) -> None:
+    """The shorter drain after -D is enough for what the last commit wrote."""
+    db = tmp_path / "events.db"
+    rec = cli("record", "--db", str(db), "-D", "1", "--nats", nats.url)
+    assert rec.wait() == 0, rec.err.text
+    (last,) = db_rows(db, "SELECT max(id) FROM events")[0]
+    assert db_rows(db, "SELECT events FROM outbox") == [(last,)], rec.err.text
+    shipped = [line for line in rec.err.text.splitlines() if " shipped to stream " in line]
+    assert shipped == [f"procevents: nats: {last} events and {shipped[0].split()[5]} lifetime updates shipped to"
+                       " stream PROCEVENTS"], rec.err.text

@@ -21,6 +21,7 @@ from helpers import (
     Gated,
     collected_store,
     committed_events,
+    lost_rows_db,
     run_cli,
     skip_unless_connector,
     two_hosts_build,
@@ -144,3 +145,18 @@ def test_a_collected_store_replays_each_line_with_its_host(tmp_path: Path) -> No
     assert [(e["event"], e["host"], e["pid"]) for e in inside] == [
         ("fork", "web-2", 601), ("exec", "web-2", 601), ("exit", "web-2", 601)]
     assert _replay("--db", central, "--host", "web-1", "--container", CONTAINER_ID[:8]) == []
+
+
+def test_a_replayed_loss_has_the_running_total(tmp_path: Path) -> None:
+    """As the live view: each lost event says how many were lost so far,
+    this one included, and the last total is the summary's count."""
+    db = lost_rows_db(tmp_path / "lost.db")  # 2000 lost rows, the i-th counting i
+    result = run_cli("replay", "--db", str(db), "--json")
+    assert result.returncode == 0, result.stderr
+    lost = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["count"] for e in lost] == list(range(2000))
+    assert [e["total"] for e in lost] == [i * (i + 1) // 2 for i in range(2000)]
+    assert result.stderr.decode().rstrip().endswith(f", {1999 * 2000 // 2} events lost"), result.stderr
+    text = run_cli("replay", "--db", str(db)).stdout.decode().splitlines()
+    assert text[1].endswith(" 1 event lost (drops, 1 in all)"), text[1]
+    assert text[-1].endswith(" 1,999 events lost (drops, 1,999,000 in all)"), text[-1]

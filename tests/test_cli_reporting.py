@@ -24,7 +24,7 @@ from helpers import (
     wait_until,
 )
 
-from procevents.cli.options import UsageError
+from procevents.cli.options import RuntimeFailure
 from procevents.cli.reporting import Reporting
 from procevents.events import Exec
 
@@ -121,13 +121,13 @@ def test_sigusr1_prints_the_table_only_with_stats_and_is_given_back(capsys: pyte
     assert err.count("procevents: statistics: events by type\n") == 1 and "counted" in err, err
 
 
-def test_a_metrics_port_already_taken_is_a_usage_error() -> None:
+def test_a_metrics_port_already_taken_is_a_runtime_failure() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         reporting = Reporting(stats=False, metrics=("127.0.0.1", port), connector=None)
-        with pytest.raises(UsageError, match=str(port)) as caught:
+        with pytest.raises(RuntimeFailure, match=str(port)) as caught:
             reporting.start()
     assert "\n" not in str(caught.value)
     reporting.close()

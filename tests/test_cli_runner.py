@@ -21,6 +21,7 @@ from helpers import (
     TIMEOUT,
     Cli,
     exit_of,
+    lost_rows_db,
     run_child,
     run_cli,
     summary,
@@ -112,6 +113,26 @@ def test_an_unwritable_output_is_one_line(args: list[str]) -> None:
     assert result.returncode == 1, err
     assert err.count("error: writing output: No space left on device") == 1, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["watch", "trace", "query", "replay"])
+@pytest.mark.parametrize("where", ["missing directory", "directory"])
+def test_an_output_that_cannot_be_opened_is_a_runtime_error(tmp_path: Path, command: str, where: str) -> None:
+    """Good options, a file system that says no: status 1 (runtime), not 2
+    (usage), in one line; trace runs nothing."""
+    output = tmp_path / "no such dir" / "out" if where == "missing directory" else tmp_path
+    ran = tmp_path / "ran"
+    args = {
+        "watch": ["-o", str(output), "-D", "5"],
+        "trace": ["trace", "-o", str(output), "--", "touch", str(ran)],
+        "query": ["query", "--db", str(lost_rows_db(tmp_path / "a.db")), "-o", str(output)],
+        "replay": ["replay", "--db", str(lost_rows_db(tmp_path / "a.db")), "-o", str(output)],
+    }[command]
+    result = run_cli(*args)
+    err = result.stderr.decode()
+    assert result.returncode == 1, err
+    assert err.count("\n") == 1 and err.startswith(f"procevents: error: cannot open {output}: "), err
+    assert "Traceback" not in err and not ran.exists()
 
 
 def test_without_stats_sigusr1_prints_the_summary_and_goes_on(cli: Callable[..., Cli]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,9 @@ def _shipper(settings: bytes) -> subprocess.Popen[bytes]:
     return proc
 
 
-def _settings(db: Path, url: str) -> bytes:
+def _settings(db: Path, url: str, **more: Any) -> bytes:
     config: dict[str, Any] = {"url": url}
-    return json.dumps({"db": str(db), "host": "solo", "nats": config}).encode() + b"\n"
+    return json.dumps({"db": str(db), "host": "solo", "nats": config, **more}).encode() + b"\n"
 
 
 def test_it_ships_what_is_committed_then_ends_when_stdin_closes(nats: NatsServer, tmp_path: Path) -> None:
@@ -80,3 +81,31 @@ def test_a_server_down_from_the_start_is_said_once_and_the_end_still_comes(tmp_p
     assert err.count("cannot ship to nats://127.0.0.1:1 (") == 1, err
     assert "Connect call failed" in err and "s3cret" not in err, err
     assert err.endswith("shipped to stream PROCEVENTS, 2000 not yet acknowledged (kept in the outbox)\n"), err
+
+
+def test_the_drain_it_is_given_bounds_a_first_connection_still_being_tried(tmp_path: Path) -> None:
+    """record -D gives it a short drain (DURATION_DRAIN): a first connection
+    begun before the end gives up with the drain, not after its own
+    FIRST_CONNECT_WAIT; it still says why once, and how much waits."""
+    from procevents.fleet.connect import FIRST_CONNECT_WAIT
+
+    db = lost_rows_db(tmp_path / "events.db")
+    drain = 0.5
+    proc = _shipper(_settings(db, "nats://127.0.0.1:1", drain=drain))  # nothing listens on port 1
+    try:
+        assert proc.stdin is not None
+        began = time.monotonic()
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.stderr is not None
+    err = proc.stderr.read().decode()
+    assert err.count("cannot ship to nats://127.0.0.1:1 (") == 1, err
+    assert err.endswith("2000 not yet acknowledged (kept in the outbox)\n"), err
+    # Generous (its start and end on a busy machine), and still below the
+    # first connection's own wait, which is what it took before.
+    assert took < FIRST_CONNECT_WAIT - 1.0, (took, err)

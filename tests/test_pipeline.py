@@ -10,12 +10,15 @@ reader waits.
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import forker, skip_unless_connector
+from helpers import Cli, burst_tools, forker, skip_unless_connector, summary
 
 import procevents
 from procevents.pipeline import STREAM_LINGER, TERMINAL_LINGER, Output
@@ -139,3 +142,25 @@ def test_on_batch_runs_after_each_batch_then_stop_is_asked() -> None:
         assert (first, then) == ("batch", "stop") and count == asked
     assert any(count > 0 for kind, count in rest if kind == "batch")
 
+
+
+def test_every_lost_event_carries_the_running_total(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """A real loss (a 16 KiB receive buffer under a fork storm): each lost
+    event's total is every loss so far, this one included, and the last is
+    the summary's count."""
+    burst, _tiny = burst_tools()
+    out = tmp_path / "events.jsonl"
+    c = cli("--json", "--no-enrich", "--buffer", "16K", "-o", str(out))
+    c.wait_listening()
+    subprocess.run(
+        [str(burst), "-o", str(tmp_path / "pids"), "-m", "fork", "-n", "20000", "-p", "2"],
+        stdout=subprocess.DEVNULL, check=True, timeout=120,
+    )
+    assert c.stop() == 0, c.err.text
+    lost = [e for e in map(json.loads, out.read_bytes().splitlines()) if e["event"] == "lost"]
+    assert lost, "no loss with a 16 KiB buffer: nothing was tested"
+    running = 0
+    for event in lost:
+        running += event["count"]
+        assert event["total"] == running, (event, running)
+    assert int(summary(c.err.text)[3]) == running

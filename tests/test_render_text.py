@@ -94,6 +94,14 @@ def test_text_lost_has_no_pid() -> None:
     assert "5 events lost on cpu 2 (seq-gap)" in line2
 
 
+def test_text_lost_says_the_running_total_and_one_event() -> None:
+    """The total the pipeline (or replay) puts in info; 1 event, not 1 events."""
+    line = TextRenderer().render(Lost(2, 0, TS, 1, "seq-gap"), None, {"total": 1})
+    assert line.rstrip("\n").endswith(" 1 event lost on cpu 2 (seq-gap, 1 in all)"), line
+    line = TextRenderer().render(Lost(-1, 0, TS, 4000, "drops"), None, {"total": 12345})
+    assert line.rstrip("\n").endswith(" 4,000 events lost (drops, 12,345 in all)"), line
+
+
 def test_text_time_prefix() -> None:
     line = TextRenderer().render(Exec(0, 0, TS, 1, 1), None)
     assert re.match(r"^\d{2}:\d{2}:\d{2}\.\d{3} ", line)

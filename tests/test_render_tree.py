@@ -10,6 +10,7 @@ from helpers import TS
 from procevents.events import (
     Exec,
     Exit,
+    Lost,
 )
 from procevents.render.clock import Clock
 
@@ -113,3 +114,10 @@ def test_an_ancestors_command_line_is_cut_never_inside_an_escape_or_a_wide_chara
             kept = command.removesuffix("...")
             escapes = re.compile(r"\\(?:x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8}|[\\nrt'])")
             assert "\\" not in escapes.sub("", kept), kept  # every escape whole
+
+
+def test_a_loss_in_the_tree_has_its_running_total() -> None:
+    from procevents.render.tree import TreeRenderer
+
+    line = TreeRenderer(clock=Clock()).render(Lost(-1, 0, TS, 1, "drops"), None, {"total": 7})
+    assert line is not None and line.endswith(" !! 1 event lost (drops, 7 in all)\n"), line

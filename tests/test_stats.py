@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from procevents.events import Exec, Exit, Fork
+from procevents.events import Exec, Exit, Fork, Lost
 from procevents.stats import MAX_COMMANDS, OTHER, CommandStats, Summary
 
 
@@ -56,3 +56,11 @@ def test_summary_api_unchanged() -> None:
     summary.add(Exec(0, 1, 1, 2, 2))
     assert summary.line() == "1 event received (exec 1), 0 events lost"
 
+
+
+def test_the_table_says_1_event_lost_and_counts_with_commas() -> None:
+    stats = CommandStats()
+    stats(Lost(-1, 0, 1, 1, "drops"), None, {})
+    assert "  (1 event lost)" in stats.lines()
+    stats(Lost(-1, 0, 2, 1233, "drops"), None, {})
+    assert "  (1,234 events lost)" in stats.lines()

@@ -15,12 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import TRUE, Cli, record_synthetic
+from helpers import REPO, TRUE, Cli, record_synthetic
 
 from procevents.events import Exit, wall_clock_ns
 from procevents.proctable import Proc
 from procevents.store import (
     APPLICATION_ID,
+    COMMIT_INTERVAL,
+    MAX_LAG,
+    RECORD_LINGER,
     SCHEMA_VERSION,
     LifetimeQuery,
     StoreError,
@@ -190,3 +193,15 @@ def test_a_store_moved_or_replaced_while_recording_is_said_once_and_stops(
         assert conn.execute("SELECT ended FROM sessions").fetchall() == [("error",)]
     if how == "replaced":
         assert db.read_bytes() == b""  # the file put in its place is not written
+
+
+def test_the_lag_bound_is_the_one_the_docs_state() -> None:
+    """One bound on how far a query lags a running recorder: the read's
+    linger and the commit interval fit in it with room for the batch's
+    work, and README.md and record --help state that same number."""
+    from procevents.cli.record import RECORD_EPILOG
+
+    assert RECORD_LINGER + COMMIT_INTERVAL < MAX_LAG
+    said = f"a query sees an event at most {MAX_LAG:g} s after it happened"
+    assert said in " ".join(RECORD_EPILOG.split())
+    assert said in " ".join((REPO / "README.md").read_text().split())

@@ -34,11 +34,12 @@ FILE_FLUSH_BYTES = 256 * 1024
 FILE_FLUSH_SECONDS = 0.2
 
 #: Seconds the main loop lets events gather after one arrives, by where they
-#: go: a terminal still shows each line within 100 ms.  Only where nothing
-#: races the processes (argv is read by the capture readers, or not at all).
+#: go: a terminal still shows each line within 100 ms (the recorder's is
+#: store.writer.RECORD_LINGER, within its bound on a query's lag).  Only
+#: where nothing races the processes (argv is read by the capture readers,
+#: or not at all).
 TERMINAL_LINGER = 0.05
 STREAM_LINGER = 0.25
-RECORD_LINGER = 0.5
 
 
 class Output:
@@ -278,6 +279,10 @@ class Pipeline:
                 proc, info = None, empty
             if filters and not all(check(event, proc) for check in filters):
                 continue
+            if type(event) is Lost:
+                # The running total, in-band: every loss so far, this one
+                # included (the summary's last count; loss passes every filter).
+                info = {**info, "total": summary.lost + event.count}
             for observe in observers:
                 observe(event, proc, info)
             written = sink.emit(event, proc, info)

@@ -218,7 +218,7 @@ class CommandStats(LifecycleCounter):
         for name, count in zip(names, counts, strict=True):
             out.append(f"  {name:<{width}}  {count:>{count_width}}")
         if self.lost:
-            out.append(f"  ({self.lost:,} events lost)")
+            out.append(f"  ({self.lost:,} {'event' if self.lost == 1 else 'events'} lost)")
         leaders = self.leaders()
         if not leaders:
             return out

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .options import PROG, UsageError
+from .options import PROG, RuntimeFailure, UsageError
 
 __all__ = ["COMMANDS", "PROG", "main"]
 
@@ -38,4 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         stderr(f"error: {exc}")
         return 2
+    except RuntimeFailure as exc:
+        from .runner import stderr
+
+        stderr(f"error: {exc}")
+        return 1
     return status

@@ -31,6 +31,11 @@ class UsageError(Exception):
     """A bad option value: reported as one line, exit status 2."""
 
 
+class RuntimeFailure(Exception):
+    """Good options that cannot be carried out (an output file that cannot
+    be opened or is refused, a metrics port in use): one line, exit status 1."""
+
+
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (and exit status 2)."""
 

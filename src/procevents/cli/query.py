@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .options import (
     PROG,
     Parser,
+    RuntimeFailure,
     UsageError,
     add_command_option,
     add_container_option,
@@ -404,9 +405,9 @@ def open_timeline(path: str) -> Output:
     try:
         return Output(open_replace(path), owned=True)
     except UnsafePath as exc:
-        raise UsageError(f"refusing {exc.strerror}") from None
+        raise RuntimeFailure(f"refusing {exc.strerror}") from None
     except OSError as exc:
-        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+        raise RuntimeFailure(f"cannot open {path}: {exc.strerror}") from None
 
 
 def timeline_notice(spans: int, path: str) -> str:

@@ -42,16 +42,22 @@ examples:
   procevents record --nats nats://central:4222 --nats-creds /etc/procevents/nats.creds
                                           and ship every event to NATS JetStream
 
-Events are committed at least every 0.25 s in one transaction (SQLite, WAL),
-so a crash or kill -9 loses at most the last moments and never damages the
-file.  The database is created with 0600 permissions.  Read it with
+Events are committed in batches (SQLite, WAL), so a crash or kill -9 loses
+at most the last moments and never damages the file; a query sees an event
+at most 0.5 s after it happened.  SIGUSR1 (kill -USR1 PID) commits what has
+been received and then prints the summary so far ("N events recorded to
+PATH ..."): once that line is out, a query sees every event from before the
+signal.  The database is created with 0600 permissions.  Read it with
 procevents query and procevents replay, or any SQLite client.
 
 With --nats, a separate process publishes what is committed to a JetStream
 stream (created if missing) and keeps a cursor in the database: the file is
 the outbox, so an unreachable server, a slow one or a restart of either side
 loses nothing, and recording never waits for the network.  Retention keeps
-what the stream has not acknowledged.  Collect with procevents collect.
+what the stream has not acknowledged.  At the end the shipper has 5 s to
+ship the rest (1 s after -D: -D bounds the whole run, shipping included);
+what it could not ship goes with the next run.  Its notices come before the
+recorder's summary.  Collect with procevents collect.
 """
 
 
@@ -87,19 +93,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class StoreOutput:
-    """The Output the shared main loop flushes and closes: commit, close the database."""
+    """The Output the shared main loop flushes and closes: commit, close the
+    database; on SIGUSR1, commit everything received, then ``answer()``."""
 
-    def __init__(self, writer: StoreWriter, shipper: ShipperProcess | None = None) -> None:
+    def __init__(
+        self, writer: StoreWriter, shipper: ShipperProcess | None = None, answer: Callable[[], None] | None = None
+    ) -> None:
         self.writer = writer
         self.shipper = shipper
+        self.answer = answer
         self.failed = False
         self._told_locked = False
+        #: SIGUSR1 came (set in the signal handler), and then: a read has
+        #: happened since, so what the kernel had queued by then is in.
+        self._asked = False
+        self._answering = False
 
     def write(self, data: bytes) -> None:
         pass
 
+    def ask_commit(self) -> None:
+        """The SIGUSR1 handler: only a flag (it may interrupt a commit); the
+        main loop reads once more, right away, then commits and answers."""
+        self._asked = True
+
     @property
     def flush_due_in(self) -> float | None:
+        if self._asked or self._answering:
+            return 0.0  # the next read does not wait
         return None if self.failed else self.writer.flush_due_in
 
     def _write(self, write: Callable[[], None]) -> None:
@@ -115,6 +136,16 @@ class StoreOutput:
             self.shipper.poke()
 
     def batch_done(self) -> None:
+        if self._answering:
+            # A read since the signal took every event the kernel had queued
+            # before it (a read drains the socket): all of it is in this commit.
+            self._answering = False
+            self._write(self.writer.commit)
+            if self.answer is not None and not self.failed:
+                self.answer()
+        if self._asked:
+            self._asked = False
+            self._answering = True
         self._write(self.writer.flush)
         if not self.failed:
             self._tell_lock()
@@ -143,9 +174,8 @@ class StoreOutput:
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
     from ..filters import DescendantFilter, FollowEnd
-    from ..pipeline import RECORD_LINGER
-    from ..stats import Summary
-    from ..store import StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
+    from ..stats import Summary, counted
+    from ..store import RECORD_LINGER, StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
 
     path = args.db or default_db_path()
     roots = check_pids(args.pid)
@@ -160,10 +190,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     shipper = None
     if nats is not None:
-        from ..fleet.shipper import ShipperProcess
+        from ..fleet.shipper import DRAIN, DURATION_DRAIN, ShipperProcess
 
         try:
-            shipper = ShipperProcess(path, nats, writer.host)
+            # -D bounds the whole run: shipping after it may take DURATION_DRAIN.
+            drain = DRAIN if args.duration is None else DURATION_DRAIN
+            shipper = ShipperProcess(path, nats, writer.host, drain)
         except OSError as exc:
             writer.close()
             stderr(f"error: cannot start the shipper: {exc.strerror or exc}")
@@ -191,14 +223,29 @@ def run(args: argparse.Namespace) -> int:
         if shipper is not None:
             shipper.close()
         raise
-    output = StoreOutput(writer, shipper)
+    def recorded() -> str:
+        dropped = f", {writer.dropped} dropped while it was locked (recorded as lost)" if writer.dropped else ""
+        where = writer.path  # where the file is now, should it have been moved while recording
+        size = database_bytes(where)
+        return f"{counted(writer.events_written, 'event')} recorded to {where} ({size:,} bytes){dropped}"
+
+    def answer() -> None:
+        # SIGUSR1's answer, even with -q (it was asked for): once this line
+        # is out, a query sees every event the kernel sent before the signal.
+        waiting = f", {len(writer.pending)} waiting for the lock" if writer.pending else ""
+        stderr(recorded() + waiting)
+        stderr(counts.line())
+
+    output = StoreOutput(writer, shipper, answer)
 
     def summary() -> None:
+        if shipper is not None:
+            # The database is closed: what it holds is shipped now (within
+            # the drain), or by the next run; the shipper's notices come
+            # before the summary, which stays the last word.
+            shipper.close()
         if not args.quiet:
-            dropped = f", {writer.dropped} dropped while it was locked (recorded as lost)" if writer.dropped else ""
-            # writer.path: where the file is now, should it have been moved while recording.
-            where = writer.path
-            stderr(f"{writer.events_written} events recorded to {where} ({database_bytes(where):,} bytes){dropped}")
+            stderr(recorded())
 
     if not args.quiet:
         stderr(f"recording to {path}")
@@ -208,12 +255,11 @@ def run(args: argparse.Namespace) -> int:
             conn, sink, cast("Output", output), enricher=enricher, filters=filters, count=None,
             duration=args.duration, quiet=args.quiet, observers=reporting.observers, after=summary,
             linger=RECORD_LINGER, stop=end, selection=following(roots, args.keep_running),
-            summary=counts,
+            summary=counts, on_usr1=output.ask_commit,
         )
     finally:
         reporting.close()
         if shipper is not None:
-            # The database is closed: what it holds is shipped now, or by the next run.
-            shipper.close()
+            shipper.close()  # done already by summary(), unless the loop never ran
     return status or int(output.failed)
 

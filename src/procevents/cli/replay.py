@@ -156,7 +156,7 @@ def replay_lineage(reader: StoreReader, roots: set[int] | None) -> Callable[[Pro
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..events import wall_clock_ns
+    from ..events import Lost, wall_clock_ns
     from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter
     from ..pipeline import choose_sink
     from ..stats import Summary
@@ -207,12 +207,15 @@ def run(args: argparse.Namespace) -> int:
                 if filters and not all(check(event, rec.proc) for check in filters):
                     continue
                 clock.shift = rec.wall - event.timestamp_ns - offset
+                info = rec.info
+                if type(event) is Lost:  # the running total, as the live view has it
+                    info = {**info, "total": summary.lost + event.count}
                 if by_host is not None:
-                    summary.add(event, by_host(rec.host).emit(event, rec.proc, rec.info))
+                    summary.add(event, by_host(rec.host).emit(event, rec.proc, info))
                 elif args.json and rec.host is not None:  # where it happened: the live stream has one host
-                    summary.add(event, sink.emit(event, rec.proc, {**rec.info, "host": rec.host}))
+                    summary.add(event, sink.emit(event, rec.proc, {**info, "host": rec.host}))
                 else:
-                    summary.add(event, sink.emit(event, rec.proc, rec.info))
+                    summary.add(event, sink.emit(event, rec.proc, info))
                 if n % 4096 == 0:
                     output.flush()
     except StoreError as exc:

@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .options import UsageError
+from .options import RuntimeFailure
 from .runner import stderr
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Reporting:
         )
 
     def start(self) -> None:
-        """Serve metrics and handle SIGUSR1; UsageError when the port cannot be had."""
+        """Serve metrics and handle SIGUSR1; RuntimeFailure when the port cannot be had."""
         import signal
 
         if self.metrics is not None and self.address is not None:
@@ -68,7 +68,7 @@ class Reporting:
                     self.address, self.metrics, connector=self.connector, table=self.table, writer=self.writer
                 )
             except MetricsError as exc:
-                raise UsageError(str(exc)) from None
+                raise RuntimeFailure(str(exc)) from None
             if not self.quiet:
                 stderr(f"metrics at {self.server.url}")
         if self.stats is not None:

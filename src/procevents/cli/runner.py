@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from .options import PROG, UsageError
+from .options import PROG, RuntimeFailure, UsageError
 
 TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
@@ -77,9 +77,9 @@ def open_output(path: str | None) -> Output:
     try:
         return Output.open(path)
     except UnsafePath as exc:
-        raise UsageError(f"refusing {exc.strerror}") from None
+        raise RuntimeFailure(f"refusing {exc.strerror}") from None
     except OSError as exc:
-        raise UsageError(f"cannot open {path}: {exc.strerror}") from None
+        raise RuntimeFailure(f"cannot open {path}: {exc.strerror}") from None
 
 
 def refuse_output_onto(output: str | None, database: str) -> None:
@@ -138,13 +138,15 @@ def run_pipeline(
     shown: frozenset[str] | None = None,
     selection: Sequence[str] = (),
     summary: Summary | None = None,
+    on_usr1: Callable[[], None] | None = None,
 ) -> int:
     """Shared main loop: open, run, and close on every way out.
 
     With ``own_signals`` (the default), Ctrl-C and every other signal that
     would end the process ask the loop to stop between two batches, so
     output lines are never torn and IGNORE is sent; a second Ctrl-C aborts
-    the final drain; SIGUSR1 prints the summary so far.
+    the final drain; SIGUSR1 prints the summary so far, or calls
+    ``on_usr1`` instead (in the signal handler: it may only set a flag).
 
     While events keep coming, reads are spaced out up to ``linger`` seconds
     (default: as suits ``output``), unless /proc is read after the event
@@ -161,7 +163,7 @@ def run_pipeline(
         summary=summary,
     )
     status = 0
-    stopper = _StopOnSignal(lambda: stderr(pipeline.summary.line())) if own_signals else None
+    stopper = _StopOnSignal(on_usr1 or (lambda: stderr(pipeline.summary.line()))) if own_signals else None
     if stopper is not None:
         outer_stop = stop
 

@@ -61,14 +61,14 @@ event types: {EVENT_TYPES_HELP}
 JSON keys: event, time (ISO 8601 UTC), timestamp_ns (CLOCK_MONOTONIC), cpu,
 seq, pid, tgid, then the linux/cn_proc.h names per type (parent_pid,
 child_tgid, ruid, euid, comm, exit_code, ...); exit adds status, signal and
-core_dumped; lost has count.  With enrichment (the default) exec adds
-cmdline, exe, cwd, ppid, uid, user, comm (and env with --env); fork adds
-comm, ppid; exit adds comm, cmdline, duration (seconds), ppid, uid, user;
-a thread's fork and exit add thread: true, and its exit's duration is the
-thread's own.  cmdline and comm are null when they could not be read
-(missing says why): a process is never named after what it ran before its
-exec.  Text from other processes that is not valid UTF-8 is shown with
-U+FFFD and kept exactly, base64, in <key>_b64.
+core_dumped; lost has count, reason and total (every loss so far).  With
+enrichment (the default) exec adds cmdline, exe, cwd, ppid, uid, user, comm
+(and env with --env); fork adds comm, ppid; exit adds comm, cmdline, duration
+(seconds), ppid, uid, user; a thread's fork and exit add thread: true, and
+its exit's duration is the thread's own.  cmdline and comm are null when
+they could not be read (missing says why): a process is never named after
+what it ran before its exec.  Text from other processes that is not valid
+UTF-8 is shown with U+FFFD and kept exactly, base64, in <key>_b64.
 
 argv capture: by default (--capture sync) one reader process per CPU, pinned
 to it at realtime priority (SCHED_FIFO 10) and woken only by that CPU's

@@ -93,11 +93,12 @@ def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
 async def connect(
     config: NatsConfig, name: str, *, on_error: Callable[[str], None],
     on_disconnect: Callable[[], None] | None = None, on_reconnect: Callable[[], None] | None = None,
-    first_wait: float = FIRST_CONNECT_WAIT,
+    first_wait: float = FIRST_CONNECT_WAIT, give_up: asyncio.Event | None = None,
 ) -> Any:
     """A connection that reconnects for ever once made; its errors go to
     ``on_error`` as one line each (never a traceback, never the password).
-    The first connection is given ``first_wait`` seconds, then
+    The first connection is given ``first_wait`` seconds, or until
+    ``give_up`` is set (the caller's own deadline came), then
     :class:`Unreachable` says why: nats-py would otherwise retry it for ever,
     and the caller could neither say so nor stop."""
     try:
@@ -134,11 +135,27 @@ async def connect(
     if tls is not None:
         options["tls"] = tls
     nc = Client()
+    began = asyncio.get_running_loop().time()
+    attempt = asyncio.ensure_future(nc.connect(**options))
+    waits: set[asyncio.Future[Any]] = {attempt}
+    if give_up is not None:
+        waits.add(asyncio.ensure_future(give_up.wait()))
     try:
-        await asyncio.wait_for(nc.connect(**options), first_wait)
-    except TimeoutError:
+        await asyncio.wait(waits, timeout=first_wait, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        for waiting in waits:
+            waiting.cancel()
         await _close_quietly(nc)
-        raise Unreachable(last_error[0] if last_error else f"no answer within {first_wait:g} s") from None
+        raise
+    for waiting in waits - {attempt}:
+        waiting.cancel()
+    if not attempt.done():
+        attempt.cancel()
+        await _close_quietly(nc)
+        waited = asyncio.get_running_loop().time() - began
+        raise Unreachable(last_error[0] if last_error else f"no answer within {waited:.1f} s")
+    try:
+        attempt.result()
     except BaseException:
         await _close_quietly(nc)
         raise

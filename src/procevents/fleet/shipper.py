@@ -7,8 +7,10 @@ for the shipper's CPU (it would have to share the recorder's GIL).  The
 recorder writes the settings as one JSON line on the shipper's stdin (a URL
 with a password never appears in a command line), then a byte after each
 commit (a wakeup), and closes it when it ends, even by kill -9: the shipper
-then ships what is committed for at most DRAIN seconds and exits.  SIGTERM
-does the same; SIGINT is the recorder's to handle.  What is not
+then ships what is committed for at most its drain (DRAIN seconds, or
+DURATION_DRAIN when the recording had a -D: that bounds the whole run) and
+exits, a connection still being tried included.  SIGTERM does the same;
+SIGINT is the recorder's to handle.  What is not
 acknowledged stays in the outbox for the next run: nothing is lost, and the
 message ids and the collector's checks make a second sending harmless.
 """
@@ -28,6 +30,11 @@ from .connect import NatsConfig
 
 #: After the recorder ends, how long what it committed may still take to ship (seconds).
 DRAIN: Final = 5.0
+#: ... when it ended because its -D was over: -D bounds the whole run, so
+#: ``record -D N --nats URL`` ends at most this long after N seconds of
+#: recording, whatever the server does (what is not shipped waits in the
+#: outbox for the next run).
+DURATION_DRAIN: Final = 1.0
 #: How long a published message may wait for its acknowledgement (seconds).
 ACK_TIMEOUT: Final = 10.0
 #: How often an idle shipper looks at the database even without a wakeup.
@@ -48,8 +55,9 @@ class ShipperProcess:
     """The recorder's side: start the shipper, wake it after commits, and
     let it finish at the end."""
 
-    def __init__(self, db: str, config: NatsConfig, host: str) -> None:
-        settings = {"db": os.path.abspath(db), "host": host, "nats": config.to_dict()}
+    def __init__(self, db: str, config: NatsConfig, host: str, drain: float = DRAIN) -> None:
+        self.drain = drain
+        settings = {"db": os.path.abspath(db), "host": host, "nats": config.to_dict(), "drain": drain}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "procevents.fleet.shipper"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             close_fds=True, preexec_fn=_ignore_sigint,
@@ -67,8 +75,12 @@ class ShipperProcess:
         except (BlockingIOError, BrokenPipeError, OSError):
             pass
 
-    def close(self, timeout: float = DRAIN + 2.0) -> int | None:
-        """Tell it the recording ended; wait for it to ship what it can."""
+    def close(self, timeout: float | None = None) -> int | None:
+        """Tell it the recording ended; wait for it to ship what it can
+        (its drain, then up to 2 s to close its connection, and a little
+        for its own end).  Idempotent."""
+        if timeout is None:
+            timeout = self.drain + 3.0
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.close()
@@ -92,15 +104,18 @@ def _ignore_sigint() -> None:
 class Shipper:
     """The shipping loop (asyncio, in the shipper process)."""
 
-    def __init__(self, db: str, host: str, config: NatsConfig) -> None:
+    def __init__(self, db: str, host: str, config: NatsConfig, drain: float = DRAIN) -> None:
         from .outbox import Outbox
 
         self.config = config
+        self.drain = drain
         self.host = host
         self.outbox = Outbox(db, config.stream, config.prefix, host)
         self.closing = False
         self.deadline = float("inf")
         self.wake = asyncio.Event()
+        #: Set when the drain is over: a connection still being tried gives up.
+        self.give_up = asyncio.Event()
         self.shipped_events = 0
         self.shipped_procs = 0
         self.failing_since: float | None = None
@@ -110,7 +125,8 @@ class Shipper:
     def stop(self) -> None:
         if not self.closing:
             self.closing = True
-            self.deadline = time.monotonic() + DRAIN
+            self.deadline = time.monotonic() + self.drain
+            asyncio.get_running_loop().call_later(self.drain, self.give_up.set)
         self.wake.set()
 
     def _on_stdin(self) -> None:
@@ -128,12 +144,16 @@ class Shipper:
     async def _sleep(self, seconds: float) -> None:
         self.wake.clear()
         try:
-            await asyncio.wait_for(self.wake.wait(), seconds)
+            await asyncio.wait_for(self.wake.wait(), self._bounded(seconds))
         except TimeoutError:
             pass
 
     def _time_left(self) -> float:
         return self.deadline - time.monotonic()
+
+    def _bounded(self, seconds: float) -> float:
+        """``seconds``, or what is left of the drain if that is less."""
+        return min(seconds, max(0.0, self._time_left())) if self.closing else seconds
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -168,8 +188,9 @@ class Shipper:
                 nc = await connect(
                     self.config, f"procevents-record {self.host}", on_error=self._error,
                     on_disconnect=self._disconnected, on_reconnect=self._reconnected,
-                    # Ending: what is left of the drain, not a whole first wait.
-                    first_wait=min(FIRST_CONNECT_WAIT, max(0.1, self._time_left())),
+                    # Ending: what is left of the drain, not a whole first
+                    # wait; an attempt begun before the end gives up with it.
+                    first_wait=self._bounded(FIRST_CONNECT_WAIT), give_up=self.give_up,
                 )
                 js = nc.jetstream(timeout=ACK_TIMEOUT)
                 what = await ensure_stream(js, self.config)
@@ -259,7 +280,7 @@ class Shipper:
                 break
             futures.append((message, future))
         if futures:
-            await asyncio.wait([f for _, f in futures], timeout=ACK_TIMEOUT)
+            await asyncio.wait([f for _, f in futures], timeout=max(0.1, self._bounded(ACK_TIMEOUT)))
         cursor = self.outbox.cursor
         acked = Cursor(cursor.events, cursor.procs, cursor.sessions)
         blocked: set[str] = set()
@@ -298,19 +319,21 @@ def main() -> int:
         settings = json.loads(line)
         config = NatsConfig.from_dict(settings["nats"])
         db, host = str(settings["db"]), str(settings["host"])
+        drain = float(settings.get("drain", DRAIN))
     except (ValueError, KeyError, TypeError):
         _note("no settings on stdin (this process is started by procevents record --nats)")
         return 2
     from ..store.schema import StoreError
 
     try:
-        shipper = Shipper(db, host, config)
+        shipper = Shipper(db, host, config, drain)
     except StoreError as exc:
         _note(f"error: {exc}")
         return 1
 
     async def body() -> int:
         shipper.wake = asyncio.Event()
+        shipper.give_up = asyncio.Event()
         return await shipper.run()
 
     try:

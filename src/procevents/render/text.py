@@ -163,9 +163,12 @@ def _ptrace(event: Ptrace) -> str:
     return f"traced by {event.tracer_tgid}" if event.tracer_pid else "detached"
 
 
-def _lost(event: Lost) -> str:
+def lost_words(event: Lost, total: int | None = None) -> str:
+    """``5 events lost on cpu 2 (seq-gap, 17 in all)``: ``total`` is the
+    running total (info's ``total``), when known."""
     where = f" on cpu {event.cpu}" if event.cpu >= 0 else ""
-    return f"{event.count} events lost{where} ({event.reason})"
+    so_far = "" if total is None else f", {total:,} in all"
+    return f"{event.count:,} {'event' if event.count == 1 else 'events'} lost{where} ({event.reason}{so_far})"
 
 
 #: Event class -> the words its line starts with (every class has an entry).
@@ -180,7 +183,7 @@ _DETAILS: Final[dict[type[Event], Callable[[Any], str]]] = {
     Comm: lambda event: f"comm {escape(event.comm_text)!s}",
     Coredump: lambda event: "core-class signal",
     Exit: _exit,
-    Lost: _lost,
+    Lost: lost_words,
     Unknown: lambda event: f"what 0x{event.what:08x} data {event.data.hex()}",
 }
 
@@ -199,6 +202,8 @@ _INFO_DETAILS: Final[dict[type[Event], Callable[[Mapping[str, Any]], str]]] = {
 
 def details(event: Event, info: Mapping[str, Any] | None = None) -> str:
     """The per-type part of a line."""
+    if type(event) is Lost:  # no process: no command, no duration, but a total
+        return lost_words(event, None if info is None else info.get("total"))
     text = _DETAILS[type(event)](event)
     if info:
         command = format_command(info)

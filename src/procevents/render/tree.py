@@ -15,7 +15,7 @@ from ..escape import escape
 from ..events import Event, Exec, Exit, Lost
 from ..proctable import Proc
 from .clock import Clock
-from .text import cut_to_width, exit_description, format_command, format_cost, format_duration
+from .text import cut_to_width, exit_description, format_command, format_cost, format_duration, lost_words
 
 INDENT = "  "
 
@@ -108,7 +108,7 @@ class TreeRenderer:
         return f"{stamp} {INDENT * level}{proc.pid} exit {exit_description(event.exit_code)}{took}{name}\n"
 
     def _lost(self, event: Lost, proc: Proc | None, info: Mapping[str, Any]) -> str | None:
-        return f"{self.clock.local_ms(event.timestamp_ns)} !! {event.count} events lost ({event.reason})\n"
+        return f"{self.clock.local_ms(event.timestamp_ns)} !! {lost_words(event, info.get('total'))}\n"
 
 
 #: The event types the tree shows; the others make no line.

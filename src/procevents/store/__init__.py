@@ -29,7 +29,8 @@ arguments, as in /proc/PID/cmdline.
 Writes are batched: rows accumulate in memory and are committed in one
 transaction at least every :data:`COMMIT_INTERVAL` seconds (WAL journal,
 synchronous=NORMAL), so a crash loses at most the rows not yet committed and
-never leaves a damaged file.
+never leaves a damaged file, and a query sees an event at most
+:data:`MAX_LAG` seconds after the kernel sent it.
 """
 
 from .reader import LifetimeQuery, Recorded, StoreReader
@@ -49,16 +50,27 @@ from .schema import (
     encode_argv,
     encode_text,
 )
-from .writer import COMMIT_INTERVAL, MAX_PENDING, PRUNE_CHUNK, PRUNE_INTERVAL, StoreSink, StoreWriter
+from .writer import (
+    COMMIT_INTERVAL,
+    MAX_LAG,
+    MAX_PENDING,
+    PRUNE_CHUNK,
+    PRUNE_INTERVAL,
+    RECORD_LINGER,
+    StoreSink,
+    StoreWriter,
+)
 
 __all__ = [
     "APPLICATION_ID",
     "COMMIT_INTERVAL",
     "EVENT_COLUMNS",
+    "MAX_LAG",
     "MAX_PENDING",
     "PROC_COLUMNS",
     "PRUNE_CHUNK",
     "PRUNE_INTERVAL",
+    "RECORD_LINGER",
     "SCHEMA",
     "SCHEMA_VERSION",
     "Lifetime",

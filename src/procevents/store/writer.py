@@ -44,8 +44,17 @@ from .schema import (
     user_names,
 )
 
+#: How far a query can lag a running recorder (seconds), the bound README.md
+#: and ``record --help`` state: an event is read at most RECORD_LINGER after
+#: the kernel sent it (the main loop's linger), committed at most
+#: COMMIT_INTERVAL after it was read, and the fifth left is for processing
+#: the batch and the commit itself.  It holds while the recorder keeps up
+#: and no other program holds the write lock; SIGUSR1 commits at once.
+MAX_LAG: Final = 0.5
 #: Rows are committed when the oldest uncommitted one is this old (seconds).
-COMMIT_INTERVAL: Final = 0.25
+COMMIT_INTERVAL: Final = 0.4 * MAX_LAG
+#: The most the recorder lets events gather before it reads them (seconds).
+RECORD_LINGER: Final = 0.4 * MAX_LAG
 
 
 #: ... or when this many are waiting.
