@@ -80,6 +80,15 @@ def test_a_process_sums_its_threads_and_keeps_the_peak_memory() -> None:
     assert whole_process(leader, []) is leader
 
 
+def test_a_process_waited_what_its_longest_waiting_thread_did() -> None:
+    """Threads wait side by side: 300 threads of a 0.2 s process, each
+    0.2 s on the run queue, did not make it wait 60 s (the sum did)."""
+    leader = _cost(10, cpu_delay=0.2, io_delay=0.0, mem_delay=None)
+    threads = [_cost(11 + i, cpu_delay=0.2 - i / 10_000, io_delay=i / 1000, mem_delay=None) for i in range(300)]
+    whole = whole_process(leader, threads)
+    assert (whole.cpu_delay, whole.io_delay, whole.mem_delay) == (0.2, 0.299, None)
+
+
 def test_cpu_time_is_the_schedulers_exact_runtime_split_as_the_ticks_saw_it() -> None:
     assert adjusted_cpu(300_000, 100_000, 800_000_000) == (0.6000000000000001, 0.2)
     assert adjusted_cpu(0, 0, 5_000_000) == (0.005, 0.0)  # ran between ticks: all user, as the kernel

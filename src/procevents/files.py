@@ -34,7 +34,7 @@ def check_planted_link(path: str) -> None:
     sticky_and_open = directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH
     if sticky_and_open and link.st_uid not in (os.geteuid(), directory.st_uid):
         raise UnsafePath(
-            0, f"{path} is a symlink owned by uid {link.st_uid} in the shared directory {parent}: not followed"
+            0, f"{path}: a symlink owned by uid {link.st_uid} in the shared directory {parent}, not followed"
         )
 
 
