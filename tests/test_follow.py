@@ -34,7 +34,7 @@ from helpers import (
 )
 
 from procevents.events import Event, Exec, Exit, Fork, Lost
-from procevents.filters import DescendantFilter, FollowEnd, live_descendants
+from procevents.filters import DescendantFilter, FollowEnd, OwnProcesses, live_descendants
 from procevents.procfs import GONE, ProcFS, Stat, Unavailable
 from procevents.stats import Summary, counted
 
@@ -153,6 +153,29 @@ def test_the_marker_thread_ends_a_follow_whose_roots_all_exited_before_the_subsc
     assert end() is True
 
 
+def test_an_ancestor_of_ours_below_the_root_is_not_waited_for() -> None:
+    # 100 the followed shell, 60 a sudo that runs procevents (50) and waits for it.
+    follow = DescendantFilter({100, 60, 50}, OwnProcesses(50))
+    procfs = _FakeProc({1: 0, 100: 1, 60: 100, 50: 60})
+    end = FollowEnd(follow, {100}, procfs)
+    assert end() is False and end.above == {60} and follow.tgids == {100, 60}
+    follow(Exit(0, 1, 5, 100, 100, 0, 17, 1, 1))
+    assert end() is True  # only sudo is left, and it waits for us
+
+
+def test_an_ancestor_gone_since_is_waited_for_under_its_reused_pid() -> None:
+    follow = DescendantFilter({100, 60, 50}, OwnProcesses(50))
+    procfs = _FakeProc({1: 0, 100: 1, 60: 100, 50: 60})
+    end = FollowEnd(follow, {100}, procfs)
+    assert end() is False and end.above == {60}
+    follow(Exit(0, 1, 5, 60, 60, 0, 17, 100, 100))  # it did not wait: we are init's now
+    procfs.parents = {1: 0, 100: 1, 50: 1, 60: 100}
+    follow(Fork(0, 2, 6, 100, 100, 60, 60))  # and its pid is a new child of the shell
+    follow(Exit(0, 3, 7, 100, 100, 0, 17, 1, 1))
+    assert follow.tgids == {60}
+    assert end() is False and end.above == set()
+
+
 def test_live_descendants() -> None:
     parents = {1: 0, 10: 1, 11: 10, 12: 11, 20: 1}
     assert live_descendants({10}, parents) == {10, 11, 12}
@@ -188,16 +211,24 @@ class _Shell:
     exits.  procevents and every process of its own hold the shell's stderr
     (the readers and the shipper inherit it), so its end is the pipe's."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, waiter: bool = False) -> None:
         command = shlex.join([*cli_argv(), *args])
-        script = f"{command} -p $$ & echo $!; read _; {TRUE} marker; exit 0"
+        if waiter:
+            # procevents under a shell that waits for it, as sudo would.
+            command = f"{SH} -c {shlex.quote(command + ' -p $PPID; echo ended')}"
+        else:
+            command += " -p $$"
+        script = f"{command} & echo $!; read _; {TRUE} marker; exit 0"
         self.proc = subprocess.Popen(
             [SH, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         self.out = Lines(self.proc.stdout)
         self.err = Lines(self.proc.stderr)
-        self.procevents = int(self.out.wait_for(lambda line: True))
+        self.procevents = self.waiter = int(self.out.wait_for(lambda line: True))
+        if waiter:
+            wait_until(lambda: len(child_pids(self.waiter)) == 1, "procevents under its waiting shell")
+            self.procevents = child_pids(self.waiter)[0]
 
     def own(self, shipper: bool = False) -> set[int]:
         """procevents and its readers, guardian (and shipper), once it listens."""
@@ -286,6 +317,27 @@ def test_record_nats_leaves_out_its_shipper_too(nats: NatsServer, tmp_path: Path
     finally:
         shell.cleanup()
     _assert_recorded_without(db, shell, own, tmp_path)
+
+
+def test_p_does_not_wait_for_an_ancestor_that_waits_for_it(tmp_path: Path) -> None:
+    # sh -c 'sh -c "procevents -p $PPID; echo ended" & ...': the inner shell
+    # (sudo, in `sudo procevents -p $$ &`) waits for procevents, so
+    # procevents must not wait for it; it is still followed and shown.
+    skip_unless_connector()
+    out = tmp_path / "events.jsonl"
+    shell = _Shell("--json", "-o", str(out), waiter=True)
+    try:
+        own = shell.own()
+        _ends_by_itself(shell)
+    finally:
+        shell.cleanup()
+    shell.out.join()
+    assert shell.out.lines[-1] == b"ended\n", shell.out.text
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    shown = {pid for event in events for pid in (event["pid"], event["tgid"], event.get("child_tgid"))}
+    assert not shown & own, (own, events)
+    assert any(event["event"] == "exec" and event["cmdline"] == [TRUE, "marker"] for event in events), events
+    assert any(event["event"] == "exit" and event["pid"] == shell.proc.pid for event in events), events
 
 
 def test_p_of_procevents_itself_is_refused(tmp_path: Path) -> None:

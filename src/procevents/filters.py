@@ -28,10 +28,12 @@ class OwnProcesses:
     was forked before the subscription is found in the process table or in
     /proc (:meth:`found_in`), who is forked after by its fork event."""
 
-    __slots__ = ("tgids",)
+    __slots__ = ("pid", "tgids")
 
     def __init__(self, pid: int | None = None) -> None:
-        self.tgids: set[int] = {os.getpid() if pid is None else pid}
+        #: This process, the root of ours.
+        self.pid = os.getpid() if pid is None else pid
+        self.tgids: set[int] = {self.pid}
 
     def __contains__(self, tgid: object) -> bool:
         return tgid in self.tgids
@@ -132,9 +134,13 @@ class FollowEnd:
     doubtful still in the set are dropped.  Not sooner: the first batch may
     be only what subscribing read while waiting for its ack.  A thread
     started and ended right after the scan makes that later event, so a
-    quiet host does not keep it waiting."""
+    quiet host does not keep it waiting.
 
-    __slots__ = ("doubtful", "follow", "procfs", "roots", "scanned_ns")
+    Our own ancestors below a root (``sudo procevents -p $$ &``: sudo; a
+    shell running procevents in the foreground) wait for us: they are
+    followed, but not waited for, or neither would ever end."""
+
+    __slots__ = ("above", "doubtful", "follow", "procfs", "roots", "scanned_ns")
 
     def __init__(self, follow: DescendantFilter, roots: Iterable[int], procfs: ProcFS | None = None) -> None:
         self.follow = follow
@@ -143,6 +149,11 @@ class FollowEnd:
         #: CLOCK_MONOTONIC at the end of the first call's /proc scan; None before it.
         self.scanned_ns: int | None = None
         self.doubtful: set[int] = set()
+        #: Our ancestors strictly below a root (with ``follow.own`` only),
+        #: found now: once a root has exited, they are init's children.
+        self.above: set[int] = set()
+        if follow.own is not None:
+            self.above = self._below_a_root(follow.own.pid, self._parent)
 
     def __call__(self) -> bool:
         tgids = self.follow.tgids
@@ -167,7 +178,39 @@ class FollowEnd:
         if self.doubtful and self.follow.newest_ns > self.scanned_ns:
             tgids -= self.doubtful
             self.doubtful = set()
-        return not tgids
+        if not tgids:
+            return True
+        if self.above and tgids <= self.above:
+            # Only those waiting for us are left, if they still are our
+            # ancestors (one that exited may have had its pid reused).
+            assert self.follow.own is not None
+            self.above &= set(_ancestors(self.follow.own.pid, self._parent))
+            return tgids <= self.above
+        return False
+
+    def _parent(self, pid: int) -> int | None:
+        stat = (self.procfs or ProcFS()).stat(pid)
+        return stat.ppid if isinstance(stat, Stat) else None
+
+    def _below_a_root(self, pid: int, parent: Callable[[int], int | None]) -> set[int]:
+        """The ancestors of ``pid`` strictly below the nearest root; none
+        when no root is an ancestor."""
+        chain: list[int] = []
+        for ancestor in _ancestors(pid, parent):
+            if ancestor in self.roots:
+                return set(chain)
+            chain.append(ancestor)
+        return set()
+
+
+def _ancestors(pid: int, parent: Callable[[int], int | None]) -> list[int]:
+    """``pid``'s parent, its parent's, and so on, below init."""
+    chain: list[int] = []
+    ancestor = parent(pid)
+    while ancestor is not None and ancestor > 1 and ancestor not in chain:
+        chain.append(ancestor)
+        ancestor = parent(ancestor)
+    return chain
 
 
 def _mark_time() -> None:
