@@ -8,7 +8,14 @@ import re
 from helpers import exec_, exit_, fork
 
 from procevents.events import Comm, Lost
-from procevents.filters import CommandFilter, DescendantFilter, EventTypeFilter, UserFilter, no_threads
+from procevents.filters import (
+    CommandFilter,
+    DescendantFilter,
+    EventTypeFilter,
+    OwnProcesses,
+    UserFilter,
+    no_threads,
+)
 from procevents.proctable import Proc
 
 
@@ -33,6 +40,45 @@ def test_a_threads_exit_keeps_its_process_followed() -> None:
     assert follow(fork(100, 105, thread_of=100))  # a thread of the root
     assert follow(exit_(105, tgid=100))  # the thread ends...
     assert follow(exec_(100)) and follow(fork(100, 106)), "...and its process is forgotten"
+
+
+def test_p_leaves_out_our_own_processes_and_their_forks() -> None:
+    """Bug caught: -p $$ following procevents itself (it is the shell's child),
+    its guardian forked after subscribing, or what those fork."""
+    own = OwnProcesses(50)  # procevents, a child of the followed shell 100
+    follow = DescendantFilter({100, 50}, own)  # the table's descendants of 100 include it
+    assert follow.tgids == {100}
+    assert not follow(fork(50, 51)) and not follow(exec_(51)), "our guardian is followed"
+    assert not follow(fork(51, 52)), "a fork of our guardian is followed"
+    assert own.tgids == {50, 51, 52}
+    assert follow(fork(100, 101)) and follow(exit_(101)) and follow.tgids == {100}
+
+
+def test_p_leaves_out_a_thread_of_ours_said_to_be_the_shells() -> None:
+    """Bug caught: the kernel gives a thread's fork its process's parent as
+    parent, so a thread of procevents looks like a new child of the shell."""
+    own = OwnProcesses(50)
+    follow = DescendantFilter({100}, own)
+    assert not follow(fork(100, 55, thread_of=50)), "a thread of ours joined the followed tree"
+    assert follow.tgids == {100}
+    assert follow(fork(100, 105, thread_of=100)) and follow.tgids == {100}  # the shell's own thread
+
+
+def test_p_follows_a_pid_of_ours_reused_by_the_tree() -> None:
+    """Bug caught: an exited process of ours keeping its pid out of the followed tree."""
+    own = OwnProcesses(50)
+    follow = DescendantFilter({100}, own)
+    assert not follow(fork(50, 51)) and not follow(exit_(51))
+    assert 51 not in own.tgids
+    assert follow(fork(100, 51)) and follow(exec_(51)), "pid 51, now the shell's child, is not followed"
+    own.tgids.add(52)  # its exit was lost: still counted ours
+    assert follow(fork(100, 52)) and 52 not in own.tgids
+
+
+def test_our_processes_are_found_below_us_in_a_pid_map() -> None:
+    own = OwnProcesses(50)
+    assert own.found_in({1: 0, 100: 1, 50: 100, 51: 50, 52: 50, 53: 52, 60: 100}) == {50, 51, 52, 53}
+    assert 53 in own and 60 not in own
 
 
 def test_lost_events_pass_every_filter() -> None:

@@ -1,5 +1,5 @@
 """The enriched Python API, ``procevents.watch`` (records.py), against the real
-kernel: records carry the JSON fields, asyncio, a bad mode is refused, the
+kernel: records carry the JSON fields (exit costs included), asyncio, a bad mode is refused, the
 readers stop when a Watch is dropped."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from helpers import WATCH_TIMEOUT, needs_root, nonce
 
 import procevents
 from procevents.capture import online_cpus
+from procevents.costs import COST_KEYS
 
 
 @needs_root
@@ -75,3 +76,33 @@ def test_a_dropped_watch_stops_its_readers() -> None:
                 break
             assert time.monotonic() < deadline, f"reader {pid} still running after its Watch was dropped"
             time.sleep(0.01)
+
+
+@needs_root
+def test_watch_api_exits_have_the_costs_the_json_has() -> None:
+    # The child starts once the watch is open: its whole life, and its
+    # taskstats record, come after the registration.
+    with procevents.watch(events="exit") as records:
+        p = subprocess.Popen(["/bin/sh", "-c", "exit 0", nonce()])
+        p.wait()
+        found = None
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while found is None:
+            assert time.monotonic() < deadline, "no exit record"
+            found = next((r for r in records.read_batch(0.2) if r.pid == p.pid), None)
+    assert set(COST_KEYS) <= set(found), found
+    assert found.utime is not None and found.stime is not None and found.max_rss > 0, found
+    assert getattr(records, "costs_unavailable", "no such attribute") is None
+
+
+@needs_root
+def test_watch_api_without_costs() -> None:
+    with procevents.watch(events="exit", costs=False) as records:
+        p = subprocess.Popen(["/bin/true", nonce()])
+        p.wait()
+        found = None
+        deadline = time.monotonic() + WATCH_TIMEOUT
+        while found is None:
+            assert time.monotonic() < deadline, "no exit record"
+            found = next((r for r in records.read_batch(0.2) if r.pid == p.pid), None)
+    assert not set(COST_KEYS) & set(found), found

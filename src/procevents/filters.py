@@ -5,7 +5,9 @@ Lost events pass every filter: loss is data.
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -15,19 +17,54 @@ from .procfs import ProcFS, Stat
 from .proctable import Proc, subtree
 
 
+class OwnProcesses:
+    """procevents' own processes: this one and every process below it (the
+    capture readers, the guardian, record's shipper, and whatever those
+    fork).  ``-p`` leaves them out: a procevents started from the followed
+    shell is a descendant of it, and would otherwise wait for itself.
+
+    A command that follows ``-p`` runs nothing else, so being below this
+    process is the rule, and no fork site has to say what it started: who
+    was forked before the subscription is found in the process table or in
+    /proc (:meth:`found_in`), who is forked after by its fork event."""
+
+    __slots__ = ("pid", "tgids")
+
+    def __init__(self, pid: int | None = None) -> None:
+        #: This process, the root of ours.
+        self.pid = os.getpid() if pid is None else pid
+        self.tgids: set[int] = {self.pid}
+
+    def __contains__(self, tgid: object) -> bool:
+        return tgid in self.tgids
+
+    def found_in(self, parents: Mapping[int, int]) -> set[int]:
+        """Add every process below ours in a pid -> ppid map; return them all."""
+        self.tgids |= subtree(self.tgids, parents)
+        return self.tgids
+
+
 class DescendantFilter:
     """Pass events of the given processes and of every descendant, followed
-    through forks as they happen."""
+    through forks as they happen; never those of ``own`` (procevents' own
+    processes), however they descend from the roots."""
 
-    __slots__ = ("tgids",)
+    __slots__ = ("newest_ns", "own", "tgids")
 
-    def __init__(self, roots: Iterable[int]) -> None:
+    def __init__(self, roots: Iterable[int], own: OwnProcesses | None = None) -> None:
+        self.own = own
         self.tgids: set[int] = set(roots)
+        if own is not None:
+            self.tgids -= own.tgids
+        #: The latest timestamp_ns of the events seen (FollowEnd's clock).
+        self.newest_ns = 0
 
     def add(self, tgid: int) -> None:
         self.tgids.add(tgid)
 
     def __call__(self, event: Event, proc: Proc | None = None) -> bool:
+        if event.timestamp_ns > self.newest_ns:
+            self.newest_ns = event.timestamp_ns
         return _FOLLOW.get(type(event), DescendantFilter._member)(self, event)
 
     def _member(self, event: Event) -> bool:
@@ -35,14 +72,28 @@ class DescendantFilter:
 
     def _fork(self, event: Fork) -> bool:
         tgids = self.tgids
-        if event.parent_tgid in tgids or event.child_tgid in tgids:
-            tgids.add(event.child_tgid)
+        own = self.own
+        child = event.child_tgid
+        if own is not None:
+            if event.child_pid != child:
+                # A thread: its parent is said to be its process's parent
+                # (the kernel's real_parent), so a thread of ours would seem
+                # a child of the followed shell.  It is its process's.
+                return child in tgids
+            if event.parent_tgid in own.tgids:
+                own.tgids.add(child)
+                return False
+            own.tgids.discard(child)  # a pid of ours reused (its exit was lost)
+        if event.parent_tgid in tgids or child in tgids:
+            tgids.add(child)
             return True
         return False
 
     def _exit(self, event: Exit) -> bool:
         tgid = event.tgid
         if tgid not in self.tgids:
+            if self.own is not None and event.pid == tgid:
+                self.own.tgids.discard(tgid)  # its pid may be reused by a followed process
             return False
         if event.pid == tgid:
             # The process is gone; its pid may be reused by a stranger.
@@ -76,40 +127,99 @@ class FollowEnd:
     a process that exited before the subscription took effect would wait
     forever for an exit the kernel never sends.  So the first call (after
     subscribing, before the first read) reads /proc: who is alive joins the
-    set, and who is not is doubtful.  Once a batch read after that has gone
-    through the filter (``seen()``, the events handled so far, has grown),
-    the exits then queued have been seen, and the doubtful still in the set
-    are dropped."""
+    set, and who is not is doubtful.  A doubtful process that exited after
+    subscribing has its exit queued before the scan ended; the socket's
+    queue is in the order events were sent, so once the filter has seen an
+    event stamped after the scan, every such exit has been seen, and the
+    doubtful still in the set are dropped.  Not sooner: the first batch may
+    be only what subscribing read while waiting for its ack.  A thread
+    started and ended right after the scan makes that later event, so a
+    quiet host does not keep it waiting.
 
-    __slots__ = ("doubtful", "follow", "procfs", "roots", "seen", "seen_first")
+    Our own ancestors below a root (``sudo procevents -p $$ &``: sudo; a
+    shell running procevents in the foreground) wait for us: they are
+    followed, but not waited for, or neither would ever end."""
 
-    def __init__(
-        self, follow: DescendantFilter, roots: Iterable[int], seen: Callable[[], int], procfs: ProcFS | None = None
-    ) -> None:
+    __slots__ = ("above", "doubtful", "follow", "procfs", "roots", "scanned_ns")
+
+    def __init__(self, follow: DescendantFilter, roots: Iterable[int], procfs: ProcFS | None = None) -> None:
         self.follow = follow
         self.roots = frozenset(roots)
-        self.seen = seen
         self.procfs = procfs
-        self.seen_first: int | None = None
+        #: CLOCK_MONOTONIC at the end of the first call's /proc scan; None before it.
+        self.scanned_ns: int | None = None
         self.doubtful: set[int] = set()
+        #: Our ancestors strictly below a root (with ``follow.own`` only),
+        #: found now: once a root has exited, they are init's children.
+        self.above: set[int] = set()
+        if follow.own is not None:
+            self.above = self._below_a_root(follow.own.pid, self._parent)
 
     def __call__(self) -> bool:
         tgids = self.follow.tgids
-        if self.seen_first is None:
-            self.seen_first = self.seen()
+        if self.scanned_ns is None:
             procfs = self.procfs or ProcFS()
             parents: dict[int, int] = {}
             for pid in procfs.pids():
                 stat = procfs.stat(pid)
                 if isinstance(stat, Stat):
                     parents[pid] = stat.ppid
+            self.scanned_ns = time.monotonic_ns()
             self.doubtful = {pid for pid in tgids if pid not in parents}
-            tgids |= live_descendants(self.roots | tgids, parents)
+            live = live_descendants(self.roots | tgids, parents)
+            own = self.follow.own
+            if own is not None:
+                # The readers, forked before the subscription, are seen here only.
+                live -= own.found_in(parents)
+            tgids |= live
+            if self.doubtful:
+                _mark_time()
             return False
-        if self.doubtful and self.seen() > self.seen_first:
+        if self.doubtful and self.follow.newest_ns > self.scanned_ns:
             tgids -= self.doubtful
             self.doubtful = set()
-        return not tgids
+        if not tgids:
+            return True
+        if self.above and tgids <= self.above:
+            # Only those waiting for us are left, if they still are our
+            # ancestors (one that exited may have had its pid reused).
+            assert self.follow.own is not None
+            self.above &= set(_ancestors(self.follow.own.pid, self._parent))
+            return tgids <= self.above
+        return False
+
+    def _parent(self, pid: int) -> int | None:
+        stat = (self.procfs or ProcFS()).stat(pid)
+        return stat.ppid if isinstance(stat, Stat) else None
+
+    def _below_a_root(self, pid: int, parent: Callable[[int], int | None]) -> set[int]:
+        """The ancestors of ``pid`` strictly below the nearest root; none
+        when no root is an ancestor."""
+        chain: list[int] = []
+        for ancestor in _ancestors(pid, parent):
+            if ancestor in self.roots:
+                return set(chain)
+            chain.append(ancestor)
+        return set()
+
+
+def _ancestors(pid: int, parent: Callable[[int], int | None]) -> list[int]:
+    """``pid``'s parent, its parent's, and so on, below init."""
+    chain: list[int] = []
+    ancestor = parent(pid)
+    while ancestor is not None and ancestor > 1 and ancestor not in chain:
+        chain.append(ancestor)
+        ancestor = parent(ancestor)
+    return chain
+
+
+def _mark_time() -> None:
+    """A thread's fork and exit: events stamped now, of this process."""
+    import threading
+
+    marker = threading.Thread(target=lambda: None, name="procevents-mark")
+    marker.start()
+    marker.join()
 
 
 class EventTypeFilter:

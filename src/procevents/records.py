@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
+from .accounting import CostsUnavailable, ExitCosts
 from .capture import ENV_LIMIT, ExecCapture
 from .connector import DEFAULT_RCVBUF, Connector
 from .enrich import Enricher
@@ -96,16 +97,22 @@ class Watch:
         env: bool = False,
         threads: bool = True,
         rcvbuf: int = DEFAULT_RCVBUF,
+        costs: bool = True,
     ) -> None:
         if capture not in ("sync", "async"):
             raise ValueError(f"capture must be 'sync' or 'async', not {capture!r}")
         env_limit = ENV_LIMIT if env else 0
+        names = None if events is None else parse_event_names(events if isinstance(events, str) else list(events))
         self.connector = Connector(None, rcvbuf=rcvbuf)
         self.capture = ExecCapture(env_limit=env_limit) if capture == "sync" else None
-        self.enricher = Enricher(capture=self.capture, env_limit=env_limit)
+        # The exit costs the command line's JSON has (taskstats), where exits are wanted.
+        exit_costs = ExitCosts() if costs and (names is None or "exit" in names) else None
+        self.enricher = Enricher(capture=self.capture, env_limit=env_limit, costs=exit_costs)
+        #: Why exits come without costs, when taskstats could not be used
+        #: (not root, a container): the command line's notice.  None otherwise.
+        self.costs_unavailable: str | None = None
         filters: list[Filter] = []
-        if events is not None:
-            names = parse_event_names(events if isinstance(events, str) else list(events))
+        if names is not None:
             filters.append(EventTypeFilter(names))
         if not threads:
             filters.append(no_threads)
@@ -119,9 +126,18 @@ class Watch:
         return self.connector.lost
 
     def open(self) -> Watch:
-        """Start the capture readers, then subscribe (ConnectorError if the
-        kernel will not have us)."""
+        """Register for exit costs, start the capture readers, then subscribe
+        (ConnectorError if the kernel will not have us).  Where taskstats
+        cannot be used, exits come without costs and
+        :attr:`costs_unavailable` says why."""
         try:
+            costs = self.enricher.costs
+            if costs is not None and costs.closed:
+                try:
+                    costs.open()
+                except CostsUnavailable as exc:
+                    self.enricher.costs = None
+                    self.costs_unavailable = exc.strerror or str(exc)
             if self.capture is not None:
                 self.capture.start()
             self.connector.open()
@@ -132,6 +148,8 @@ class Watch:
 
     def close(self) -> None:
         self.connector.close()
+        if self.enricher.costs is not None:
+            self.enricher.costs.close()
         if self.capture is not None:
             self.capture.close()
 
@@ -202,6 +220,7 @@ def watch(
     env: bool = False,
     threads: bool = True,
     rcvbuf: int = DEFAULT_RCVBUF,
+    costs: bool = True,
 ) -> Watch:
     """Every process event with what the command line shows for it.
 
@@ -214,6 +233,8 @@ def watch(
     still received: the process table needs forks and exits); ``capture``
     is ``"sync"`` (per-CPU realtime readers, the default) or ``"async"``;
     ``env`` adds each exec's environment; ``threads=False`` hides thread
-    events.  Leaving the ``with`` block unsubscribes.
+    events.  Exits carry what the process cost (``utime``, ``max_rss``...,
+    from taskstats, as ``--json`` has them; ``costs=False``: not asked).
+    Leaving the ``with`` block unsubscribes.
     """
-    return Watch(events, capture=capture, env=env, threads=threads, rcvbuf=rcvbuf)
+    return Watch(events, capture=capture, env=env, threads=threads, rcvbuf=rcvbuf, costs=costs)

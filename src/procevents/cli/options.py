@@ -8,6 +8,7 @@ Light at import time (argparse and re only): ``procevents --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -478,6 +479,9 @@ def check_pids(pids: Sequence[int] | None) -> set[int] | None:
     missing = sorted(pid for pid in roots if not pid_exists(pid))
     if missing:
         raise UsageError(f"no such process: {', '.join(map(str, missing))}")
+    if os.getpid() in roots:
+        # `exec procevents -p $$`: it would follow only itself, which -p leaves out.
+        raise UsageError(f"-p {os.getpid()} is procevents itself")
     return roots
 
 

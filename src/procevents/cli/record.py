@@ -26,7 +26,7 @@ from .options import (
     nats_config,
 )
 from .reporting import Reporting
-from .runner import following, run_pipeline, stderr
+from .runner import follow_pids, following, run_pipeline, stderr
 
 if TYPE_CHECKING:
     from ..fleet.shipper import ShipperProcess
@@ -173,7 +173,6 @@ class StoreOutput:
 
 def run(args: argparse.Namespace) -> int:
     from .. import __version__
-    from ..filters import DescendantFilter, FollowEnd
     from ..stats import Summary, counted
     from ..store import RECORD_LINGER, StoreError, StoreSink, StoreWriter, database_bytes, default_db_path
 
@@ -209,10 +208,8 @@ def run(args: argparse.Namespace) -> int:
         counts = Summary("recorded")
         end = None
         if roots is not None:
-            follow = DescendantFilter(enricher.table.descendants(roots))
+            follow, end = follow_pids(roots, enricher, keep_running=args.keep_running)
             filters.append(follow)
-            if not args.keep_running:
-                end = FollowEnd(follow, roots, lambda: counts.seen)
         sink = StoreSink(writer, enricher.table.get, enricher.identity)
         reporting = Reporting(
             stats=False, metrics=args.metrics, connector=conn, table=enricher.table, writer=writer, quiet=args.quiet

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..capture import ExecCapture
     from ..connector import Connector
     from ..enrich import Enricher
+    from ..filters import DescendantFilter, FollowEnd
     from ..pipeline import Filter, Output, Sink
     from ..proctable import Proc
     from ..senders import Refusals
@@ -58,6 +59,28 @@ def following(roots: set[int] | None, keep_running: bool) -> list[str]:
     pids = ", ".join(map(str, sorted(roots)))
     text = f"following pid {pids} and {'its' if len(roots) == 1 else 'their'} descendants"
     return [text if keep_running else f"{text} until they have all exited"]
+
+
+def follow_pids(
+    roots: set[int], enricher: Enricher | None, *, keep_running: bool
+) -> tuple[DescendantFilter, FollowEnd | None]:
+    """``-p``'s filter and its end (None with ``--keep-running``), the same
+    for every command: the followed tree leaves out procevents' own
+    processes (this one, its readers, its guardian, record's shipper), so
+    ``procevents -p $$ &`` ends once the shell and the rest have exited,
+    and neither shows nor records itself."""
+    from ..filters import DescendantFilter, FollowEnd, OwnProcesses
+
+    own = OwnProcesses()
+    followed = roots
+    if enricher is not None:
+        table = enricher.table
+        # Seeded before the readers start: the shipper, if any, is here.
+        own.tgids |= table.descendants(own.tgids)
+        followed = table.descendants(roots)
+    follow = DescendantFilter(followed, own)
+    end = None if keep_running else FollowEnd(follow, roots)
+    return follow, end
 
 
 def silence_stdout() -> None:

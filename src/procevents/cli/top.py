@@ -24,7 +24,7 @@ from .options import (
     positive_float,
     positive_int,
 )
-from .runner import following, run_pipeline, stderr
+from .runner import follow_pids, following, run_pipeline, stderr
 
 if TYPE_CHECKING:
     from ..events import Event
@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> int:
         stderr("error: procevents top needs the rich package: pip install 'procevents[top]'")
         return 1
 
-    from ..filters import DescendantFilter, FollowEnd
     from ..pipeline import Output
     from ..stats import Summary
     from ..top import TopModel, render
@@ -161,10 +160,8 @@ def run(args: argparse.Namespace) -> int:
     summary = Summary()
     end = None
     if roots is not None:
-        follow = DescendantFilter(enricher.table.descendants(roots))
+        follow, end = follow_pids(roots, enricher, keep_running=args.keep_running)
         filters.append(follow)
-        if not args.keep_running:
-            end = FollowEnd(follow, roots, lambda: summary.seen)
     model = TopModel(enricher.table)
     output = Output(sys.stdout.buffer)
     rows, interval, window = args.rows, args.interval, max(args.window, args.interval)

@@ -22,7 +22,7 @@ from .options import (
     make_connector,
     make_enricher,
 )
-from .runner import ancestor_lineage, open_output, run_pipeline, stderr
+from .runner import ancestor_lineage, open_costs, open_output, run_pipeline, stderr
 
 if TYPE_CHECKING:
     from ..enrich import Enricher
@@ -184,9 +184,17 @@ def run(args: argparse.Namespace) -> int:
         try:
             if capture is not None:
                 capture.start()  # before CMD: every exec of it is read while held
+            if enricher.costs is not None:
+                # Before CMD too: the kernel sends no taskstats record of a
+                # task that exits before the registration, so CMD's first
+                # exits would have no figures.  Where taskstats cannot be
+                # used, trace goes on without them, as run_pipeline would.
+                open_costs(enricher)
             output = open_output(args.output)
         except BaseException:
             conn.close()
+            if enricher.costs is not None:
+                enricher.costs.close()
             if capture is not None:
                 capture.close()
             raise
@@ -194,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
             child = subprocess.Popen(command)
         except OSError as exc:
             conn.close()
+            if enricher.costs is not None:
+                enricher.costs.close()
             if capture is not None:
                 capture.close()
             output.close()

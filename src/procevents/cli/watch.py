@@ -26,7 +26,7 @@ from .options import (
     positive_int,
     version,
 )
-from .runner import ancestor_lineage, following, open_output, run_pipeline
+from .runner import ancestor_lineage, follow_pids, following, open_output, run_pipeline
 
 TYPE_CHECKING = False  # not typing's: see procevents/__init__.py
 
@@ -147,7 +147,7 @@ def selection(args: argparse.Namespace, roots: set[int] | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..filters import CommandFilter, DescendantFilter, EventTypeFilter, FollowEnd, UserFilter, no_threads
+    from ..filters import CommandFilter, EventTypeFilter, UserFilter, no_threads
     from ..pipeline import choose_sink
     from ..stats import Summary
 
@@ -167,17 +167,15 @@ def run(args: argparse.Namespace) -> int:
     paths = args.json or args.command is not None or args.container is not None
     enricher = make_enricher(args, paths=paths) if enrich else None
     filters: list[Filter] = []
-    if args.no_threads:
-        filters.append(no_threads)
     roots = check_pids(args.pid)
     summary = Summary()
     end = None
     if roots is not None:
-        followed = enricher.table.descendants(roots) if enricher is not None else roots
-        follow = DescendantFilter(followed)
+        # First: -p's end goes by the newest event, so the follower sees them all.
+        follow, end = follow_pids(roots, enricher, keep_running=args.keep_running)
         filters.append(follow)
-        if not args.keep_running:
-            end = FollowEnd(follow, roots, lambda: summary.seen)
+    if args.no_threads:
+        filters.append(no_threads)
     if needs_all and args.events:
         filters.append(EventTypeFilter(args.events))
     if args.user is not None:
