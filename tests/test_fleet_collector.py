@@ -212,3 +212,95 @@ def test_a_value_that_does_not_fit_its_column_costs_one_line(
     assert c.err.text.endswith(", 5 messages refused\n"), c.err.text
     assert [row[1:] for row in _events_of(central, "web-7")] == [("fork", 700), ("exit", 700)]
     assert db_rows(central, "SELECT pid, exit_code FROM procs WHERE source IS NOT NULL") == [(700, 3 << 8)]
+
+
+def _rehost(host: str, store: str | None = None, **values: Any) -> Callable[[dict[str, Any]], None]:
+    """The payload says ``host`` (its rows too), and ``store``, and ``values`` in every row."""
+    def change(data: dict[str, Any]) -> None:
+        data["host"] = host
+        if store is not None:
+            data["store"] = store
+        for row in data["rows"]:
+            for column, value in {"host": host, **values}.items():
+                if column in data["columns"]:
+                    row[data["columns"].index(column)] = value
+    return change
+
+
+def test_the_subject_names_the_host(collect: Callable[..., Cli], nats: NatsServer, tmp_path: Path) -> None:
+    """Issue 23: a message on procevents.web-2.procs whose payload said
+    host web-1 was shown as web-1's, and with web-1's store id (in every
+    message id) another publisher rewrote web-1's lifetimes (a newer rev)
+    and its session.  Now each is refused in one line and terminated; web-1's
+    rows stay as web-1 shipped them, and web-2's own messages go in."""
+    web1_db, web1 = _host_store(tmp_path, "web-1")
+    _, web2 = _host_store(tmp_path, "web-2")
+    store1 = json.loads(web1[0].payload)["store"]
+    assert not [a for a in nats.publish([(m.subject, m.payload, m.msg_id) for m in web1]) if isinstance(a, Exception)]
+    central = tmp_path / "central.db"
+    c = collect("collect", "--nats", nats.url, "--db", str(central))
+    wait_until(lambda: len(_events_of(central, "web-1")) == 2, "web-1's events collected")
+    lifetimes = ("SELECT p.pid, p.exit_code, p.rev, p.end_ns FROM procs p JOIN sources s ON s.id = p.source "
+                 "WHERE s.host = ?")
+    sessions = ("SELECT x.ended, x.boot_id, x.hostname FROM sessions x JOIN sources s ON s.id = x.source "
+                "WHERE s.host = ?")
+    before = (db_rows(central, lifetimes, ("web-1",)), db_rows(central, sessions, ("web-1",)))
+    procs = next(m for m in web1 if m.kind == "procs")
+    session = next(m for m in web1 if m.kind == "sessions")
+    forged = [
+        # web-1's own message, on web-2's subject
+        ("procevents.web-2.procs", procs.payload, None),
+        # web-2's name, web-1's store: a newer revision of web-1's lifetime, an end for its session
+        ("procevents.web-2.procs", _forged(procs, _rehost("web-2", store1, rev=10**9, exit_code=0)), None),
+        ("procevents.web-2.sessions", _forged(session, _rehost("web-2", store1, ended="clean", boot_id="x")), None),
+        # web-2's name and store, a row of web-1
+        ("procevents.web-2.procs", _forged(procs, _rehost("web-2", "web-2-store")), None),
+    ]
+    row_host = json.loads(forged[3][1])
+    row_host["rows"][0][row_host["columns"].index("host")] = "web-1"
+    forged[3] = (forged[3][0], json.dumps(row_host).encode(), None)
+    acks = nats.publish([*forged, *((m.subject, m.payload, m.msg_id) for m in web2)])
+    assert not [a for a in acks if isinstance(a, Exception)], acks
+    wait_until(lambda: len(_events_of(central, "web-2")) == 2, "web-2's own events collected")
+    wait_until(lambda: len(_refusals(c)) == 4, "four refusals")
+    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "nothing pending: refused ones terminated")
+    assert c.stop() == 0, c.err.text
+    # In the order of the fetches they came in (in one, those the payload refuses come first).
+    assert sorted(_refusals(c)) == sorted([
+        "procevents: refusing a message on procevents.web-2.procs: its payload says host 'web-1'",
+        "procevents: refusing a message on procevents.web-2.procs: row 1: host 'web-1' in a message of host 'web-2'",
+        f"procevents: refusing a message on procevents.web-2.procs: store '{store1}' belongs to host 'web-1', not "
+        "'web-2'",
+        f"procevents: refusing a message on procevents.web-2.sessions: store '{store1}' belongs to host 'web-1', not "
+        "'web-2'",
+    ]), c.err.text
+    assert c.err.text.endswith("collected from 2 hosts into " + str(central) + ", 4 messages refused\n"), c.err.text
+    assert (db_rows(central, lifetimes, ("web-1",)), db_rows(central, sessions, ("web-1",))) == before
+    assert db_rows(central, "SELECT count(*) FROM procs WHERE host = 'web-1'") == [(1,)]
+    assert db_rows(central, "SELECT host, store FROM sources WHERE host IS NOT NULL ORDER BY host")[0] == (
+        "web-1", store1)
+    assert db_rows(web1_db, "SELECT pid, exit_code FROM procs") == [(700, 3 << 8)]
+
+
+def test_what_another_host_names_is_escaped_and_each_refusal_is_named(
+    collect: Callable[..., Cli], nats: NatsServer, tmp_path: Path,
+) -> None:
+    """Issue 23 (12): a subject was printed raw (an ESC reached the
+    terminal), and only the first message that was not procevents rows was
+    named.  Now each is named, escaped, up to MAX_NAMED; the rest counted."""
+    evil = "procevents.\x1b[31mevil.events"
+    junk = [(evil, b"\x1b[2J not json", None), *((f"procevents.junk-{i}.events", b"[%d]" % i, None) for i in range(11))]
+    assert not [a for a in nats.publish(junk) if isinstance(a, Exception)]
+    central = tmp_path / "central.db"
+    c = collect("collect", "--nats", nats.url, "--db", str(central))
+    c.err.wait_for(lambda line: b"collecting from" in line)
+    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "every message terminated")
+    assert c.stop() == 0, c.err.text
+    assert "\x1b" not in c.err.text, c.err.text
+    named = _refusals(c)
+    assert named[0].startswith("procevents: refusing a message on procevents.\\x1b[31mevil.events: not JSON"), named
+    assert named[1:] == [
+        f"procevents: refusing a message on procevents.junk-{i}.events: not a procevents message (version 1)"
+        + (" (more are only counted: 10 named)" if i == 8 else "") for i in range(9)
+    ], named
+    assert c.err.text.endswith(", 12 messages refused\n"), c.err.text

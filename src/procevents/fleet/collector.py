@@ -121,7 +121,7 @@ class CentralStore:
                 found = int(conn.execute("INSERT INTO sources (host, store) VALUES (?, ?)", key).lastrowid or 0)
             elif row[1] != host:
                 # Its id is in every message id: anyone could claim it.
-                raise BadMessage(f"store {store!r} is host {row[1]!r}'s, not {host!r}'s")
+                raise BadMessage(f"store {store!r} belongs to host {row[1]!r}, not {host!r}")
             else:
                 found = int(row[0])
             self.sources[key] = found
