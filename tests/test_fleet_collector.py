@@ -301,6 +301,6 @@ def test_what_another_host_names_is_escaped_and_each_refusal_is_named(
     assert named[0].startswith("procevents: refusing a message on procevents.\\x1b[31mevil.events: not JSON"), named
     assert named[1:] == [
         f"procevents: refusing a message on procevents.junk-{i}.events: not a procevents message (version 1)"
-        + (" (more are only counted: 10 named)" if i == 8 else "") for i in range(9)
+        + (" (the next ones are only counted)" if i == 8 else "") for i in range(9)
     ], named
     assert c.err.text.endswith(", 12 messages refused\n"), c.err.text

@@ -361,7 +361,7 @@ class Collector:
         and terminated: the server never delivers it again."""
         self.refused += 1
         if self.refused <= MAX_NAMED:
-            more = f" (more are only counted: {MAX_NAMED} named)" if self.refused == MAX_NAMED else ""
+            more = " (the next ones are only counted)" if self.refused == MAX_NAMED else ""
             self.note(escape(f"refusing a message on {message.subject}: {why}{more}"))
         try:
             await message.term()
