@@ -117,6 +117,10 @@ def test_subject_token() -> None:
          "no columns or rows"),
         (json.dumps({"v": 1, "host": "h", "store": "s", "kind": "events", "columns": ["id"], "rows": [[1, 2]]})
          .encode(), "a row does not match"),
+        # Issue 23: each was a traceback.
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON: nested too deep"),
+        (b'{"b64": 5}', "not a procevents message"),
+        (b'{"b64": "!!"}', "a b64 value is not base64"),
     ],
 )
 def test_a_foreign_message_is_refused_in_one_line(payload: bytes, why: str) -> None:

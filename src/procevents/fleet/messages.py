@@ -98,9 +98,12 @@ def _default(value: object) -> object:
 
 
 def _hook(obj: dict[str, Any]) -> object:
-    if len(obj) == 1 and "b64" in obj:
-        return base64.b64decode(obj["b64"])
-    return obj
+    if len(obj) == 1 and isinstance(obj.get("b64"), str):
+        try:
+            return base64.b64decode(obj["b64"], validate=True)
+        except ValueError:  # binascii.Error
+            raise BadMessage("a b64 value is not base64") from None
+    return obj  # anything else stays a dict, which no column takes
 
 
 def encode(
@@ -137,6 +140,10 @@ def encode(
 def decode(payload: bytes) -> Batch:
     try:
         data = json.loads(payload.decode("utf-8", "surrogatepass"), object_hook=_hook)
+    except BadMessage:
+        raise
+    except RecursionError:  # [[[[... a megabyte deep
+        raise BadMessage("not JSON: nested too deep") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadMessage(f"not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("v") != VERSION:
