@@ -33,6 +33,9 @@ from procevents.store import StoreSink, StoreWriter
 
 __all__ = ["nats"]  # the fixture, imported to be used here
 
+#: A bound for shipping and collecting on a loaded machine, not a pace.
+SLOW = 60.0
+
 
 def test_the_outbox_and_the_central_store_without_a_server(tmp_path: Path) -> None:
     """The codec and the writer's checks, rows written twice and out of order."""
@@ -197,9 +200,10 @@ def test_a_value_that_does_not_fit_its_column_costs_one_line(
     assert not [a for a in acks if isinstance(a, Exception)], acks
     central = tmp_path / "central.db"
     c = collect("collect", "--nats", nats.url, "--db", str(central))
-    wait_until(lambda: len(_events_of(central, "web-7")) == 2, "the good messages committed")
-    wait_until(lambda: len(_refusals(c)) == 5, "five refusals", timeout=30)
-    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "nothing pending: refused ones terminated")
+    wait_until(lambda: len(_events_of(central, "web-7")) == 2, "the good messages committed", timeout=SLOW)
+    wait_until(lambda: len(_refusals(c)) == 5, "five refusals", timeout=SLOW)
+    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "nothing pending: refused ones terminated",
+               timeout=SLOW)
     assert c.stop() == 0, c.err.text
     assert _refusals(c) == [
         "procevents: refusing a message on procevents.web-7.events: row 1: a is [1], not INTEGER",
@@ -239,7 +243,7 @@ def test_the_subject_names_the_host(collect: Callable[..., Cli], nats: NatsServe
     assert not [a for a in nats.publish([(m.subject, m.payload, m.msg_id) for m in web1]) if isinstance(a, Exception)]
     central = tmp_path / "central.db"
     c = collect("collect", "--nats", nats.url, "--db", str(central))
-    wait_until(lambda: len(_events_of(central, "web-1")) == 2, "web-1's events collected")
+    wait_until(lambda: len(_events_of(central, "web-1")) == 2, "web-1's events collected", timeout=SLOW)
     lifetimes = ("SELECT p.pid, p.exit_code, p.rev, p.end_ns FROM procs p JOIN sources s ON s.id = p.source "
                  "WHERE s.host = ?")
     sessions = ("SELECT x.ended, x.boot_id, x.hostname FROM sessions x JOIN sources s ON s.id = x.source "
@@ -261,9 +265,10 @@ def test_the_subject_names_the_host(collect: Callable[..., Cli], nats: NatsServe
     forged[3] = (forged[3][0], json.dumps(row_host).encode(), None)
     acks = nats.publish([*forged, *((m.subject, m.payload, m.msg_id) for m in web2)])
     assert not [a for a in acks if isinstance(a, Exception)], acks
-    wait_until(lambda: len(_events_of(central, "web-2")) == 2, "web-2's own events collected")
-    wait_until(lambda: len(_refusals(c)) == 4, "four refusals")
-    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "nothing pending: refused ones terminated")
+    wait_until(lambda: len(_events_of(central, "web-2")) == 2, "web-2's own events collected", timeout=SLOW)
+    wait_until(lambda: len(_refusals(c)) == 4, "four refusals", timeout=SLOW)
+    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "nothing pending: refused ones terminated",
+               timeout=SLOW)
     assert c.stop() == 0, c.err.text
     # In the order of the fetches they came in (in one, those the payload refuses come first).
     assert sorted(_refusals(c)) == sorted([
@@ -293,8 +298,8 @@ def test_what_another_host_names_is_escaped_and_each_refusal_is_named(
     assert not [a for a in nats.publish(junk) if isinstance(a, Exception)]
     central = tmp_path / "central.db"
     c = collect("collect", "--nats", nats.url, "--db", str(central))
-    c.err.wait_for(lambda line: b"collecting from" in line)
-    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "every message terminated")
+    c.err.wait_for(lambda line: b"collecting from" in line, timeout=SLOW)
+    wait_until(lambda: nats.consumer("procevents-collect")[:2] == (0, 0), "every message terminated", timeout=SLOW)
     assert c.stop() == 0, c.err.text
     assert "\x1b" not in c.err.text, c.err.text
     named = _refusals(c)

@@ -7,6 +7,7 @@ line each.  Through record --nats, end to end: test_fleet.py."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,9 @@ from typing import Any
 from helpers import TIMEOUT, Lines, NatsServer, db_rows, env, lost_rows_db, nats, wait_until
 
 __all__ = ["nats"]  # the fixture, imported to be used here
+
+#: A bound for shipping and collecting on a loaded machine, not a pace.
+SLOW = 60.0
 
 SHIPPER = [sys.executable, "-m", "procevents.fleet.shipper"]
 
@@ -107,7 +111,8 @@ def test_message_ids_cannot_be_taken_first(nats: NatsServer, tmp_path: Path) -> 
     acks = nats.publish([("procevents.web-2.events", b"squatted", guess) for guess in guesses])
     assert not [a for a in acks if isinstance(a, Exception)], acks
     proc = _shipper(_settings(db, nats.url))
-    wait_until(lambda: db_rows(db, "SELECT events FROM outbox") == [(2000,)], "the outbox cursor at the last event")
+    wait_until(lambda: db_rows(db, "SELECT events FROM outbox") == [(2000,)], "the outbox cursor at the last event",
+               timeout=SLOW)
     assert proc.stdin is not None
     proc.stdin.close()
     assert proc.wait(TIMEOUT) == 0
@@ -131,7 +136,7 @@ def test_a_duplicate_of_a_message_it_never_sent_keeps_the_rows(nats: NatsServer,
     proc = _shipper(_settings(db, nats.url))
     assert proc.stderr is not None
     err = Lines(proc.stderr)
-    failed = err.wait_for(lambda line: b"failed (" in line)
+    failed = err.wait_for(lambda line: b"failed (" in line, timeout=SLOW)
     assert failed == (
         f"procevents: nats: publishing to stream PROCEVENTS failed (the stream already holds message {ids[0]}, "
         "which this shipper did not send): 2000 events wait in the outbox\n"
@@ -144,3 +149,23 @@ def test_a_duplicate_of_a_message_it_never_sent_keeps_the_rows(nats: NatsServer,
     assert err.data.endswith(
         b"shipped to stream PROCEVENTS, 2000 not yet acknowledged (kept in the outbox)\n"), err.text
     assert db_rows(db, "SELECT events FROM outbox") == [(0,)]
+
+
+def test_the_next_run_knows_the_ids_the_last_one_sent(nats: NatsServer, tmp_path: Path) -> None:
+    """A shipper whose acknowledgements came too late to move the cursor
+    (here: the cursor set back by hand) ends; the next run sends the same
+    messages again, and the stream says duplicate.  Those ids were kept in
+    the outbox: its own messages, not a failure, and the cursor moves."""
+    db = lost_rows_db(tmp_path / "events.db")
+    for run in ("first", "second"):
+        proc = _shipper(_settings(db, nats.url))
+        wait_until(lambda: db_rows(db, "SELECT events FROM outbox") == [(2000,)], f"the {run} run's cursor at 2000",
+                   timeout=SLOW)
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0
+        err = proc.stderr.read()
+        assert b"failed" not in err and err.endswith(b"2000 events and 0 lifetime updates shipped to stream "
+                                                     b"PROCEVENTS\n"), err
+        sqlite3.connect(db).execute("UPDATE outbox SET events = 0").connection.commit()
+    assert _shipped_event_ids(nats) == list(range(1, 2001))  # stored once: the second run's were duplicates

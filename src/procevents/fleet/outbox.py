@@ -10,6 +10,7 @@ follows).  One read is one snapshot; the cursor only moves forward.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from dataclasses import dataclass, field
@@ -128,6 +129,24 @@ class Outbox:
             (cursor.events, cursor.procs, cursor.sessions, self.stream),
         )
         self.cursor = self.read_cursor()
+
+    def sent_ids(self) -> list[str]:
+        """The message ids the last shipper of this stream kept (:meth:`keep_sent`)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (f"sent:{self.stream}",)).fetchone()
+        try:
+            ids = json.loads(row[0]) if row else []
+        except (TypeError, ValueError):
+            return []
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+    def keep_sent(self, ids: list[str]) -> None:
+        """Ids a shipper sent, for the next one: a duplicate acknowledgement
+        for one of them is its own message, stored before (its
+        acknowledgement came too late to move the cursor)."""
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (f"sent:{self.stream}", json.dumps(ids)),
+        )
 
     def close(self) -> None:
         self.conn.close()

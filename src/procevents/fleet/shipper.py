@@ -32,6 +32,8 @@ DRAIN: Final = 5.0
 ACK_TIMEOUT: Final = 10.0
 #: Message ids this process has sent remembered (a duplicate of one of them is its own).
 SENT_IDS: Final = 10_000
+#: ... and kept in the outbox for the next run (those of the last rounds).
+SENT_KEPT: Final = 1000
 #: How often an idle shipper looks at the database even without a wakeup.
 IDLE_POLL: Final = 1.0
 RETRY_MIN: Final = 0.25
@@ -108,9 +110,10 @@ class Shipper:
         self.failing_since: float | None = None
         self.connected = False
         self._sessions_sent: list[bytes] = []
-        #: Ids of messages this process sent: stored (acknowledged), or
-        #: perhaps (no acknowledgement in time).  Insertion-ordered, bounded.
-        self._sent: dict[str, None] = {}
+        #: Ids of messages this shipper (or the last one: Outbox.keep_sent)
+        #: sent: stored (acknowledged), or perhaps (no acknowledgement in
+        #: time).  Insertion-ordered, bounded.
+        self._sent: dict[str, None] = dict.fromkeys(self.outbox.sent_ids())
 
     def stop(self) -> None:
         if not self.closing:
@@ -159,6 +162,7 @@ class Shipper:
             except Exception:
                 pass
             self._summary()
+            self._keep_sent()
             self.outbox.close()
         return 0
 
@@ -304,6 +308,17 @@ class Shipper:
         self._sent[msg_id] = None
         if len(self._sent) > SENT_IDS:
             del self._sent[next(iter(self._sent))]
+
+    def _keep_sent(self) -> None:
+        """The last ids sent, for the next run: a message whose
+        acknowledgement did not come before the end is a duplicate when
+        sent again, and its own (not a failure for the duplicate window)."""
+        import sqlite3
+
+        try:
+            self.outbox.keep_sent(list(self._sent)[-SENT_KEPT:])
+        except sqlite3.Error:
+            pass  # the next run treats those duplicates as failures until the stream forgets them
 
     def _summary(self) -> None:
         try:
