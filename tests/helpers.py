@@ -874,12 +874,20 @@ NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/
 
 
 class NatsServer:
-    """A nats-server with JetStream on 127.0.0.1, its store in a directory
-    that outlives a restart."""
+    """A nats-server on 127.0.0.1, its JetStream store in a directory that
+    outlives a restart.  ``config`` is the text of a configuration file
+    (authorization users and permissions...) it is started with;
+    ``jetstream=False``: a server without JetStream."""
 
-    def __init__(self, store: Path) -> None:
+    def __init__(self, store: Path, config: str | None = None, *, jetstream: bool = True) -> None:
         assert NATS_SERVER is not None
         self.store = store
+        self.config: Path | None = None
+        if config is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
+            self.config = store.parent / "nats-server.conf"
+            self.config.write_text(config)
+        self.jetstream = jetstream
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -890,11 +898,16 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def url_of(self, user: str, password: str) -> str:
+        return self.url.replace("nats://", f"nats://{user}:{password}@")
+
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        argv = [NATS_SERVER, "-a", "127.0.0.1", "-p", str(self.port)]
+        if self.config is not None:
+            argv += ["-c", str(self.config)]
+        if self.jetstream:
+            argv += ["-js", "-sd", str(self.store)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + TIMEOUT
         while True:  # ready once it answers on its port
             try:
@@ -906,6 +919,77 @@ class NatsServer:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise AssertionError("nats-server did not start")
             time.sleep(0.05)
+
+    def publish(
+        self, messages: Sequence[tuple[str, bytes, str | None]], url: str | None = None, *, create: bool = True,
+        stream: str = "PROCEVENTS",
+    ) -> list[Any]:
+        """Publish (subject, payload, message id or None) to JetStream as
+        another publisher would (at ``url``: a user's), the stream created
+        first if missing and ``create`` (subjects procevents.>); each one's
+        PubAck, or the exception."""
+        import asyncio
+
+        import nats as nats_py
+
+        async def go() -> list[Any]:
+            nc = await nats_py.connect(url or self.url, allow_reconnect=False)
+            try:
+                js = nc.jetstream(timeout=TIMEOUT)
+                if create:
+                    try:
+                        await js.stream_info(stream)
+                    except nats_py.js.errors.NotFoundError:
+                        await js.add_stream(name=stream, subjects=["procevents.>"], duplicate_window=120.0)
+                acks: list[Any] = []
+                for subject, payload, msg_id in messages:
+                    try:
+                        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+                        acks.append(await js.publish(subject, payload, headers=headers))
+                    except Exception as exc:
+                        acks.append(exc)
+                return acks
+            finally:
+                await nc.close()
+
+        return asyncio.run(go())
+
+    def consumer(self, durable: str, url: str | None = None, stream: str = "PROCEVENTS") -> tuple[int, int, int]:
+        """(messages not delivered yet, delivered and not acknowledged, redelivered) of a durable consumer."""
+        import asyncio
+
+        import nats as nats_py
+
+        async def ask() -> tuple[int, int, int]:
+            nc = await nats_py.connect(url or self.url, allow_reconnect=False)
+            try:
+                info = await nc.jetstream().consumer_info(stream, durable)
+                return int(info.num_pending or 0), int(info.num_ack_pending or 0), int(info.num_redelivered or 0)
+            finally:
+                await nc.close()
+
+        return asyncio.run(ask())
+
+    def stream_messages(self, url: str | None = None, stream: str = "PROCEVENTS") -> list[Any]:
+        """Every message the stream holds (an ephemeral consumer reads them all)."""
+        import asyncio
+
+        import nats as nats_py
+
+        async def read() -> list[Any]:
+            nc = await nats_py.connect(url or self.url, allow_reconnect=False)
+            try:
+                js = nc.jetstream()
+                total = (await js.stream_info(stream)).state.messages
+                sub = await js.pull_subscribe("procevents.>", stream=stream)
+                got: list[Any] = []
+                while len(got) < total:
+                    got += await sub.fetch(total - len(got), timeout=TIMEOUT)
+                return got
+            finally:
+                await nc.close()
+
+        return asyncio.run(read())
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import NatsServer, nats, run_cli
+import pytest
+from helpers import NATS_SERVER, Cli, NatsServer, nats, run_cli
 
 __all__ = ["nats"]  # the fixture, imported to be used here
 
@@ -49,3 +50,22 @@ def test_a_server_down_is_said_once_and_the_duration_still_ends_it(tmp_path: Pat
     assert [line for line in lines if "cannot collect from" in line] == [lines[0]], lines
     assert lines[0].startswith("procevents: cannot collect from nats://127.0.0.1:1 ("), lines
     assert lines[-1].startswith("procevents: 0 events and 0 lifetime updates collected from 0 hosts"), lines
+
+
+def test_a_server_without_jetstream_is_one_clear_line(tmp_path: Path) -> None:
+    """Issue 23 (12): it said `ServiceUnavailableError: ... description='None'`."""
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    server = NatsServer(tmp_path / "jetstream", jetstream=False)
+    collector = Cli(["collect", "--nats", server.url, "--db", str(tmp_path / "central.db")])
+    try:
+        line = collector.err.wait_for(lambda line: b"cannot collect from" in line)
+        assert line == (
+            f"procevents: cannot collect from {server.url} (the server has no JetStream: start nats-server with -js);"
+            " retrying\n"
+        ).encode(), collector.err.text
+        assert collector.stop() == 0, collector.err.text
+        assert collector.err.text.count("cannot collect from") == 1, collector.err.text
+    finally:
+        collector.cleanup()
+        server.stop()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from helpers import (
     Cli,
     Gated,
@@ -232,3 +233,101 @@ def _consumer_done(nats: NatsServer, durable: str) -> bool:
 
     return asyncio.run(ask())
 
+
+
+#: README "On many hosts", per-host permissions (passwords aside): a user per
+#: host may publish only its own subjects (and ask for the stream's info);
+#: the collector reads the stream and acknowledges.
+PERMISSIONS = """
+authorization {
+  users = [
+    { user: collector, password: "c-pass",
+      permissions: { publish: ["$JS.API.>", "$JS.ACK.>"], subscribe: ["_INBOX.>"] } }
+    { user: web-1, password: "w1-pass",
+      permissions: { publish: ["procevents.web-1.>", "$JS.API.STREAM.INFO.PROCEVENTS"], subscribe: ["_INBOX.>"] } }
+    { user: web-2, password: "w2-pass",
+      permissions: { publish: ["procevents.web-2.>", "$JS.API.STREAM.INFO.PROCEVENTS"], subscribe: ["_INBOX.>"] } }
+  ]
+}
+"""
+
+
+def _denied(url: str, subject: str, *, subscribe: bool = False) -> str:
+    """What the server says to a publish (or subscription) on ``subject``."""
+    import asyncio
+
+    import nats as nats_py
+
+    async def go() -> str:
+        said: list[str] = []
+
+        async def error_cb(exc: Exception) -> None:
+            said.append(str(exc))
+
+        nc = await nats_py.connect(url, allow_reconnect=False, error_cb=error_cb)
+        try:
+            if subscribe:
+                await nc.subscribe(subject)
+            else:
+                await nc.publish(subject, b"{}")
+            await nc.flush()
+            for _ in range(int(SHIP_TIMEOUT / 0.05)):  # the violation comes back asynchronously
+                if said:
+                    return said[0]
+                await asyncio.sleep(0.05)
+            return ""
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_per_host_permissions_on_a_real_server(cli: Callable[..., Cli], tmp_path: Path) -> None:
+    """The permissions of the README on a real nats-server: each host ships
+    as its own user, may not publish another host's subjects nor read the
+    stream, and what it says in a payload about another host is refused by
+    the collector (the subject names the host)."""
+    from helpers import NATS_SERVER
+
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    nats = NatsServer(tmp_path / "jetstream", PERMISSIONS)
+    try:
+        central = tmp_path / "central.db"
+        collector = cli("collect", "--nats", nats.url_of("collector", "c-pass"), "--db", str(central))
+        collector.err.wait_for(lambda line: b"collecting from" in line)
+        local = tmp_path / "web-1.db"
+        rec = _recorder_as(local, "web-1", nats.url_of("web-1", "w1-pass"))
+        _workload(uuid.uuid4().hex[:8])
+        assert rec.stop() == 0, rec.err.text
+        assert b"lifetime updates shipped to stream PROCEVENTS\n" in rec.err.data, rec.err.text
+        _wait_collected(central, "web-1", local)
+        web2 = nats.url_of("web-2", "w2-pass")
+        assert 'permissions violation for publish to "procevents.web-1.events"' in _denied(
+            web2, "procevents.web-1.events"), "web-2 published as web-1"
+        assert 'permissions violation for subscription to "procevents.>"' in _denied(
+            web2, "procevents.>", subscribe=True), "web-2 read the stream"
+        # Its own subject, a payload about web-1: the collector refuses it.
+        from procevents.fleet.outbox import SHIPPED_EVENT_COLUMNS
+
+        lie = json.dumps({"v": 1, "host": "web-1", "store": "x", "kind": "events",
+                          "columns": SHIPPED_EVENT_COLUMNS, "rows": []})
+        (ack,) = nats.publish([("procevents.web-2.events", lie.encode(), None)], web2, create=False)
+        assert not isinstance(ack, Exception), ack
+        collector.err.wait_for(lambda line: b"refusing a message on procevents.web-2.events: its payload says "
+                               b"host 'web-1'" in line)
+        assert collector.stop() == 0, collector.err.text
+        assert collector.err.data.endswith(b"collected from 1 host into " + str(central).encode()
+                                           + b", 1 message refused\n"), collector.err.text
+        _assert_same(central, "web-1", local)
+    finally:
+        nats.stop()
+
+
+def _recorder_as(db: Path, host: str, url: str) -> Cli:
+    """A recorder shipping with a user's URL (from the environment, as the README's EnvironmentFile does)."""
+    rec = Cli(["record", "--db", str(db), "--host", host, "-p", str(os.getpid())],
+              environ=env() | {"PROCEVENTS_NATS_URL": url})
+    rec.wait_listening()
+    rec.err.wait_for(lambda line: b"nats: shipping to" in line)
+    return rec

@@ -61,7 +61,7 @@ def test_the_cursor_only_moves_forward_and_each_stream_has_its_own(tmp_path: Pat
 
 def test_a_lifetime_is_read_again_each_time_it_is_rewritten(tmp_path: Path) -> None:
     path = str(tmp_path / "events.db")
-    writer = StoreWriter(path)
+    writer = StoreWriter(path, host="solo")  # the recorder's --host, which the outbox ships as
     sink = StoreSink(writer)
     proc = Proc(pid=700, ppid=1, start_ns=1_000, comm="worker")
     sink.emit(Fork(0, 1, 1_000, 1, 1, 700, 700), proc, {"comm": "worker"})

@@ -7,15 +7,19 @@ line each.  Through record --nats, end to end: test_fleet.py."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from helpers import TIMEOUT, NatsServer, db_rows, env, lost_rows_db, nats, wait_until
+from helpers import TIMEOUT, Lines, NatsServer, db_rows, env, lost_rows_db, nats, wait_until
 
 __all__ = ["nats"]  # the fixture, imported to be used here
+
+#: A bound for shipping and collecting on a loaded machine, not a pace.
+SLOW = 60.0
 
 SHIPPER = [sys.executable, "-m", "procevents.fleet.shipper"]
 
@@ -109,3 +113,88 @@ def test_the_drain_it_is_given_bounds_a_first_connection_still_being_tried(tmp_p
     # Generous (its start and end on a busy machine), and still below the
     # first connection's own wait, which is what it took before.
     assert took < FIRST_CONNECT_WAIT - 1.0, (took, err)
+
+
+def _store_id(db: Path) -> str:
+    return str(db_rows(db, "SELECT value FROM meta WHERE key = 'store_id'")[0][0])
+
+
+def _shipped_event_ids(nats: NatsServer) -> list[int]:
+    """The event ids in the stream's messages from the shipper (subject procevents.solo.events)."""
+    return sorted(row[0] for m in nats.stream_messages() if m.subject == "procevents.solo.events"
+                  for row in json.loads(m.data)["rows"])
+
+
+def test_message_ids_cannot_be_taken_first(nats: NatsServer, tmp_path: Path) -> None:
+    """Issue 23: messages published first under a host's next ids
+    (HOST:STORE:events:FIRST-LAST, the store id being in every message id)
+    made JetStream drop the real events as duplicates, and the shipper
+    moved its cursor.  The ids now carry a MAC under the store's secret:
+    the squatter's guesses take nothing, every event is in the stream."""
+    db = lost_rows_db(tmp_path / "events.db")  # 2000 events: messages 1-1000 and 1001-2000
+    from procevents.fleet.outbox import Outbox
+
+    Outbox(str(db), "PROCEVENTS", "procevents", "solo").close()  # the store id, made as the shipper would
+    store = _store_id(db)
+    guesses = [f"solo:{store}:events:{first}-{first + 999}" for first in (1, 1001)]
+    acks = nats.publish([("procevents.web-2.events", b"squatted", guess) for guess in guesses])
+    assert not [a for a in acks if isinstance(a, Exception)], acks
+    proc = _shipper(_settings(db, nats.url))
+    wait_until(lambda: db_rows(db, "SELECT events FROM outbox") == [(2000,)], "the outbox cursor at the last event",
+               timeout=SLOW)
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(TIMEOUT) == 0
+    assert _shipped_event_ids(nats) == list(range(1, 2001))
+
+
+def test_a_duplicate_of_a_message_it_never_sent_keeps_the_rows(nats: NatsServer, tmp_path: Path) -> None:
+    """Whoever has the store's secret (here: the test, from the file) can
+    take an id first; the shipper's acknowledgement then says duplicate for
+    a message it never sent.  That is a failure, said in one line: the
+    rows stay in the outbox, the cursor does not move."""
+    db = lost_rows_db(tmp_path / "events.db")
+    from procevents.fleet.outbox import Outbox
+
+    outbox = Outbox(str(db), "PROCEVENTS", "procevents", "solo")
+    ids = [m.msg_id for m in outbox.read().messages if m.kind == "events"]  # the ids the shipper will send
+    outbox.close()
+    assert len(ids) == 2
+    acks = nats.publish([("procevents.web-2.events", b"squatted", ids[0])])
+    assert not [a for a in acks if isinstance(a, Exception)], acks
+    proc = _shipper(_settings(db, nats.url))
+    assert proc.stderr is not None
+    err = Lines(proc.stderr)
+    failed = err.wait_for(lambda line: b"failed (" in line, timeout=SLOW)
+    assert failed == (
+        f"procevents: nats: publishing to stream PROCEVENTS failed (the stream already holds message {ids[0]}, "
+        "which this shipper did not send): 2000 events wait in the outbox\n"
+    ).encode(), err.text
+    assert db_rows(db, "SELECT events FROM outbox") == [(0,)]
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert proc.wait(TIMEOUT) == 0
+    err.join()
+    assert err.data.endswith(
+        b"shipped to stream PROCEVENTS, 2000 not yet acknowledged (kept in the outbox)\n"), err.text
+    assert db_rows(db, "SELECT events FROM outbox") == [(0,)]
+
+
+def test_the_next_run_knows_the_ids_the_last_one_sent(nats: NatsServer, tmp_path: Path) -> None:
+    """A shipper whose acknowledgements came too late to move the cursor
+    (here: the cursor set back by hand) ends; the next run sends the same
+    messages again, and the stream says duplicate.  Those ids were kept in
+    the outbox: its own messages, not a failure, and the cursor moves."""
+    db = lost_rows_db(tmp_path / "events.db")
+    for run in ("first", "second"):
+        proc = _shipper(_settings(db, nats.url))
+        wait_until(lambda: db_rows(db, "SELECT events FROM outbox") == [(2000,)], f"the {run} run's cursor at 2000",
+                   timeout=SLOW)
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.close()
+        assert proc.wait(TIMEOUT) == 0
+        err = proc.stderr.read()
+        assert b"failed" not in err and err.endswith(b"2000 events and 0 lifetime updates shipped to stream "
+                                                     b"PROCEVENTS\n"), err
+        sqlite3.connect(db).execute("UPDATE outbox SET events = 0").connection.commit()
+    assert _shipped_event_ids(nats) == list(range(1, 2001))  # stored once: the second run's were duplicates

@@ -17,7 +17,10 @@ missing) with a durable consumer, writes each fetched batch in one SQLite
 transaction and acknowledges it only once committed: a collector stopped or
 killed at any point goes on where it was, and rows it already has are
 ignored.  Every row keeps its host: query --host NAME, replay and --sql work
-on the result as on a recorder's own file.
+on the result as on a recorder's own file.  The host is the subject's
+(procevents.HOST.KIND): a message whose payload says another host, or a
+value that does not fit its column, is refused in one line and not
+delivered again.
 """
 
 

@@ -10,6 +10,15 @@ so the order messages arrive in and how often they arrive do not matter.
 Ids that rows use to point at each other (an event's process, a lifetime's
 parent and session) are translated to this store's; one not seen yet gets
 a placeholder row that its own message fills in later.
+
+What another host sends is not believed: the host is the subject's (the
+token NATS permissions give each host, README "On many hosts"), a message
+whose payload or rows name another host is refused, and so is a store id
+first seen under another host (it is in every message id: anyone could
+claim it).  Every value is checked against its column before anything is
+written (messages.py).  A refused message costs one line (the first
+MAX_NAMED, then only the count) and is terminated, never redelivered; the
+good messages fetched with it are committed.
 """
 
 from __future__ import annotations
@@ -22,11 +31,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ..escape import escape
 from ..store.schema import EVENT_COLUMNS, PROC_COLUMNS, describe_error
 from ..store.writer import StoreWriter
 from . import DEFAULT_DURABLE
 from .connect import NatsConfig
-from .messages import BadMessage, Batch, decode
+from .messages import KINDS, BadMessage, Batch, decode, subject_token
 
 #: Messages fetched (and committed) at once.
 FETCH: Final = 256
@@ -34,6 +44,8 @@ FETCH: Final = 256
 MAX_ACK_PENDING: Final = 4096
 #: Seconds before the server sends a message again that was not acknowledged.
 ACK_WAIT: Final = 30.0
+#: Refused messages named one by one; the rest are counted (the summary).
+MAX_NAMED: Final = 10
 _MAP_CACHE: Final = 200_000
 
 _PROC_SET: Final = [c for c in PROC_COLUMNS if c != "id"]
@@ -104,8 +116,14 @@ class CentralStore:
         found = self.sources.get(key)
         if found is None:
             conn = self.conn
-            conn.execute("INSERT OR IGNORE INTO sources (host, store) VALUES (?, ?)", key)
-            found = int(conn.execute("SELECT id FROM sources WHERE store = ?", (store,)).fetchone()[0])
+            row = conn.execute("SELECT id, host FROM sources WHERE store = ?", (store,)).fetchone()
+            if row is None:
+                found = int(conn.execute("INSERT INTO sources (host, store) VALUES (?, ?)", key).lastrowid or 0)
+            elif row[1] != host:
+                # Its id is in every message id: anyone could claim it.
+                raise BadMessage(f"store {store!r} belongs to host {row[1]!r}, not {host!r}")
+            else:
+                found = int(row[0])
             self.sources[key] = found
         return found
 
@@ -213,7 +231,7 @@ class Collector:
         self.note = note
         self.store = CentralStore(db, version)
         self.stopping = False
-        self.skipped = 0
+        self.refused = 0
         self.failing_since: float | None = None
         self.connected = False
 
@@ -249,7 +267,7 @@ class Collector:
                         )
                 except Exception as exc:  # unreachable, no JetStream...: say so once, try again
                     if not told:
-                        self.note(f"cannot collect from {self.config.shown_url} ({describe(exc)}); retrying")
+                        self.note(escape(f"cannot collect from {self.config.shown_url} ({describe(exc)}); retrying"))
                         told = True
                     if nc is not None and sub is None:
                         await _close(nc)
@@ -291,37 +309,68 @@ class Collector:
             self._error(describe(exc))
             await asyncio.sleep(0.5)
             return
-        batches = []
+        good: list[tuple[Any, Batch]] = []
         for message in messages:
             try:
-                batches.append(decode(message.data))
+                batch = decode(message.data)
+                self._check_subject(message.subject, batch)
             except BadMessage as exc:
-                self.skipped += 1
-                if self.skipped == 1:
-                    self.note(f"skipping a message on {message.subject} that is not procevents rows: {exc}")
+                await self._refuse(message, str(exc))
+                continue
+            good.append((message, batch))
         try:
-            self.store.write(batches)
-        except BadMessage as exc:
-            # One bad row spoils its fetch: written one message at a time, the rest go in.
-            self.note(f"skipping a malformed message: {exc}")
-            for one in batches:
-                try:
-                    self.store.write([one])
-                except BadMessage:
-                    self.skipped += 1
-        except sqlite3.Error as exc:
+            self.store.write([batch for _, batch in good])
+            written = [message for message, _ in good]
+        except sqlite3.OperationalError as exc:  # the disk, a lock: not the messages' fault
             raise OSError(f"{self.store.writer.path}: {describe_error(exc)}") from None
+        except (BadMessage, sqlite3.Error, ValueError, TypeError, OverflowError):
+            # A message the checks let through (a store id claimed by
+            # another host, ...): one at a time, so that the rest go in.
+            written = []
+            for message, batch in good:
+                try:
+                    self.store.write([batch])
+                except sqlite3.OperationalError as exc:
+                    raise OSError(f"{self.store.writer.path}: {describe_error(exc)}") from None
+                except (BadMessage, sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                    await self._refuse(message, str(exc) or type(exc).__name__)
+                    continue
+                written.append(message)
         # Only now: what is committed is acknowledged (a crash before this
         # brings the messages again, and they change nothing).
-        for message in messages:
+        for message in written:
             await message.ack()
         if self.failing_since is not None:
             self.note(f"collecting again after {time.monotonic() - self.failing_since:.1f} s")
             self.failing_since = None
 
+    def _check_subject(self, subject: str, batch: Batch) -> None:
+        """The host is the subject's (PREFIX.HOST.KIND, which NATS
+        permissions can give each host), not what the payload says."""
+        rest = subject[len(self.config.prefix) + 1:] if subject.startswith(f"{self.config.prefix}.") else ""
+        token, _, kind = rest.partition(".")
+        if not token or kind not in KINDS:
+            raise BadMessage("not a subject of procevents rows (PREFIX.HOST.KIND)")
+        if subject_token(batch.host) != token:
+            raise BadMessage(f"its payload says host {batch.host!r}")
+        if batch.kind != kind:
+            raise BadMessage(f"its payload says {batch.kind!r}")
+
+    async def _refuse(self, message: Any, why: str) -> None:
+        """One line (escaped: the subject and the values are the sender's),
+        and terminated: the server never delivers it again."""
+        self.refused += 1
+        if self.refused <= MAX_NAMED:
+            more = " (the next ones are only counted)" if self.refused == MAX_NAMED else ""
+            self.note(escape(f"refusing a message on {message.subject}: {why}{more}"))
+        try:
+            await message.term()
+        except Exception:  # gone with the connection: it comes back after ACK_WAIT, and is refused again
+            pass
+
     def _error(self, text: str) -> None:
         if self.failing_since is None and self.connected:
-            self.note(f"{text}; retrying")
+            self.note(escape(f"{text}; retrying"))
             self.failing_since = time.monotonic()
 
     def _disconnected(self) -> None:
@@ -333,10 +382,10 @@ class Collector:
         store = self.store
         hosts = len(store.hosts)
         dup = f", {store.duplicates} already stored" if store.duplicates else ""
-        skipped = f", {self.skipped} messages skipped" if self.skipped else ""
+        refused = f", {self.refused} message{'s' if self.refused != 1 else ''} refused" if self.refused else ""
         return (
             f"{store.events} events and {store.lifetimes} lifetime updates collected from "
-            f"{hosts} host{'s' if hosts != 1 else ''} into {store.writer.path}{dup}{skipped}"
+            f"{hosts} host{'s' if hosts != 1 else ''} into {store.writer.path}{dup}{refused}"
         )
 
 

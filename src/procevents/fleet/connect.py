@@ -34,6 +34,10 @@ class Unreachable(ConnectionError):
     """The first connection to the server failed; ``str()`` says why."""
 
 
+class NoJetStream(Unreachable):
+    """The server answers, but nothing on it answers JetStream's API."""
+
+
 @dataclass(frozen=True)
 class NatsConfig:
     url: str
@@ -187,13 +191,19 @@ _CREDENTIALS: Final = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]*@")
 async def ensure_stream(js: Any, config: NatsConfig) -> str:
     """Create the stream when it does not exist yet; returns what was done."""
     from nats.js.api import StorageType, StreamConfig
-    from nats.js.errors import NotFoundError
+    from nats.js.errors import NotFoundError, ServiceUnavailableError
 
     try:
         await js.stream_info(config.stream)
         return f"stream {config.stream}"
     except NotFoundError:
         pass
+    except ServiceUnavailableError as exc:
+        # No responders at all (nats-py's 503 without a description), not a
+        # JetStream that is there but busy: say what to do, not "description='None'".
+        if getattr(exc, "description", None) is None:
+            raise NoJetStream("the server has no JetStream: start nats-server with -js") from None
+        raise
     await js.add_stream(
         StreamConfig(
             name=config.stream, subjects=[f"{config.prefix}.>"], storage=StorageType.FILE,

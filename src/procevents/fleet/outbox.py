@@ -10,18 +10,18 @@ follows).  One read is one snapshot; the cursor only moves forward.
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import quote
 
-from ..store.schema import EVENT_COLUMNS, PROC_COLUMNS, StoreError, check_file, describe_error, store_id
-from .messages import Message, encode
+from ..store.schema import PROC_COLUMNS, StoreError, check_file, describe_error, store_id
+from .messages import SESSION_COLUMNS, SHIPPED_EVENT_COLUMNS, Message, encode
 
-SESSION_COLUMNS: Final = (
-    "id", "started_wall", "clock_offset", "boot_id", "hostname", "recorder_pid", "version", "ended", "ended_wall",
-)
-SHIPPED_EVENT_COLUMNS: Final = ("id", *EVENT_COLUMNS)
+__all__ = ["SESSION_COLUMNS", "SHIPPED_EVENT_COLUMNS", "Cursor", "Outbox", "Round", "ship_secret"]
+
 #: Rows of each table read per round.
 ROUND_ROWS: Final = 5000
 
@@ -64,6 +64,7 @@ class Outbox:
             self.conn.execute("PRAGMA busy_timeout=10000")
             self.conn.execute("BEGIN IMMEDIATE")
             self.store = store_id(self.conn)
+            self.secret = ship_secret(self.conn)
             self.conn.execute(
                 "INSERT OR IGNORE INTO outbox (stream, events, procs, sessions) VALUES (?, 0, 0, 0)", (stream,)
             )
@@ -109,7 +110,9 @@ class Outbox:
             ("procs", PROC_COLUMNS, procs, rev),
             ("events", SHIPPED_EVENT_COLUMNS, events, 0),
         ):
-            found.messages.extend(encode(self.prefix, self.host, self.store, kind, columns, rows, order))
+            found.messages.extend(
+                encode(self.prefix, self.host, self.store, kind, columns, rows, order, secret=self.secret)
+            )
         if sessions:
             found.cursor.sessions = sessions[-1][0]
         if procs:
@@ -127,5 +130,36 @@ class Outbox:
         )
         self.cursor = self.read_cursor()
 
+    def sent_ids(self) -> list[str]:
+        """The message ids the last shipper of this stream kept (:meth:`keep_sent`)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (f"sent:{self.stream}",)).fetchone()
+        try:
+            ids = json.loads(row[0]) if row else []
+        except (TypeError, ValueError):
+            return []
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+    def keep_sent(self, ids: list[str]) -> None:
+        """Ids a shipper sent, for the next one: a duplicate acknowledgement
+        for one of them is its own message, stored before (its
+        acknowledgement came too late to move the cursor)."""
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (f"sent:{self.stream}", json.dumps(ids)),
+        )
+
     def close(self) -> None:
         self.conn.close()
+
+
+def ship_secret(conn: sqlite3.Connection) -> bytes:
+    """This store's secret, the key of its message ids' MAC (messages.py),
+    made when first asked for (in the caller's transaction).  It never
+    leaves the file: the ids of messages not sent yet cannot be guessed,
+    so nobody can publish them first for JetStream to drop ours."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'ship_secret'").fetchone()
+    if row is not None:
+        return bytes.fromhex(str(row[0]))
+    made = os.urandom(32)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('ship_secret', ?)", (made.hex(),))
+    return made

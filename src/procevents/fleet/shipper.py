@@ -37,6 +37,10 @@ DRAIN: Final = 5.0
 DURATION_DRAIN: Final = 1.0
 #: How long a published message may wait for its acknowledgement (seconds).
 ACK_TIMEOUT: Final = 10.0
+#: Message ids this process has sent remembered (a duplicate of one of them is its own).
+SENT_IDS: Final = 10_000
+#: ... and kept in the outbox for the next run (those of the last rounds).
+SENT_KEPT: Final = 1000
 #: How often an idle shipper looks at the database even without a wakeup.
 IDLE_POLL: Final = 1.0
 RETRY_MIN: Final = 0.25
@@ -121,6 +125,10 @@ class Shipper:
         self.failing_since: float | None = None
         self.connected = False
         self._sessions_sent: list[bytes] = []
+        #: Ids of messages this shipper (or the last one: Outbox.keep_sent)
+        #: sent: stored (acknowledged), or perhaps (no acknowledgement in
+        #: time).  Insertion-ordered, bounded.
+        self._sent: dict[str, None] = dict.fromkeys(self.outbox.sent_ids())
 
     def stop(self) -> None:
         if not self.closing:
@@ -174,6 +182,7 @@ class Shipper:
             except Exception:
                 pass
             self._summary()
+            self._keep_sent()
             self.outbox.close()
         return 0
 
@@ -286,6 +295,15 @@ class Shipper:
         blocked: set[str] = set()
         for message, future in futures:
             good = future.done() and not future.cancelled() and future.exception() is None
+            if good and getattr(future.result(), "duplicate", False) and not self._own(message):
+                # The stream holds another message under this id: ours was
+                # dropped.  The rows stay in the outbox (once the stream's
+                # duplicate window has passed, the same id is stored again).
+                good = False
+                if failure is None:
+                    failure = f"the stream already holds message {message.msg_id}, which this shipper did not send"
+            elif good or not future.done():  # stored, or perhaps (its acknowledgement may have been lost)
+                self._remember(message.msg_id)
             if not good:
                 blocked.add(message.kind)
                 if failure is None:
@@ -299,6 +317,29 @@ class Shipper:
             _note(f"publishing to stream {self.config.stream} failed ({failure}): {waiting} events wait in the outbox")
             self.failing_since = time.monotonic()
         return acked, ok
+
+    def _own(self, message: Any) -> bool:
+        """Is a duplicate acknowledgement for ``message`` one of this shipper's own?"""
+        # A session row is sent again with every round, and by the next run
+        # (so that its end follows): a duplicate of it is that very state,
+        # as its id is a MAC of the payload under the store's secret.
+        return message.msg_id in self._sent or message.kind == "sessions"
+
+    def _remember(self, msg_id: str) -> None:
+        self._sent[msg_id] = None
+        if len(self._sent) > SENT_IDS:
+            del self._sent[next(iter(self._sent))]
+
+    def _keep_sent(self) -> None:
+        """The last ids sent, for the next run: a message whose
+        acknowledgement did not come before the end is a duplicate when
+        sent again, and its own (not a failure for the duplicate window)."""
+        import sqlite3
+
+        try:
+            self.outbox.keep_sent(list(self._sent)[-SENT_KEPT:])
+        except sqlite3.Error:
+            pass  # the next run treats those duplicates as failures until the stream forgets them
 
     def _summary(self) -> None:
         try:
