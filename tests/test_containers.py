@@ -127,6 +127,7 @@ def _make_schema_2(path: Path) -> None:
     )
     conn.execute("INSERT INTO events (proc, ts, wall, event, pid, tgid) VALUES (1, 5, 1500, 'exec', 4242, 4242)")
     conn.close()
+    path.chmod(0o600)  # as procevents made its files
 
 
 def test_a_schema_2_file_is_read_as_it_is_and_upgraded_when_recorded_into(tmp_path: Path) -> None:
