@@ -7,21 +7,35 @@ openssl here) and a listener that keeps what a client sends."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import NATS_SERVER, TIMEOUT, run_cli, wait_until
+from conftest import CLI
+from helpers import NATS_SERVER, TIMEOUT, Cli, env, run_cli, wait_until
 
-from procevents.fleet.connect import NatsConfig, _is_tls, connect, describe, redact, tls_context, tls_required
+from procevents.fleet.connect import (
+    NatsConfig,
+    _is_tls,
+    connect,
+    describe,
+    nkeys_missing,
+    redact,
+    tls_context,
+    tls_required,
+)
 
 
 def test_redact_drops_the_user_and_password_and_keeps_the_rest() -> None:
@@ -225,14 +239,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _nats_server(port: int, tmp_path: Path, *args: str) -> Iterator[None]:
+def _nats_server(port: int, tmp_path: Path, *args: str, auth: bool = True) -> Iterator[None]:
     """A nats-server with ``args`` on 127.0.0.1:``port`` (user alice,
-    password s3cret unless a client certificate is asked for)."""
+    password s3cret, unless ``auth`` is False or a client certificate is
+    asked for)."""
     if NATS_SERVER is None:
         pytest.skip("nats-server is not installed (scripts/test installs it)")
-    auth = [] if "--tlsverify" in args else ["--user", "alice", "--pass", "s3cret"]
+    user = ["--user", "alice", "--pass", "s3cret"] if auth and "--tlsverify" not in args else []
     proc = subprocess.Popen(
-        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / f"js-{port}"), *auth, *args],
+        [NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / f"js-{port}"), *user, *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     try:
@@ -284,3 +299,96 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ca": d / "ca.pem", "other_ca": d / "other_ca.pem", "cert": d / "server.pem", "key": d / "server.key",
         "client_cert": d / "client.pem", "client_key": d / "client.key",
     }
+
+
+# -- creds files need nkeys (issue 23 item 5) --------------------------------------------------------
+
+# nats-py imports nkeys only when it connects with a creds file: without it
+# the shipper and collector retried "No module named 'nkeys'" for ever.
+
+
+def test_creds_without_nkeys_is_a_usage_error_at_start(tmp_path: Path, nats_creds: tuple[int, Path]) -> None:
+    port, creds = nats_creds
+    # A real import failure: an nkeys that does not import, first on the path.
+    fake = tmp_path / "shadow"
+    fake.mkdir()
+    (fake / "nkeys.py").write_text("raise ImportError('No module named nacl (planted by the test)')\n")
+    environ = env()
+    environ["PYTHONPATH"] = os.pathsep.join((str(fake), environ["PYTHONPATH"]))
+    result = subprocess.run(
+        [*CLI, "collect", "--nats", f"nats://127.0.0.1:{port}", "--nats-creds", str(creds),
+         "--db", str(tmp_path / "c.db"), "-D", "10"],
+        capture_output=True, env=environ, timeout=TIMEOUT, stdin=subprocess.DEVNULL, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        b"procevents: error: --nats-creds needs nkeys (No module named nacl (planted by the test)): "
+        b"pip install 'procevents[fleet]'\n"
+    ), result.stderr
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_creds_work_with_what_the_extra_installs(tmp_path: Path, nats_creds: tuple[int, Path]) -> None:
+    port, creds = nats_creds
+    assert nkeys_missing() is None  # the test extra installs it, as the fleet extra does
+    collect = Cli(["collect", "--nats", f"nats://127.0.0.1:{port}", "--nats-creds", str(creds),
+                   "--db", str(tmp_path / "c.db")])
+    try:
+        collect.err.wait_for(lambda line: line.startswith(b"procevents: collecting from"))
+        assert collect.stop() == 0, collect.err.text
+    finally:
+        collect.cleanup()
+    assert f"collecting from nats://127.0.0.1:{port}, stream PROCEVENTS" in collect.err.text, collect.err.text
+    # ... and that server lets no one in without them.
+    assert "Authorization Violation" in _connect(NatsConfig(f"nats://127.0.0.1:{port}"), 1.5)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(issuer: Any, subject: Any, name: str, claims: dict[str, Any]) -> str:
+    """A NATS JWT (what nsc writes): ``subject``'s claims signed by ``issuer``."""
+    header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64(json.dumps({
+        "jti": _b64(os.urandom(16)), "iat": int(time.time()), "iss": issuer.public_key.decode(), "name": name,
+        "sub": subject.public_key.decode(), "nats": {**claims, "version": 2},
+    }).encode())
+    return f"{header}.{body}.{_b64(issuer.sign(f'{header}.{body}'.encode()))}"
+
+
+@pytest.fixture
+def nats_creds(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A nats-server in operator mode (JWT auth, JetStream): its port and a
+    user's creds file, made here with nkeys as nsc would."""
+    import nkeys
+
+    def key(prefix: int) -> Any:
+        return nkeys.from_seed(nkeys.encode_seed(os.urandom(32), prefix))
+
+    operator, account, system, user = (key(nkeys.PREFIX_BYTE_OPERATOR), key(nkeys.PREFIX_BYTE_ACCOUNT),
+                                       key(nkeys.PREFIX_BYTE_ACCOUNT), key(nkeys.PREFIX_BYTE_USER))
+    limits = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True, "conn": -1,
+              "leaf": -1}
+    jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+    accounts = {  # JetStream needs a system account
+        account: _jwt(operator, account, "A", {"limits": {**limits, **jetstream}, "type": "account"}),
+        system: _jwt(operator, system, "SYS", {"limits": limits, "type": "account"}),
+    }
+    port = _free_port()
+    conf = tmp_path / "operator.conf"
+    conf.write_text(
+        f"operator: {_jwt(operator, operator, 'O', {'type': 'operator'})}\nresolver: MEMORY\n"
+        f"system_account: {system.public_key.decode()}\n"
+        f"resolver_preload: {{ {', '.join(f'{k.public_key.decode()}: {v}' for k, v in accounts.items())} }}\n"
+    )
+    creds = tmp_path / "user.creds"
+    user_jwt = _jwt(account, user, "U", {"type": "user", "subs": -1, "data": -1, "payload": -1})
+    creds.write_text(
+        f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n"
+        "------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n"
+        f"{user.seed.decode()}\n------END USER NKEY SEED------\n"
+    )
+    creds.chmod(0o600)
+    with _nats_server(port, tmp_path, "-c", str(conf), auth=False):
+        yield port, creds

@@ -79,6 +79,18 @@ def nats_available() -> bool:
     return importlib.util.find_spec("nats") is not None
 
 
+def nkeys_missing() -> str | None:
+    """Why a creds file cannot be used (nats-py signs with nkeys, which it
+    imports only when connecting), or None.  An import, not a look-up: a
+    module that is there but does not import (its own dependency, PyNaCl,
+    missing) is as missing."""
+    try:
+        import nkeys  # noqa: F401
+    except ImportError as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else "ImportError"
+    return None
+
+
 def tls_required(config: NatsConfig) -> bool:
     """Whether every connection must be TLS: a ``tls://`` URL anywhere in
     the list, ``--nats-ca`` or ``--nats-cert``."""
