@@ -243,6 +243,45 @@ def test_live_view_names_the_container_and_filters_by_it(
     assert other["cgroup"] != event["cgroup"] and "container_id" not in other
 
 
+def _exec_of(pid: int) -> Callable[[bytes], bool]:
+    mark = f'"pid":{pid},'.encode()
+    return lambda raw: mark in raw and b'"cmdline":["/bin/echo"' in raw
+
+
+def test_a_cgroup_name_with_a_carriage_return_forges_neither_cgroup_nor_container(
+    cli: Callable[..., Cli], cgroups: Callable[[Path, str], Path]
+) -> None:
+    # The kernel refuses "\n" in a cgroup name but not "\r": split as
+    # str.splitlines does, the tail of such a name read as a line of its
+    # own, so a process was shown in a cgroup it is not in (the first: in
+    # "/docker/ID", a path nobody made), or in no container when it is in
+    # one (the second).
+    v2 = _mount_of("cgroup2")
+    if v2 is None:
+        pytest.skip("no cgroup v2 mount")
+    tag = uuid.uuid4().hex[:8]
+    other = "e" * 64
+    forging = f"/procevents-test-{tag}/forge/hide\r0::/docker/{ID}"
+    hiding = f"/procevents-test-{tag}/docker/{ID}/hide\r0::/{other}"
+    groups = {path: cgroups(v2, path) for path in (forging, hiding)}
+    me = str(os.getpid())
+    live = cli("--json", "-e", "exec", "-p", me)
+    live.wait_listening()
+    seen = {}
+    for path, group in groups.items():
+        child = _in_cgroup(group, ["/bin/echo", tag])
+        assert child.release() == 0
+        seen[path] = json.loads(live.out.wait_for(_exec_of(child.pid)))
+    assert live.stop() == 0, live.err.text
+    # The whole path, as the kernel keeps it (JSON escapes the \r) ...
+    assert [event["cgroup"] for event in seen.values()] == [forging, hiding]
+    # ... and the container that path names: the docker one both are in,
+    # never the one the \r's tail pretends (none, or a bare id's).
+    for event in seen.values():
+        assert (event.get("container_id"), event.get("container_runtime")) == (ID, "docker"), event
+        assert container_of(event["cgroup"]) == Container(ID, "docker", None)
+
+
 def test_recorder_and_query_know_the_container_and_host(
     cli: Callable[..., Cli], cgroups: Callable[[Path, str], Path], tmp_path: Path
 ) -> None:

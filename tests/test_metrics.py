@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from procevents.metrics import OTHER, Histogram, LabelSet, parse_address
+from procevents.metrics import MAX_CLIENTS, OTHER, CommandCounter, Histogram, LabelSet, parse_address
 
 pytest.importorskip("prometheus_client")
 
@@ -92,6 +94,65 @@ def test_label_set_is_bounded_and_every_series_grows(batches: list[list[str]], t
     if top and any(batches):
         # the first export labels the biggest counts seen by then
         assert labels.labelled
+
+
+@given(
+    st.lists(st.tuples(st.lists(st.sampled_from("abcdefgh"), max_size=30), st.floats(0, 1000)), max_size=12),
+    st.integers(0, 4),
+)
+def test_labels_come_and_go_and_every_series_still_grows(steps: list[tuple[list[str], float]], top: int) -> None:
+    labels = LabelSet(top, reclaim_after=100.0)
+    counts: dict[str, int] = {}
+    seen: dict[str, float] = {}
+    now = 0.0
+    for batch, later in steps:
+        now += later
+        for name in batch:
+            counts[name] = counts.get(name, 0) + 1
+        exported = dict(labels.export(counts, now))
+        assert len(exported) <= top + 1 and OTHER in exported
+        for name, value in exported.items():
+            # A series that comes back comes back at least where it was.
+            assert value >= seen.get(name, 0), (name, seen, exported)
+            seen[name] = value
+            if name != OTHER:
+                assert value == counts[name]
+
+
+def test_a_burst_of_made_up_names_keeps_no_label_for_good() -> None:
+    labels = LabelSet(2, reclaim_after=300.0)
+    counts = {"made-up-1": 50, "made-up-2": 40}
+    assert labels.export(counts, now=0.0) == [("made-up-1", 50), ("made-up-2", 40), (OTHER, 0)]
+    # While the burst's names are fresh, a real command waits in "other" ...
+    counts["cron"] = 1
+    assert labels.export(counts, now=10.0) == [("made-up-1", 50), ("made-up-2", 40), (OTHER, 1)]
+    # ... and once they have been quiet RECLAIM_AFTER, it takes a slot: the
+    # least recently risen one (made-up-1 rose again at 150).
+    counts["made-up-1"] += 1
+    assert labels.export(counts, now=150.0) == [("made-up-1", 51), ("made-up-2", 40), (OTHER, 1)]
+    counts["cron"] += 1
+    assert labels.export(counts, now=400.0) == [("cron", 2), ("made-up-1", 51), (OTHER, 1)]
+    counts["cron"] += 1
+    counts["made-up-2"] += 5  # back, but without a slot: "other" counts what it adds now
+    assert labels.export(counts, now=401.0) == [("cron", 3), ("made-up-1", 51), (OTHER, 6)]
+    # A slot that stays busy is never taken.
+    counts["cron"] += 1
+    counts["made-up-2"] += 1
+    assert dict(labels.export(counts, now=2000.0)).keys() == {"cron", "made-up-2", OTHER}
+
+
+def test_a_label_is_the_name_as_the_terminal_shows_it() -> None:
+    counter = CommandCounter()
+    for name in ("\x1b[31mred", "tab\there", "a\\b", "x\udcff", "ok", "", None):
+        counter.add(name)
+    assert sorted(counter.snapshot()) == sorted(
+        ["\\x1b[31mred", "tab\\there", "a\\\\b", "x\\xff", "ok", "?"]
+    ) and all(name.isprintable() for name in counter.snapshot())
+
+
+def test_a_command_named_other_is_counted_in_other() -> None:
+    labels = LabelSet(5)
+    assert labels.export({OTHER: 3, "sh": 1}) == [("sh", 1), (OTHER, 3)]
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -230,36 +291,120 @@ def test_a_name_that_is_not_utf8_does_not_break_the_page(cli: Callable[..., Cli]
     assert "Traceback" not in c.err.text and "Error" not in c.err.text, c.err.text
 
 
+def test_a_raw_escape_in_a_name_never_reaches_the_page(cli: Callable[..., Cli]) -> None:
+    """Any user may call a process "\\x1b]0;...": the page shows it escaped."""
+    c = cli("-o", "/dev/null", "--metrics", "0")
+    c.wait_listening()
+    url = metrics_url(c)
+    rename = "import ctypes; ctypes.CDLL(None).prctl(15, b'\\x1b[31mred\\r', 0, 0, 0)"  # PR_SET_NAME
+    subprocess.run([sys.executable, "-c", rename], check=True, timeout=TIMEOUT)
+
+    def exits_of_it() -> float:
+        page = scrape(url)
+        return sum(
+            s.value for s in page["procevents_process_exits"].samples if s.labels.get("command") == "\\x1b[31mred\\r"
+        )
+
+    wait_until(lambda: exits_of_it() == 1, "the renamed process's exit on the page, its name escaped")
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        raw = response.read()
+    assert not any(byte < 0x20 and byte != 0x0A for byte in raw), [b for b in raw if b < 0x20 and b != 0x0A]
+    assert c.stop() == 0, c.err.text
+
+
+def test_slow_clients_are_cut_off_and_scrapes_go_on(cli: Callable[..., Cli]) -> None:
+    """Slowloris: 20 clients each sending a header byte every half second
+    (each reconnecting when cut off) while 15 scrapes are made: every scrape
+    is answered, and every slow client is cut off before it ends its request."""
+    c = cli("-o", "/dev/null", "--metrics", "0")
+    c.wait_listening()
+    url = metrics_url(c)
+    host, port = _address(url)
+    stop = threading.Event()
+    lock = threading.Lock()
+    state = {"connected": 0, "bytes": 0, "cut_off": 0, "finished": 0}
+
+    def trickle() -> None:
+        while not stop.is_set():
+            try:
+                conn = socket.create_connection((host, port), timeout=TIMEOUT)
+            except OSError:
+                continue
+            with lock:
+                state["connected"] += 1
+            try:
+                conn.sendall(b"GET /metrics HTTP/1.0\r\n")
+                for byte in b"X-Slow: " + b"z" * 120:  # a minute of bytes: far beyond any deadline
+                    if stop.wait(0.5):
+                        return
+                    conn.sendall(bytes([byte]))
+                    with lock:
+                        state["bytes"] += 1
+                with lock:
+                    state["finished"] += 1  # never cut off
+            except OSError:  # the server closed it (reset or broken pipe)
+                with lock:
+                    state["cut_off"] += 1
+            finally:
+                conn.close()
+
+    threads = [threading.Thread(target=trickle) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: state["connected"] >= 20, "20 slow clients connected")
+        for _ in range(15):
+            before = state["bytes"]
+            wait_until(lambda before=before: state["bytes"] > before + 10, "the slow clients trickling on")
+            scrape(url)  # raises if refused or cut off
+        wait_until(lambda: state["cut_off"] >= 20, "every slow client cut off at least once", timeout=TIMEOUT * 2)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert state["finished"] == 0, state
+    assert c.stop() == 0, c.err.text
+    assert "Traceback" not in c.err.text and "GET" not in c.err.text, c.err.text
+
+
 def test_clients_are_bounded_and_leave_no_traceback(cli: Callable[..., Cli]) -> None:
     c = cli("-o", "/dev/null", "--metrics", "0")
     c.wait_listening()
     url = metrics_url(c)
-    host, port = url.removeprefix("http://").removesuffix("/metrics").rsplit(":", 1)
-    idle = [socket.create_connection((host, int(port)), timeout=TIMEOUT) for _ in range(16)]
+    host, port = _address(url)
+    # More idle connections than are kept: the oldest are closed, a scrape is answered.
+    idle = [socket.create_connection((host, port), timeout=TIMEOUT) for _ in range(MAX_CLIENTS + 8)]
     try:
-        wait_until(lambda: _refused(host, int(port)), "a 17th client refused while 16 idle ones hold their threads")
+        assert _served(url)
+        for conn in idle[:9]:
+            assert conn.recv(1) == b""  # closed unanswered, to make room
+        # The others are closed by the deadline, silent as they are.
+        for conn in idle[9:]:
+            assert conn.recv(1) == b""
     finally:
         for conn in idle:
             conn.close()
-    wait_until(lambda: _served(url), "scrapes served again once the idle clients left")
     # A client that goes away mid-request, and one that never reads its answer.
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as half:
+    with socket.create_connection((host, port), timeout=TIMEOUT) as half:
         half.sendall(b"GET /metr")
-    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as rude:
+    with socket.create_connection((host, port), timeout=TIMEOUT) as rude:
         rude.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
         rude.shutdown(socket.SHUT_RD)
+    # Not HTTP, not GET, too long: one answer each, and the server goes on.
+    for request, status in ((b"hello\r\n\r\n", b"400"), (b"POST /metrics HTTP/1.0\r\n\r\n", b"405"),
+                            (b"GET / HTTP/1.0\r\nX: " + b"y" * 10_000 + b"\r\n\r\n", b"431")):
+        with socket.create_connection((host, port), timeout=TIMEOUT) as other:
+            other.sendall(request)
+            assert other.recv(64).startswith(b"HTTP/1.0 " + status), request[:20]
     assert _served(url)
     assert c.stop() == 0, c.err.text
     assert "Traceback" not in c.err.text and "GET" not in c.err.text, c.err.text  # no log line per request
 
 
-def _refused(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=TIMEOUT) as conn:
-            conn.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-            return conn.recv(1) == b""  # closed unanswered
-    except OSError:
-        return True
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").removesuffix("/metrics").rsplit(":", 1)
+    return host, int(port)
 
 
 def _served(url: str) -> bool:

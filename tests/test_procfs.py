@@ -177,6 +177,17 @@ class TestParseCgroup:
     def test_empty(self) -> None:
         assert parse_cgroup(b"") == ""
 
+    # The kernel refuses only "\n" in a cgroup name: any other line break a
+    # name holds is part of the path, never the start of a forged line.
+    @pytest.mark.parametrize("brk", ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+    def test_only_newline_ends_a_line(self, brk: str) -> None:
+        path = f"/user.slice/hide{brk}0::/docker/{'a' * 64}"
+        assert parse_cgroup(f"0::{path}\n".encode()) == path
+
+    def test_a_v1_name_cannot_forge_the_v2_line(self) -> None:
+        data = b"8:pids:/hide\r0::/forged\n1:name=systemd:/\n0::/\n"
+        assert parse_cgroup(data) == "/hide\r0::/forged"
+
 
 # -- ProcFS on a fixture tree ------------------------------------------------------------------
 

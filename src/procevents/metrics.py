@@ -7,17 +7,33 @@ starts; it serves ``/metrics`` from a daemon thread, which reads the counts
 when scraped.
 
 Labels by command name are bounded: each family gives its own label to at
-most ``top`` command names, chosen at scrape time among those not yet
-labelled, highest count first, while slots are free; everything else is
-``command="other"``.  A label once given is kept, so every series only ever
-grows (a promoted command's series starts at its full count; what it had
-added to ``other`` stays there).
+most ``top`` command names, chosen at scrape time among those whose count
+rose since the last scrape, the biggest rise first, while slots are free;
+everything else is ``command="other"``.  A slot whose command has not risen
+for ``RECLAIM_AFTER`` seconds goes, least recently risen first, to such a
+command when none is free, so a burst of made-up names (any user can exec
+``/tmp/x`` under a thousand names) holds slots only while it goes on.
+Every series only ever grows: a command's series always shows its full
+count (when it is given a slot again too), and ``other`` adds what the
+commands without a slot added meanwhile (what a command added there before
+it had a slot stays there).
+
+The server is one thread and a selector, not a thread per client: every
+connection has REQUEST_DEADLINE seconds for its whole request and answer,
+however slowly its bytes come (a client sending a byte a second is cut off
+then, not kept alive by each byte), and at most MAX_CLIENTS connections are
+open at once, the oldest one closed for a new one; so clients that trickle
+cost a few bytes each and a scraper is always answered.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import selectors
+import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -27,8 +43,6 @@ from .events import EVENT_NAMES, Exit
 from .stats import LifecycleCounter
 
 if TYPE_CHECKING:
-    from http.server import ThreadingHTTPServer
-
     from prometheus_client.metrics_core import Metric
 
 
@@ -41,10 +55,16 @@ _OVERFLOW: Final = "\0other"  # never a comm: comm cannot hold NUL
 DEFAULT_HOST: Final = "127.0.0.1"
 
 
-#: Seconds a scrape's connection may stay silent before it is closed.
-CLIENT_TIMEOUT: Final = 10.0
-#: Scrapes answered at once; more are refused (each holds a thread).
-MAX_CLIENTS: Final = 16
+#: Seconds a connection has for its whole request and answer (a scraper
+#: sends its request in one packet; a page is a few kB).
+REQUEST_DEADLINE: Final = 5.0
+#: Connections open at once; a new one beyond closes the oldest.
+MAX_CLIENTS: Final = 64
+#: Bytes a request line and headers may have.
+MAX_HEAD: Final = 8192
+#: Seconds a command's label is kept after its count last rose, before
+#: another command may be given that slot.
+RECLAIM_AFTER: Final = 300.0
 
 
 class MetricsError(Exception):
@@ -99,49 +119,64 @@ class CommandCounter:
 
 
 def _label(name: str | None) -> str:
-    """A label value any scrape can encode: a name that is not valid UTF-8
-    (any process may call itself b"x\\xff") is shown escaped, as the terminal
-    shows it."""
+    """A label value any scrape can encode and show: a name is escaped as
+    the terminal shows it, control characters (ESC, \\r...), backslashes
+    and bytes that are not valid UTF-8 (any process may call itself
+    b"x\\xff" or b"\\x1b[31m") included; prometheus_client then escapes
+    the quote, backslash and newline the text format reserves."""
     if not name:
         return "?"
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            return escape(name)
-    return name
+    return escape(name)
 
 
 class LabelSet:
-    """The sticky, bounded choice of command labels for one family."""
+    """The bounded choice of command labels for one family (module doc)."""
 
-    __slots__ = ("carried", "labelled", "last", "top")
+    __slots__ = ("labelled", "other", "previous", "reclaim_after", "top")
 
-    def __init__(self, top: int) -> None:
+    def __init__(self, top: int, reclaim_after: float = RECLAIM_AFTER) -> None:
         self.top = top
-        self.labelled: set[str] = set()
-        #: What promoted commands had added to "other" when it was last exported.
-        self.carried = 0
-        #: The unlabelled commands' counts at the last export.
-        self.last: dict[str, int] = {}
+        self.reclaim_after = reclaim_after
+        #: Labelled command -> when its count last rose (time.monotonic()).
+        self.labelled: dict[str, float] = {}
+        #: What the commands had at the last export.
+        self.previous: dict[str, int] = {}
+        #: What commands added while they had no label.
+        self.other = 0
 
-    def export(self, counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    def export(self, counts: Mapping[str, int], now: float | None = None) -> list[tuple[str, int]]:
         """(command, value) pairs, "other" last.  Every value is at least what
-        it was at the previous export."""
+        it was at the previous export (a command may have lost its label)."""
+        now = time.monotonic() if now is None else now
         labelled = self.labelled
+        previous = self.previous
+        rising: dict[str, int] = {}
+        for name, count in counts.items():
+            rise = count - previous.get(name, 0)
+            if rise <= 0:
+                continue
+            if name in labelled:
+                labelled[name] = now
+            elif name in (_OVERFLOW, OTHER):  # a command named "other" is counted there
+                self.other += rise
+            else:
+                rising[name] = rise
+        self.previous = dict(counts)
         free = self.top - len(labelled)
-        if free > 0:
-            candidates = sorted(
-                ((count, name) for name, count in counts.items() if name not in labelled and name != _OVERFLOW),
-                key=lambda item: (-item[0], item[1]),
-            )
-            for _count, name in candidates[:free]:
-                labelled.add(name)
-                self.carried += self.last.get(name, 0)
-        unlabelled = {name: count for name, count in counts.items() if name not in labelled}
-        self.last = unlabelled
+        idle = sorted((when, name) for name, when in labelled.items() if now - when >= self.reclaim_after)
+        idle.reverse()  # least recently risen last, for pop()
+        for name in sorted(rising, key=lambda n: (-rising[n], -counts[n], n)):
+            if free > 0:
+                free -= 1
+            elif idle:
+                del labelled[idle.pop()[1]]
+            else:
+                break
+            labelled[name] = now
+            del rising[name]  # its own series shows this rise
+        self.other += sum(rising.values())
         out = sorted((name, counts.get(name, 0)) for name in labelled)
-        out.append((OTHER, self.carried + sum(unlabelled.values())))
+        out.append((OTHER, self.other))
         return out
 
 
@@ -312,62 +347,54 @@ class Collector:
             )
 
 
+class _Client:
+    """One connection: its request head as it comes, then its answer."""
+
+    __slots__ = ("answer", "deadline", "head", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.head = bytearray()
+        self.answer: memoryview | None = None
+
+
 class MetricsServer:
-    """``/metrics`` over HTTP on a daemon thread."""
+    """``/metrics`` over HTTP on a daemon thread (the module doc says how
+    slow and many clients are bounded)."""
 
     def __init__(self, host: str, port: int, collector: Collector) -> None:
         try:
             from prometheus_client import CollectorRegistry
-            from prometheus_client.exposition import MetricsHandler
+            from prometheus_client.exposition import choose_encoder
         except ImportError:
             raise MetricsError(
                 "--metrics needs the prometheus_client package: pip install 'procevents[metrics]'"
             ) from None
-        import socket
-        from http.server import ThreadingHTTPServer
-
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        self._choose_encoder = choose_encoder
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-        class Handler(MetricsHandler.factory(registry)):  # type: ignore[misc]
-            timeout = CLIENT_TIMEOUT  # an idle client does not hold a thread for long
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # no line per scrape on our stderr
-
-        class Server(ThreadingHTTPServer):
-            address_family = family
-            daemon_threads = True
-            slots = threading.BoundedSemaphore(MAX_CLIENTS)
-
-            def process_request(self, request: Any, client_address: Any) -> None:
-                if not self.slots.acquire(blocking=False):
-                    self.shutdown_request(request)  # too many at once: refused, not queued
-                    return
-                try:
-                    super().process_request(request, client_address)
-                except BaseException:
-                    self.slots.release()
-                    raise
-
-            def process_request_thread(self, request: Any, client_address: Any) -> None:
-                try:
-                    super().process_request_thread(request, client_address)
-                finally:
-                    self.slots.release()
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # a client that went away mid-answer: nothing to say
-
+        listener = socket.socket(family, socket.SOCK_STREAM)
         try:
-            self.server: ThreadingHTTPServer = Server((host, port), Handler)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, port))
+            listener.listen(128)
         except OSError as exc:
+            listener.close()
             shown = f"[{host}]" if ":" in host else host
             raise MetricsError(f"cannot serve metrics on {shown}:{port}: {exc.strerror or exc}") from None
-        self.host = str(self.server.server_address[0])
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, name="procevents-metrics", daemon=True)
+        listener.setblocking(False)
+        self.listener = listener
+        self.host = str(listener.getsockname()[0])
+        self.port = int(listener.getsockname()[1])
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        #: Open connections, oldest (the first to reach its deadline) first.
+        self._clients: dict[socket.socket, _Client] = {}
+        self.thread = threading.Thread(target=self._run, name="procevents-metrics", daemon=True)
         self.thread.start()
 
     @property
@@ -376,9 +403,134 @@ class MetricsServer:
         return f"http://{shown}:{self.port}/metrics"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
         self.thread.join(5)
+        for client in list(self._clients.values()):
+            self._drop(client)
+        for sock in (self.listener, self._wake_r, self._wake_w):
+            sock.close()
+        self._selector.close()
+
+    # -- the serving thread --
+
+    def _run(self) -> None:
+        while True:
+            clients = self._clients
+            now = time.monotonic()
+            while clients:  # deadlines are in accept order: the first is the soonest
+                oldest = next(iter(clients.values()))
+                if oldest.deadline > now:
+                    break
+                self._drop(oldest)
+            timeout = min(1.0, next(iter(clients.values())).deadline - now) if clients else None
+            for key, _mask in self._selector.select(timeout):
+                if key.fileobj is self._wake_r:
+                    return
+                if key.fileobj is self.listener:
+                    self._accept()
+                    continue
+                client = clients.get(key.fileobj)  # type: ignore[call-overload]
+                if client is None:
+                    continue  # dropped meanwhile
+                try:
+                    if client.answer is None:
+                        self._read(client)
+                    else:
+                        self._write(client)
+                except OSError:  # reset, or gone mid-answer: nothing to say
+                    self._drop(client)
+
+    def _accept(self) -> None:
+        for _ in range(MAX_CLIENTS):  # then back to the others
+            try:
+                sock, _address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # out of file descriptors, aborted: the next one may do
+                return
+            if len(self._clients) >= MAX_CLIENTS:
+                self._drop(next(iter(self._clients.values())))
+            sock.setblocking(False)
+            client = _Client(sock, time.monotonic() + REQUEST_DEADLINE)
+            self._clients[sock] = client
+            self._selector.register(sock, selectors.EVENT_READ, None)
+
+    def _read(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._drop(client)
+            return
+        client.head += data
+        end = client.head.find(b"\r\n\r\n")
+        if end < 0:
+            end = client.head.find(b"\n\n")
+        if end > MAX_HEAD or (end < 0 and len(client.head) > MAX_HEAD):
+            client.answer = memoryview(_response(431, "text/plain", b"request too large\n"))
+        elif end < 0:
+            return  # more to come, within the deadline
+        else:
+            client.answer = memoryview(self._answer(bytes(client.head[:end])))
+        self._selector.modify(client.sock, selectors.EVENT_WRITE, None)
+        self._write(client)
+
+    def _write(self, client: _Client) -> None:
+        assert client.answer is not None
+        try:
+            sent = client.sock.send(client.answer)
+        except (BlockingIOError, InterruptedError):
+            return
+        client.answer = client.answer[sent:]
+        if not client.answer:
+            self._drop(client)
+
+    def _drop(self, client: _Client) -> None:
+        if self._clients.pop(client.sock, None) is None:
+            return
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            self._selector.unregister(client.sock)
+        client.sock.close()
+
+    def _answer(self, head: bytes) -> bytes:
+        """The response to a request head: the page for a GET (of any path,
+        as prometheus_client's own server; ``name[]`` selects families)."""
+        from urllib.parse import parse_qs, urlsplit
+
+        lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return _response(400, "text/plain", b"bad request\n")
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            return _response(405, "text/plain", b"only GET\n", extra="Allow: GET, HEAD\r\n")
+        accept = ""
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "accept":
+                accept = value.strip()
+        try:
+            encoder, content_type = self._choose_encoder(accept)
+            names = parse_qs(urlsplit(target).query).get("name[]")
+            registry: Any = self.registry.restricted_registry(names) if names else self.registry
+            page: bytes = encoder(registry)
+        except Exception:  # a page that cannot be made: the scrape fails, the program goes on
+            return _response(500, "text/plain", b"cannot make the page\n")
+        return _response(200, content_type, page, head_only=method == "HEAD")
+
+
+_REASONS: Final = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed", 431: "Request Header Fields Too Large",
+                   500: "Internal Server Error"}
+
+
+def _response(status: int, content_type: str, body: bytes, *, extra: str = "", head_only: bool = False) -> bytes:
+    head = (
+        f"HTTP/1.0 {status} {_REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("latin-1") + (b"" if head_only else body)
 
 
 def serve(

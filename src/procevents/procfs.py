@@ -131,11 +131,17 @@ def parse_cgroup(data: bytes) -> str:
     """The cgroup v2 path ("0::/..."), else (v1, or a hybrid host whose v2
     path is the root while a v1 hierarchy places the process deeper, as
     docker's cgroupfs driver does) the name=systemd path, else the first
-    v1 path below the root."""
+    v1 path below the root.
+
+    Lines end at ``\n`` only: the kernel refuses that one byte in a cgroup
+    name but allows every other, so a name holding ``\r`` (or any other
+    line break ``str.splitlines`` knows) must not start a forged line."""
     unified: str | None = None
     systemd: str | None = None
     first: str | None = None
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
+    for line in data.decode("utf-8", "surrogateescape").split("\n"):
+        if not line:
+            continue
         hier, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
         if hier == "0":

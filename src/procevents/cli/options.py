@@ -366,7 +366,7 @@ def nats_config(args: argparse.Namespace, *, required: bool = False) -> Any:
     import os
 
     from ..fleet import URL_ENV
-    from ..fleet.connect import NatsConfig, nats_available
+    from ..fleet.connect import NatsConfig, nats_available, nkeys_missing
 
     url = args.nats or os.environ.get(URL_ENV)
     if not url:
@@ -385,6 +385,10 @@ def nats_config(args: argparse.Namespace, *, required: bool = False) -> Any:
             raise UsageError(f"cannot read --{name.replace('_', '-')} {path}")
     if not nats_available():
         raise UsageError("--nats needs nats-py: pip install 'procevents[fleet]'")
+    if args.nats_creds is not None and (missing := nkeys_missing()):
+        # Here, not at the first connection: nats-py imports nkeys only then,
+        # and the shipper or collector would retry that failure for ever.
+        raise UsageError(f"--nats-creds needs nkeys ({missing}): pip install 'procevents[fleet]'")
     max_age = getattr(args, "nats_max_age", None)
     return NatsConfig(
         url=url, creds=args.nats_creds, ca=args.nats_ca, cert=args.nats_cert, key=args.nats_key,

@@ -83,8 +83,27 @@ def nats_available() -> bool:
     return importlib.util.find_spec("nats") is not None
 
 
+def nkeys_missing() -> str | None:
+    """Why a creds file cannot be used (nats-py signs with nkeys, which it
+    imports only when connecting), or None.  An import, not a look-up: a
+    module that is there but does not import (its own dependency, PyNaCl,
+    missing) is as missing."""
+    try:
+        import nkeys  # noqa: F401
+    except ImportError as exc:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else "ImportError"
+    return None
+
+
+def tls_required(config: NatsConfig) -> bool:
+    """Whether every connection must be TLS: a ``tls://`` URL anywhere in
+    the list, ``--nats-ca`` or ``--nats-cert``."""
+    schemes = {urlsplit(one.strip()).scheme for one in config.url.split(",")}
+    return "tls" in schemes or bool(config.ca or config.cert)
+
+
 def tls_context(config: NatsConfig) -> ssl.SSLContext | None:
-    if not (config.url.startswith("tls://") or config.ca or config.cert):
+    if not tls_required(config):
         return None
     import ssl
 
@@ -138,7 +157,7 @@ async def connect(
     tls = tls_context(config)
     if tls is not None:
         options["tls"] = tls
-    nc = Client()
+    nc = Client() if tls is None else _tls_only_client()
     began = asyncio.get_running_loop().time()
     attempt = asyncio.ensure_future(nc.connect(**options))
     waits: set[asyncio.Future[Any]] = {attempt}
@@ -164,6 +183,48 @@ async def connect(
         await _close_quietly(nc)
         raise
     return nc
+
+
+def _tls_only_client() -> Any:
+    """A nats-py client that sends no CONNECT (user, password, token, creds
+    signature: every credential is in it) on a connection that is not TLS.
+
+    nats-py itself upgrades to TLS only when the server's INFO says
+    ``tls_required``, whatever the URL's scheme or the SSL context given:
+    a server (or whoever answers in its place) that does not ask got the
+    credentials in clear.  The check is on the socket itself, just before
+    CONNECT is built, on the first connection and on every reconnection;
+    were nats-py to stop calling ``_connect_command``, no CONNECT could be
+    sent at all, and a nats-py without that method is refused here."""
+    from nats.aio.client import Client
+    from nats.errors import Error
+
+    if not callable(getattr(Client, "_connect_command", None)):  # fail closed, never in clear
+        raise NatsMissing("this nats-py cannot be held to TLS (it has no Client._connect_command)")
+
+    class PlaintextServer(Error):  # an Error: nats-py goes on to the next server
+        """The server did not do TLS; nothing was sent to it."""
+
+    class TlsOnlyClient(Client):
+        def _connect_command(self) -> bytes:
+            if not _is_tls(self._transport):
+                server = self._current_server
+                where = f"{server.uri.hostname}:{server.uri.port}" if server is not None else "the server"
+                raise PlaintextServer(
+                    f"{where} does not do TLS (asked for by tls://, --nats-ca or --nats-cert): "
+                    "refused before sending any credential"
+                )
+            command: bytes = super()._connect_command()
+            return command
+
+    return TlsOnlyClient()
+
+
+def _is_tls(transport: Any) -> bool:
+    """Whether nats-py's transport is a TLS connection (False when it cannot tell)."""
+    writer = getattr(transport, "_io_writer", None)
+    get_extra_info = getattr(writer, "get_extra_info", None)
+    return get_extra_info is not None and get_extra_info("ssl_object") is not None
 
 
 async def _close_quietly(nc: Any) -> None:
