@@ -99,8 +99,9 @@ def cli_argv() -> list[str]:
 
 def _default_signals() -> None:
     # A test runner started from a non-interactive shell in the background
-    # inherits SIGINT ignored; a Python child would then never see Ctrl-C.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+    # inherits SIGINT and SIGQUIT ignored (and SIGHUP under nohup); a child
+    # would then never see Ctrl-C, and a test's SIGQUIT would never end it.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
 
 
