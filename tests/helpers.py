@@ -888,6 +888,18 @@ def proc_state(pid: int) -> str:
     return data[data.rindex(b")") + 2 :].split()[0].decode()
 
 
+def asleep_in_syscall(pid: int) -> bool:
+    """Whether ``pid`` sleeps inside a system call (waiting for its socket,
+    say), rather than running or stopped."""
+    if proc_state(pid) != "S":
+        return False
+    try:
+        number = Path(f"/proc/{pid}/syscall").read_text().split()[0]  # "running" when it is not in one
+    except (OSError, IndexError):
+        return False
+    return number.isdigit()
+
+
 class Watcher:
     """A running ``procevents`` whose stdout goes to a file, read as it grows."""
 

@@ -39,6 +39,7 @@ from helpers import (
     Request,
     Start,
     Traced,
+    asleep_in_syscall,
     assert_ignored_once,
     child_pids,
     cli_argv,
@@ -340,7 +341,7 @@ def test_signal_while_iterating(traced: Start, tmp_path: Path, sig: int, expecte
         _spawn_true(1)  # the first event prints READY
         time.sleep(0.02)
     pid = _ready_pid(t)
-    time.sleep(0.2)  # back to waiting in the loop
+    wait_until(lambda: asleep_in_syscall(pid), "the loop back at its wait for events")
     os.kill(pid, sig)
     rc = t.wait()
     assert rc in expected, f"exit status {rc}; stderr:\n{t.err.text}"
@@ -530,18 +531,12 @@ def test_cli_trace_ends(traced: Start, command: list[str], expected: int) -> Non
 
 
 def test_cli_trace_sigterm_is_forwarded(traced: Start) -> None:
-    t = traced([*cli_argv(), "trace", "--", "sleep", "30"], stdout=subprocess.DEVNULL)
+    t = traced([*cli_argv(), "trace", "--flat", "--", "sleep", "30"])
     tracee = t.tracee()
-    deadline = time.monotonic() + TIMEOUT
-    while True:  # the subscription is made before CMD starts
-        sleepers = [pid for pid in child_pids(tracee) if comm_of(pid) == "sleep"]
-        if sleepers:
-            break
-        kids = {pid: comm_of(pid) for pid in child_pids(tracee)}
-        assert t.proc.poll() is None, t.err.text
-        assert time.monotonic() < deadline, f"CMD not started; children {kids}; stderr:\n{t.err.text}"
-        time.sleep(0.02)
-    time.sleep(0.2)
+    # CMD's exec shown: trace has its child (a signal before that has
+    # nowhere to go) and is in its loop.
+    assert t.out is not None
+    t.out.wait_for(lambda line: b" exec " in line and line.rstrip().endswith(b"sleep 30"))
     os.kill(tracee, signal.SIGTERM)
     assert t.wait() == 128 + signal.SIGTERM, t.err.text
     assert_ignored_once(t.requests(), readers=CPUS)
