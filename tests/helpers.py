@@ -99,8 +99,9 @@ def cli_argv() -> list[str]:
 
 def _default_signals() -> None:
     # A test runner started from a non-interactive shell in the background
-    # inherits SIGINT ignored; a Python child would then never see Ctrl-C.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+    # inherits SIGINT and SIGQUIT ignored (and SIGHUP under nohup); a child
+    # would then never see Ctrl-C, and a test's SIGQUIT would never end it.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)
 
 
@@ -1053,6 +1054,18 @@ def proc_state(pid: int) -> str:
     except OSError:
         return "?"
     return data[data.rindex(b")") + 2 :].split()[0].decode()
+
+
+def asleep_in_syscall(pid: int) -> bool:
+    """Whether ``pid`` sleeps inside a system call (waiting for its socket,
+    say), rather than running or stopped."""
+    if proc_state(pid) != "S":
+        return False
+    try:
+        number = Path(f"/proc/{pid}/syscall").read_text().split()[0]  # "running" when it is not in one
+    except (OSError, IndexError):
+        return False
+    return number.isdigit()
 
 
 class Watcher:

@@ -7,12 +7,27 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import STRACE, TIMEOUT, TRUE, cli_argv, env, run_cli, skip_unless_connector
+
+#: Runs argv[1:] as a child subreaper, then waits for every process left
+#: behind (orphans are its children then) before it exits with its status.
+SUBREAPER = r"""
+import ctypes, os, subprocess, sys
+PR_SET_CHILD_SUBREAPER = 36
+assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+status = subprocess.run(sys.argv[1:]).returncode
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        break
+sys.exit(status)
+"""
 
 
 def test_trace_help() -> None:
@@ -23,9 +38,13 @@ def test_trace_help() -> None:
 
 def test_trace_unwritable_output_does_not_run_command(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    result = run_cli("trace", "-o", str(tmp_path / "missing" / "out.txt"), "--", "touch", str(marker))
+    result = subprocess.run(
+        [sys.executable, "-c", SUBREAPER, *cli_argv(), "trace", "-o", str(tmp_path / "missing" / "out.txt"),
+         "--", "touch", str(marker)],
+        capture_output=True, env=env(), stdin=subprocess.DEVNULL, timeout=TIMEOUT, check=False,
+    )
     assert result.returncode == 1, result.stderr  # a runtime error, not a usage one
-    time.sleep(0.2)  # give a wrongly started command time to show
+    # Every process procevents started has ended by now, a wrongly started CMD too.
     assert not marker.exists(), "CMD ran although procevents refused to start"
 
 

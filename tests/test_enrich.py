@@ -5,6 +5,8 @@ carries, and the rescan of /proc after a loss.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from helpers import (
     FixtureProc,
@@ -13,8 +15,10 @@ from helpers import (
     fork,
     fx,
     procfs,
+    snap,
 )
 
+from procevents.costs import CostJoin, TaskCost
 from procevents.enrich import Enricher
 from procevents.events import Event, Lost
 from procevents.identity import Identity
@@ -22,6 +26,13 @@ from procevents.procfs import ProcFS
 from procevents.proctable import ProcessTable
 
 __all__ = ["fx", "procfs"]  # fixtures, imported to be used here
+
+
+def _cost(pid: int, **fields: object) -> TaskCost:
+    """A taskstats record of task ``pid`` (figures not given are unknown)."""
+    record: dict[str, object] = dict.fromkeys(TaskCost.__dataclass_fields__)
+    record.update({"pid": pid, "thread_group": False, "version": 16, "elapsed": None, "stime": 0.0, **fields})
+    return TaskCost(**record)  # type: ignore[arg-type]
 
 
 class TestEnricher:
@@ -98,6 +109,29 @@ class TestEnricher:
         snapshots = enricher.read_execs([exec_(600)])
         _, info = enricher.apply(exec_(600), snapshots[0])
         assert info["user"] == "4000000001"
+
+    def test_a_thread_exit_after_its_process_has_its_name_and_figures(
+        self, fx: FixtureProc, procfs: ProcFS
+    ) -> None:
+        # A joined thread may be reported gone after its process: its exit is
+        # still a thread's of that process, with its own figures, and the
+        # process's sum counts them once (never again for a new process 600).
+        fx.add(1, comm="init", ppid=0)
+        join = CostJoin()
+        costs = SimpleNamespace(join=join, take=join.take)
+        enricher = Enricher(ProcessTable(procfs, seed=False), costs=costs)  # type: ignore[arg-type]
+        enricher.apply(fork(1, 600, ts=1_000), None)
+        enricher.apply(exec_(600, ts=2_000), snap(["prog"], comm="prog"))
+        enricher.apply(fork(600, 601, ts=3_000, thread_of=600), None)
+        join.add([_cost(601, tgid=600, utime=0.25), _cost(600, tgid=600, utime=0.5)], received_ns=4_000)
+        _, process = enricher.apply(exit_(600, ts=5_000, parent=1), None)
+        _, thread = enricher.apply(exit_(601, ts=5_100, tgid=600), None)
+        assert process["utime"] == 0.75  # its own and its thread's
+        assert (thread["thread"], thread["comm"], thread["cmdline"], thread["utime"]) == (True, "prog", ["prog"], 0.25)
+        enricher.apply(fork(1, 600, ts=6_000), None)
+        join.add([_cost(600, tgid=600, utime=1.0)], received_ns=7_000)
+        _, again = enricher.apply(exit_(600, ts=8_000, parent=1), None)
+        assert again["utime"] == 1.0
 
 
 class TestResyncAfterLoss:

@@ -218,6 +218,18 @@ class TestUpdate:
         assert proc is seeded.get(101)
         assert 101 in seeded
 
+    def test_exit_of_a_thread_after_its_process_still_finds_it(self, seeded: ProcessTable) -> None:
+        # A joined thread may be reported gone after its process (the join
+        # returns before the kernel's exit event for the thread is sent).
+        bash = seeded.get(101)
+        seeded.update(fork(101, 5000, thread_of=101))
+        assert seeded.update(exit_(101, parent=100)) is bash
+        assert seeded.update(exit_(5000, tgid=101)) is bash
+        assert 101 not in seeded
+        # Until the pid names a new process: then a thread exit is that one's.
+        child = seeded.update(fork(200, 101))
+        assert seeded.update(exit_(5001, tgid=101)) is child is not bash
+
     def test_exit_of_an_unknown_process(self, seeded: ProcessTable) -> None:
         proc = seeded.update(exit_(4444, parent=101))
         assert proc is not None

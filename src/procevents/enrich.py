@@ -310,7 +310,9 @@ class Enricher:
         assert self.costs is not None
         cost = self.costs.take(event.process_pid, start, event.timestamp_ns)
         if event.process_pid != event.process_tgid:
-            if cost is not None:
+            # Kept for its process's exit, unless that came first (then it
+            # counted this thread's record already: CostJoin.threads_of).
+            if cost is not None and event.process_tgid in self.table:
                 self._thread_costs.setdefault(event.process_tgid, []).append(cost)
         else:
             threads = self._thread_costs.pop(event.process_tgid, [])

@@ -19,6 +19,9 @@ from .snapshot import ExecSnapshot, same_start
 
 #: Beyond this many tracked processes the oldest entries are forgotten.
 MAX_TRACKED = 1 << 18
+#: Processes remembered after their exit, for the exits of their threads
+#: that the kernel reports later (a joined thread may still be on its way out).
+MAX_EXITED = 4096
 _MAX_DEPTH = 256
 
 
@@ -58,6 +61,9 @@ class ProcessTable:
         #: tid -> start (CLOCK_MONOTONIC ns) of threads seen created; the
         #: enricher takes an entry at the thread's exit.
         self.thread_starts: dict[int, int] = {}
+        #: tgid -> the entry of a process whose exit was seen, until its pid
+        #: names a new process: a thread's exit may come after its process's.
+        self.exited: dict[int, Proc] = {}
         self.boot_offset_ns = self.procfs.boottime_offset_ns()
         if seed:
             self.seed()
@@ -134,6 +140,7 @@ class ProcessTable:
         if len(procs) >= MAX_TRACKED and proc.pid not in procs:
             del procs[next(iter(procs))]
         procs[proc.pid] = proc
+        self.exited.pop(proc.pid, None)
 
     def _lookup(self, tgid: int) -> Proc | None:
         proc = self.procs.get(tgid)
@@ -172,10 +179,15 @@ class ProcessTable:
 
     def _exit(self, event: Exit, snapshot: ExecSnapshot | None) -> Proc | None:
         if event.process_pid != event.process_tgid:
-            return self.procs.get(event.process_tgid)
+            proc = self.procs.get(event.process_tgid)
+            return proc if proc is not None else self.exited.get(event.process_tgid)
         proc = self.procs.pop(event.process_tgid, None)
         if proc is None:
             proc = Proc(pid=event.process_tgid, ppid=event.parent_tgid)
+        exited = self.exited
+        if len(exited) >= MAX_EXITED and proc.pid not in exited:
+            del exited[next(iter(exited))]
+        exited[proc.pid] = proc
         return proc
 
     def _exec(self, event: Exec, snapshot: ExecSnapshot | None) -> Proc | None:
