@@ -95,21 +95,17 @@ def _connector_socket() -> socket.socket:
         raise ConnectorError(exc.errno, f"cannot open a netlink connector socket: {exc.strerror}") from None
 
 
-def _in_foreign_network_namespace(sock: socket.socket | None = None) -> bool:
+def _in_foreign_network_namespace() -> bool:
     """Whether the kernel's connector is missing from this network namespace,
-    found by sending it a request it ignores (ECONNREFUSED: nobody is there)."""
-    owned = sock is None
+    found by sending it, from a socket of its own, a request it ignores
+    (ECONNREFUSED: nobody is there)."""
     try:
-        if sock is None:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR)
-        sock.send(_IGNORED_REQUEST)
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, wire.NETLINK_CONNECTOR) as sock:
+            sock.send(_IGNORED_REQUEST)
     except ConnectionRefusedError:
         return True
     except OSError:
         return False
-    finally:
-        if owned and sock is not None:
-            sock.close()
     return False
 
 
@@ -138,7 +134,7 @@ def probe() -> ConnectorError | None:
         return exc
     try:
         _join_group(sock)
-        if _in_foreign_network_namespace(sock):
+        if _in_foreign_network_namespace():
             return ConnectorError(errno.ECONNREFUSED, NETWORK_NAMESPACE_PROBLEM)
     except ConnectorError as exc:
         return exc
