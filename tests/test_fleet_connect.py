@@ -340,7 +340,10 @@ def test_creds_work_with_what_the_extra_installs(tmp_path: Path, nats_creds: tup
         collect.cleanup()
     assert f"collecting from nats://127.0.0.1:{port}, stream PROCEVENTS" in collect.err.text, collect.err.text
     # ... and that server lets no one in without them.
-    assert "Authorization Violation" in _connect(NatsConfig(f"nats://127.0.0.1:{port}"), 1.5)
+    # The server sends -ERR 'Authorization Violation' and closes; the client
+    # may meet the close before it has read the error (seen under load).
+    refused = _connect(NatsConfig(f"nats://127.0.0.1:{port}"), 1.5)
+    assert "Authorization Violation" in refused or "Connection reset by peer" in refused, refused
 
 
 def _b64(data: bytes) -> str:
